@@ -34,7 +34,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if code, done := packParse(fs, args); done {
+	if code, done := packParse(fs, args, stdout); done {
 		return code
 	}
 	for _, f := range []struct{ flag, val string }{{"in", *in}, {"out", *out}, {"name", *name}, {"version", *version}} {
@@ -111,7 +111,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if code, done := packParse(fs, args); done {
+	if code, done := packParse(fs, args, stdout); done {
 		return code
 	}
 	if *out == "" {
@@ -163,14 +163,23 @@ flags:
 }
 
 // packParse parses flags. done reports that the command should exit with
-// code: 0 after -h, 2 after a usage error.
-func packParse(fs *flag.FlagSet, args []string) (code int, done bool) {
+// code: 0 after -h, which prints the usage to stdout, and 2 after a usage
+// error, which prints it to stderr.
+func packParse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	usage := fs.Usage
+	fs.Usage = func() {} // printed below, to the right stream
 	err := fs.Parse(args)
+	fs.Usage = usage
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		stderr := fs.Output()
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
 		return 0, true
 	case err != nil:
-		return 2, true // flag has printed the error and usage
+		fs.Usage() // after flag's own message
+		return 2, true
 	case fs.NArg() > 0:
 		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		fs.Usage()
