@@ -2,11 +2,262 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/download"
 )
 
+// runDownload implements "lwm2m download URI -o FILE". A partial FILE is
+// resumed when FILE.etag records the ETag it was fetched under.
 func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "lwm2m download: not yet implemented")
-	return 1
+	fs := flag.NewFlagSet("lwm2m download", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		out       = fs.String("o", "", "write the image to `FILE` (required)")
+		pskID     = fs.String("psk-identity", "", "DTLS PSK `identity` (coaps)")
+		pskHex    = fs.String("psk-key", "", "DTLS PSK as `HEX` (coaps)")
+		certFile  = fs.String("cert", "", "client certificate PEM `FILE` (coaps, coaps+tcp, https)")
+		keyFile   = fs.String("key", "", "client private key PEM `FILE`")
+		caFile    = fs.String("ca", "", "PEM `FILE` of CAs that sign the server's certificate (default: system roots)")
+		blockSize = fs.Int("block-size", 1024, "CoAP block size, a power of two from 16 to 1024")
+		retries   = fs.Int("retries", 3, "reconnect attempts after a lost connection")
+		window    = fs.Int("window", 1, "CoAP block requests in flight")
+		timeout   = fs.Duration("timeout", 30*time.Second, "per-request timeout for TCP and HTTP")
+		verbose   = fs.Bool("v", false, "log each attempt")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: lwm2m download URI -o FILE [flags]\n\nSchemes: %s\n\nFlags:\n", strings.Join(download.Schemes(), ", "))
+		fs.PrintDefaults()
+	}
+	// Flags may come before or after the URI.
+	var uri string
+	rest := args
+	for {
+		if code, done := dlParse(fs, rest, stdout); done {
+			return code
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if uri != "" {
+			fmt.Fprintf(stderr, "lwm2m download: unexpected argument %q\n", fs.Arg(0))
+			fs.Usage()
+			return 2
+		}
+		uri, rest = fs.Arg(0), fs.Args()[1:]
+	}
+	if uri == "" || *out == "" {
+		fmt.Fprintln(stderr, "lwm2m download: need a URI and -o FILE")
+		fs.Usage()
+		return 2
+	}
+
+	req := download.Request{URI: uri, BlockSize: *blockSize, Retries: *retries, Window: *window, Timeout: *timeout}
+	if *verbose {
+		req.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	sec, err := dlSecurity(*pskID, *pskHex, *certFile, *keyFile, *caFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
+		return 2
+	}
+	req.Security = sec
+
+	sink, err := openFileSink(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
+		return 1
+	}
+	defer sink.f.Close()
+	if sink.held > 0 && len(sink.etag) > 0 {
+		req.ETag, req.Offset = sink.etag, sink.held
+		fmt.Fprintf(stderr, "resuming %s at %d bytes\n", *out, sink.held)
+	}
+
+	stopProgress := progress(stderr, sink)
+	start := time.Now()
+	res, err := download.Get(ctx, req, sink)
+	stopProgress()
+	if err == nil {
+		err = sink.finish()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
+		return 1
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Fprintf(stderr, "%s: %d bytes in %.2fs (%s/s)", *out, res.Bytes, secs, humanBytes(float64(res.Bytes)/max(secs, 1e-9)))
+	if res.Resumed {
+		fmt.Fprint(stderr, ", resumed")
+	}
+	if res.Restarts > 0 {
+		fmt.Fprintf(stderr, ", restarted %d times", res.Restarts)
+	}
+	fmt.Fprintln(stderr)
+	return 0
+}
+
+// dlParse parses flags; done reports that the command should exit with code
+// (0 after -h, 2 after a usage error).
+func dlParse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stderr := fs.Output()
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+		return 0, true
+	case err != nil:
+		fs.Usage()
+		return 2, true
+	}
+	return 0, false
+}
+
+func dlSecurity(pskID, pskHex, certFile, keyFile, caFile string) (*download.Security, error) {
+	if pskID == "" && pskHex == "" && certFile == "" && keyFile == "" && caFile == "" {
+		return nil, nil
+	}
+	sec := &download.Security{PSKIdentity: pskID}
+	if pskHex != "" {
+		psk, err := hex.DecodeString(pskHex)
+		if err != nil {
+			return nil, fmt.Errorf("-psk-key: %w", err)
+		}
+		sec.PSK = psk
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("-cert and -key go together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		sec.Certificates = []tls.Certificate{cert}
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		sec.RootCAs = x509.NewCertPool()
+		if !sec.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca: no certificates in %s", caFile)
+		}
+	}
+	return sec, nil
+}
+
+// fileSink writes the image to a file and records the ETag of the
+// transfer in FILE.etag, so an interrupted download can be resumed.
+type fileSink struct {
+	f        *os.File
+	etagPath string
+	held     int64 // bytes present when opened
+	etag     []byte
+	written  atomic.Int64
+	size     atomic.Int64
+}
+
+func openFileSink(path string) (*fileSink, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s := &fileSink{f: f, etagPath: path + ".etag"}
+	s.size.Store(-1)
+	if etag, err := os.ReadFile(s.etagPath); err == nil && len(etag) > 0 {
+		if fi, err := f.Stat(); err == nil {
+			s.held, s.etag = fi.Size(), etag
+		}
+	}
+	return s, nil
+}
+
+func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) error {
+	if err := s.f.Truncate(offset); err != nil {
+		return err
+	}
+	if _, err := s.f.Seek(offset, io.SeekStart); err != nil {
+		return err
+	}
+	// Without an ETag a partial file cannot be resumed safely.
+	if err := os.WriteFile(s.etagPath, etag, 0o644); err != nil {
+		return err
+	}
+	s.written.Store(offset)
+	s.size.Store(size)
+	return nil
+}
+
+func (s *fileSink) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.written.Add(int64(n))
+	return n, err
+}
+
+// finish makes the file durable and drops the resume record.
+func (s *fileSink) finish() error {
+	if err := s.f.Sync(); err != nil {
+		return err
+	}
+	if err := os.Remove(s.etagPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// progress prints a line per second to w until the returned func is called.
+func progress(w io.Writer, s *fileSink) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		last := s.written.Load()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				n := s.written.Load()
+				if size := s.size.Load(); size > 0 {
+					fmt.Fprintf(w, "%d / %d bytes (%.0f%%), %s/s\n", n, size, 100*float64(n)/float64(size), humanBytes(float64(n-last)))
+				} else {
+					fmt.Fprintf(w, "%d bytes, %s/s\n", n, humanBytes(float64(n-last)))
+				}
+				last = n
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func humanBytes(n float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", n, units[i])
 }
