@@ -1,0 +1,398 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+)
+
+// ErrUpdateFailed reports a firmware update that ended with a result other
+// than Success; the UpdateResult says why.
+var ErrUpdateFailed = errors.New("server: firmware update failed")
+
+// Method is how the package reaches the device (OMA Object 5, resource 9).
+type Method int
+
+// Delivery methods.
+const (
+	PullCoAP Method = iota // the server publishes the package and writes a coap:// URI to /5/0/1
+	PullHTTP               // the same with an http:// URI; needs HTTPAddr
+	Push                   // Block1 writes to /5/0/0
+)
+
+var methodNames = [...]string{"pull", "pull-http", "push"}
+
+func (m Method) String() string {
+	if int(m) < len(methodNames) {
+		return methodNames[m]
+	}
+	return "method(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseMethod parses "pull", "pull-http" or "push".
+func ParseMethod(s string) (Method, error) {
+	for i, n := range methodNames {
+		if s == n {
+			return Method(i), nil
+		}
+	}
+	return 0, fmt.Errorf("server: unknown update method %q (want pull, pull-http or push)", s)
+}
+
+// UpdateResult is the Update Result resource /5/0/5.
+type UpdateResult int
+
+// Update Result values (OMA Object 5, resource 5).
+const (
+	ResultInitial UpdateResult = iota
+	ResultSuccess
+	ResultNoStorage
+	ResultOutOfMemory
+	ResultConnectionLost
+	ResultIntegrity
+	ResultUnsupportedType
+	ResultInvalidURI
+	ResultFailed
+	ResultUnsupportedProtocol
+	ResultCancelled
+	ResultDeferred
+)
+
+var resultNames = [...]string{"Initial", "Success", "Not enough storage", "Out of memory",
+	"Connection lost", "Integrity check failure", "Unsupported package type", "Invalid URI",
+	"Firmware update failed", "Unsupported protocol", "Cancelled", "Deferred"}
+
+func (r UpdateResult) String() string {
+	if r >= 0 && int(r) < len(resultNames) {
+		return resultNames[r]
+	}
+	return "result(" + strconv.Itoa(int(r)) + ")"
+}
+
+// State values of /5/0/3.
+const (
+	StateIdle        = 0
+	StateDownloading = 1
+	StateDownloaded  = 2
+	StateUpdating    = 3
+)
+
+var stateNames = [...]string{"Idle", "Downloading", "Downloaded", "Updating"}
+
+// StateName names a /5/0/3 value.
+func StateName(s int) string {
+	if s >= 0 && s < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state(" + strconv.Itoa(s) + ")"
+}
+
+// Progress reports the course of one device's update.
+type Progress struct {
+	Endpoint string `json:"endpoint"`
+	// Phase is one of "deliver" (bytes pushed), "uri" (Package URI
+	// written), "state" (State or Update Result changed), "execute",
+	// "registered" (the device registered again) and "done".
+	Phase  string       `json:"phase"`
+	Sent   int64        `json:"sent,omitempty"`
+	Total  int64        `json:"total,omitempty"`
+	State  int          `json:"state"`
+	Result UpdateResult `json:"result"`
+	URI    string       `json:"uri,omitempty"`
+}
+
+var (
+	pathURI    = model.NewPath(5, 0, 1)
+	pathUpdate = model.NewPath(5, 0, 2)
+	pathState  = model.NewPath(5, 0, 3)
+	pathResult = model.NewPath(5, 0, 5)
+)
+
+// fwState tracks /5/0/3 and /5/0/5 from notifications and reads.
+type fwState struct {
+	mu            sync.Mutex
+	state, result int
+	changed       chan struct{}
+}
+
+func (f *fwState) set(p model.Path, v int) {
+	f.mu.Lock()
+	if p == pathState {
+		f.state = v
+	} else {
+		f.result = v
+	}
+	f.mu.Unlock()
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fwState) get() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state, f.result
+}
+
+func (f *fwState) forget() {
+	f.mu.Lock()
+	f.state, f.result = -1, -1
+	f.mu.Unlock()
+}
+
+func parseIntPayload(c Content) (int, bool) {
+	if c.Format != TextPlain {
+		return 0, false
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(c.Payload)))
+	return v, err == nil
+}
+
+// pollInterval is how often Update reads State and Result itself, in case
+// a notification was lost or the device lost its observations.
+const pollInterval = 3 * time.Second
+
+// Update delivers pkgFile to ep by method, waits for State Downloaded,
+// executes Update (/5/0/2) and waits until the device reports the outcome,
+// usually after it restarted and registered again (OMA Object 5). It
+// returns the final Update Result; err is nil only for Success. ctx bounds
+// the whole procedure. progress, if not nil, is called from one goroutine
+// at a time.
+func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (UpdateResult, error) {
+	if _, ok := s.Registration(ep); !ok {
+		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
+	var pmu sync.Mutex
+	report := func(p Progress) {
+		if progress == nil {
+			return
+		}
+		p.Endpoint = ep
+		pmu.Lock()
+		defer pmu.Unlock()
+		progress(p)
+	}
+	events, unwatch := s.watch(ep)
+	defer unwatch()
+
+	st := &fwState{state: -1, result: -1, changed: make(chan struct{}, 1)}
+	var obsMu sync.Mutex
+	var observations []*Observation
+	observe := func() {
+		obsMu.Lock()
+		defer obsMu.Unlock()
+		for _, p := range []model.Path{pathState, pathResult} {
+			o, err := s.Observe(ctx, ep, p, TextPlain, func(n Notification) {
+				if v, ok := parseIntPayload(n.Content); ok {
+					st.set(n.Path, v)
+				}
+			})
+			if err != nil {
+				log.Debug("observe failed; polling instead", "path", p, "err", err)
+				continue
+			}
+			observations = append(observations, o)
+		}
+	}
+	defer func() {
+		obsMu.Lock()
+		defer obsMu.Unlock()
+		for _, o := range observations {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = o.Cancel(cctx)
+			cancel()
+		}
+	}()
+	poll := func() error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for _, p := range []model.Path{pathState, pathResult} {
+			c, err := s.Read(rctx, ep, p, TextPlain)
+			if err != nil {
+				return err
+			}
+			v, ok := parseIntPayload(c)
+			if !ok {
+				return fmt.Errorf("server: %s on %s: not an integer: %q", p, ep, c.Payload)
+			}
+			st.set(p, v)
+		}
+		return nil
+	}
+
+	log.Info("firmware update started")
+	if err := poll(); err != nil {
+		return 0, fmt.Errorf("server: update %s: reading firmware state: %w", ep, err)
+	}
+	state, result := st.get()
+	switch state {
+	case StateUpdating:
+		return UpdateResult(result), fmt.Errorf("server: update %s: device is already updating", ep)
+	case StateDownloading, StateDownloaded:
+		// Object 5: an empty Package URI drops the previous package.
+		log.Info("resetting previous download", "state", StateName(state))
+		if err := s.Write(ctx, ep, pathURI, TextPlain, []byte{}, true); err != nil {
+			return 0, fmt.Errorf("server: update %s: reset: %w", ep, err)
+		}
+	}
+	observe()
+
+	switch method {
+	case Push:
+		err := s.Push(ctx, ep, pkgFile, func(sent, total int64) {
+			report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
+		})
+		if err != nil {
+			return 0, fmt.Errorf("server: update %s: %w", ep, err)
+		}
+	case PullCoAP, PullHTTP:
+		im, err := s.Publish(pkgFile)
+		if err != nil {
+			return 0, err
+		}
+		scheme := "coap"
+		if method == PullHTTP {
+			scheme = "http"
+		}
+		uri, err := s.imageURI(ep, im, scheme)
+		if err != nil {
+			return 0, err
+		}
+		if err := s.Write(ctx, ep, pathURI, TextPlain, []byte(uri), true); err != nil {
+			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
+		}
+		log.Info("package URI written", "uri", uri)
+		report(Progress{Phase: "uri", URI: uri, State: -1, Result: -1})
+	default:
+		return 0, fmt.Errorf("server: update %s: %v not supported", ep, method)
+	}
+
+	// Values seen before delivery are stale from here on.
+	st.forget()
+	_ = poll()
+	executed := false
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	lastS, lastR := -2, -2
+	for {
+		state, result := st.get()
+		if state != lastS || result != lastR {
+			lastS, lastR = state, result
+			if state >= 0 && result >= 0 {
+				log.Info("firmware state", "state", StateName(state), "result", UpdateResult(result).String())
+				report(Progress{Phase: "state", State: state, Result: UpdateResult(result)})
+			}
+		}
+		if state >= 0 && result >= 0 {
+			r := UpdateResult(result)
+			switch {
+			case !executed && state == StateDownloaded:
+				report(Progress{Phase: "execute", State: state, Result: r})
+				err := s.Execute(ctx, ep, pathUpdate, "")
+				var ce *CodeError
+				if errors.As(err, &ce) {
+					return r, fmt.Errorf("server: update %s: executing Update: %w", ep, err)
+				}
+				if err != nil {
+					// The device may have restarted before answering.
+					log.Warn("no answer to Update; waiting for the device", "err", err)
+				}
+				log.Info("update executed")
+				executed = true
+				st.forget()
+				continue
+			case !executed && state == StateIdle && r > ResultSuccess:
+				return s.finish(log, report, state, r)
+			case executed && state == StateIdle && r == ResultSuccess:
+				return s.finish(log, report, state, r)
+			case executed && r > ResultSuccess:
+				return s.finish(log, report, state, r)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return UpdateResult(max(result, 0)), fmt.Errorf("server: update %s: waiting in state %s: %w", ep, StateName(state), ctx.Err())
+		case <-st.changed:
+		case reg := <-events:
+			// A new registration means the device restarted: its old
+			// observations are gone (RFC 7641, 3.6).
+			log.Info("device registered again during update", "addr", reg.Addr)
+			report(Progress{Phase: "registered", State: -1, Result: -1})
+			st.forget()
+			_ = poll()
+			observe()
+		case <-tick.C:
+			if err := poll(); err != nil {
+				log.Debug("polling firmware state", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) finish(log interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+}, report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
+	report(Progress{Phase: "done", State: state, Result: r})
+	if r == ResultSuccess {
+		log.Info("firmware update succeeded")
+		return r, nil
+	}
+	log.Warn("firmware update failed", "result", int(r), "reason", r.String())
+	return r, fmt.Errorf("%w: result %d (%s)", ErrUpdateFailed, int(r), r)
+}
+
+// DeviceResult is one device's outcome in UpdateMany.
+type DeviceResult struct {
+	Endpoint string
+	Result   UpdateResult
+	Err      error
+}
+
+// UpdateMany runs Update concurrently on every registered endpoint that
+// matches pattern (path.Match syntax, "*" for all) and returns each
+// device's outcome, ordered by endpoint.
+func (s *Server) UpdateMany(ctx context.Context, pattern, pkgFile string, method Method, progress func(Progress)) ([]DeviceResult, error) {
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("server: bad pattern %q: %w", pattern, err)
+	}
+	var eps []string
+	for _, r := range s.Registrations() {
+		if ok, _ := path.Match(pattern, r.Endpoint); ok {
+			eps = append(eps, r.Endpoint)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%w: none matches %q", ErrNotRegistered, pattern)
+	}
+	var pmu sync.Mutex
+	safe := func(p Progress) {
+		if progress == nil {
+			return
+		}
+		pmu.Lock()
+		defer pmu.Unlock()
+		progress(p)
+	}
+	out := make([]DeviceResult, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Update(ctx, ep, pkgFile, method, safe)
+			out[i] = DeviceResult{Endpoint: ep, Result: r, Err: err}
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}

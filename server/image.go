@@ -1,0 +1,230 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// Image is a firmware package the server publishes for pull downloads at
+// coap://HOST/fw/ID and, with HTTPAddr set, http://HOST/fw/ID.
+type Image struct {
+	ID     string // the first 16 hex digits of the SHA-256
+	File   string
+	Size   int64
+	SHA256 [32]byte
+	ETag   []byte // the first 8 bytes of the SHA-256 (RFC 7252 5.10.6 allows up to 8)
+}
+
+type image struct {
+	Image
+	f       *os.File
+	modTime time.Time
+}
+
+// Publish makes file available for pull downloads and returns its
+// description. Publishing the same content twice returns the same ID.
+// The file is kept open and read per block; it must not change while
+// published.
+func (s *Server) Publish(file string) (Image, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return Image{}, fmt.Errorf("server: publish: %w", err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		f.Close()
+		return Image{}, fmt.Errorf("server: publish %s: %w", file, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return Image{}, fmt.Errorf("server: publish %s: %w", file, err)
+	}
+	im := &image{f: f, modTime: st.ModTime()}
+	copy(im.SHA256[:], h.Sum(nil))
+	im.ID = hex.EncodeToString(im.SHA256[:8])
+	im.ETag = append([]byte(nil), im.SHA256[:8]...)
+	im.File, im.Size = file, n
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		f.Close()
+		return Image{}, ErrClosed
+	}
+	if s.images == nil {
+		s.images = make(map[string]*image)
+	}
+	if old, ok := s.images[im.ID]; ok {
+		f.Close()
+		return old.Image, nil
+	}
+	s.images[im.ID] = im
+	s.logger().Info("image published", "id", im.ID, "file", file, "size", n)
+	return im.Image, nil
+}
+
+// Unpublish stops serving the image id.
+func (s *Server) Unpublish(id string) {
+	s.mu.Lock()
+	im, ok := s.images[id]
+	delete(s.images, id)
+	s.mu.Unlock()
+	if ok {
+		im.f.Close()
+	}
+}
+
+func (s *Server) lookupImage(id string) (*image, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im, ok := s.images[id]
+	return im, ok
+}
+
+// handleImage serves GET /fw/{id} block by block (RFC 7959, 2.4), reading
+// only the requested block from the file. Every block carries the ETag and
+// Size2 so that a client can detect a changed image and resume.
+func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, id string) {
+	if r.Code() != codes.GET {
+		setCode(w, codes.MethodNotAllowed)
+		return
+	}
+	im, ok := s.lookupImage(id)
+	if !ok {
+		setCode(w, codes.NotFound)
+		return
+	}
+	szx, num := blockwise.SZX1024, int64(0)
+	if v, err := r.Options().GetUint32(message.Block2); err == nil {
+		z, n, _, err := blockwise.DecodeBlockOption(v)
+		if err != nil {
+			setCode(w, codes.BadOption)
+			return
+		}
+		num = n
+		// BERT is for TCP only (RFC 8323, 6); UDP gets 1024 at most.
+		if z < blockwise.SZX1024 {
+			szx = z
+		}
+	}
+	size := int64(szx.Size())
+	off := num * size
+	if off > im.Size || (off == im.Size && im.Size > 0) {
+		// RFC 7959, 2.2: a block beyond the end is a Bad Option.
+		setCode(w, codes.BadOption)
+		return
+	}
+	buf := make([]byte, min(size, im.Size-off))
+	n, err := im.f.ReadAt(buf, off)
+	if err != nil && n < len(buf) {
+		s.logger().Error("reading image", "id", id, "off", off, "err", err)
+		setCode(w, codes.InternalServerError)
+		return
+	}
+	more := off+int64(n) < im.Size
+	bv, err := blockwise.EncodeBlockOption(szx, num, more)
+	if err != nil {
+		setCode(w, codes.BadOption)
+		return
+	}
+	_ = w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(buf[:n]),
+		message.Option{ID: message.ETag, Value: im.ETag},
+		message.Option{ID: message.Block2, Value: encodeUint(bv)},
+		message.Option{ID: message.Size2, Value: encodeUint(uint32(min(im.Size, 1<<32-1)))},
+	)
+}
+
+// ImageHandler returns an http.Handler that serves published images at
+// /fw/{id}, with Range, If-Range and ETag support from http.ServeContent.
+func (s *Server) ImageHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := strings.CutPrefix(r.URL.Path, "/fw/")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		im, ok := s.lookupImage(id)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("ETag", `"`+hex.EncodeToString(im.ETag)+`"`)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", im.modTime, io.NewSectionReader(im.f, 0, im.Size))
+	})
+}
+
+// imageURI returns the URI ep should fetch im from: scheme "coap" or "http".
+func (s *Server) imageURI(ep string, im Image, scheme string) (string, error) {
+	var port string
+	switch scheme {
+	case "coap":
+		a := s.LocalAddr()
+		if a == nil {
+			return "", ErrNotListening
+		}
+		_, port, _ = net.SplitHostPort(a.String())
+	case "http":
+		a := s.HTTPLocalAddr()
+		if a == nil {
+			return "", fmt.Errorf("server: no HTTP listener for %s pull (set HTTPAddr)", ep)
+		}
+		_, port, _ = net.SplitHostPort(a.String())
+	default:
+		return "", fmt.Errorf("server: scheme %q not served", scheme)
+	}
+	host, err := s.hostFor(ep, scheme)
+	if err != nil {
+		return "", err
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/fw/" + im.ID, nil
+}
+
+// hostFor picks the server address a device can reach: PublicHost, the
+// bound address, or the local address on the route to the device.
+func (s *Server) hostFor(ep, scheme string) (string, error) {
+	if s.PublicHost != "" {
+		return s.PublicHost, nil
+	}
+	var bound net.Addr
+	if scheme == "http" {
+		bound = s.HTTPLocalAddr()
+	} else {
+		bound = s.LocalAddr()
+	}
+	if h, _, err := net.SplitHostPort(bound.String()); err == nil {
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+			return h, nil
+		}
+	}
+	reg, ok := s.Registration(ep)
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	// Connecting a UDP socket only asks the kernel for a route; it sends
+	// nothing.
+	c, err := net.Dial("udp", reg.Addr)
+	if err != nil {
+		return "", fmt.Errorf("server: route to %s: %w", ep, err)
+	}
+	defer c.Close()
+	h, _, _ := net.SplitHostPort(c.LocalAddr().String())
+	return h, nil
+}

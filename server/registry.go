@@ -1,0 +1,251 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// maxLinks bounds a registration payload; a real object list is far smaller.
+const maxLinks = 16 << 10
+
+// handleRD serves the registration interface (LwM2M 1.1 Transport, 5.3):
+// POST /rd registers, POST /rd/{id} updates, DELETE /rd/{id} de-registers.
+func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, rest []string) {
+	q, _ := r.Queries() // none is fine for Update and De-register
+	params := map[string]string{}
+	for _, kv := range q {
+		k, v, _ := strings.Cut(kv, "=")
+		params[k] = v
+	}
+	body, err := r.ReadBody()
+	if err != nil || len(body) > maxLinks {
+		setCode(w, codes.RequestEntityTooLarge)
+		return
+	}
+	addr := w.Conn().RemoteAddr().String()
+	switch {
+	case len(rest) == 0 && r.Code() == codes.POST:
+		id, code := s.register(params, string(body), addr)
+		if code != codes.Created {
+			setCode(w, code)
+			return
+		}
+		_ = w.SetResponse(codes.Created, message.TextPlain, nil,
+			message.Option{ID: message.LocationPath, Value: []byte("rd")},
+			message.Option{ID: message.LocationPath, Value: []byte(id)})
+	case len(rest) == 1 && r.Code() == codes.POST:
+		setCode(w, s.update(rest[0], params, body, addr))
+	case len(rest) == 1 && r.Code() == codes.DELETE:
+		setCode(w, s.deregister(rest[0]))
+	case len(rest) <= 1:
+		setCode(w, codes.MethodNotAllowed)
+	default:
+		setCode(w, codes.NotFound)
+	}
+}
+
+func parseLifetime(v string) (int64, bool) {
+	lt, err := strconv.ParseInt(v, 10, 64)
+	return lt, err == nil && lt > 0 && lt <= 1<<32-1
+}
+
+func newID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Server) register(p map[string]string, links, addr string) (string, codes.Code) {
+	ep := p["ep"]
+	if ep == "" {
+		return "", codes.BadRequest
+	}
+	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr}
+	if v, ok := p["lt"]; ok {
+		lt, ok := parseLifetime(v)
+		if !ok {
+			return "", codes.BadRequest
+		}
+		reg.Lifetime = lt
+	}
+	if v := p["b"]; v != "" {
+		reg.Binding = v
+	}
+	if v := p["lwm2m"]; v != "" {
+		reg.Version = v
+	}
+	if err := validLinks(links); err != nil {
+		s.logger().Warn("registration with bad links", "ep", ep, "addr", addr, "err", err)
+		return "", codes.BadRequest
+	}
+	now := s.clock()
+	reg.Registered, reg.Updated = now, now
+	reg.ID = newID()
+
+	s.mu.Lock()
+	// Core 6.2.1: a new Register from a known endpoint replaces the old
+	// registration.
+	if old, ok := s.byEP[ep]; ok {
+		delete(s.regs, old)
+		_ = s.Store.Delete(old)
+	}
+	for s.regs[reg.ID] != nil {
+		reg.ID = newID()
+	}
+	s.regs[reg.ID] = &reg
+	s.byEP[ep] = reg.ID
+	err := s.Store.Put(reg)
+	s.notifyLocked(reg)
+	s.mu.Unlock()
+	if err != nil {
+		s.logger().Error("storing registration", "ep", ep, "err", err)
+	}
+	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
+	return reg.ID, codes.Created
+}
+
+func (s *Server) update(id string, p map[string]string, body []byte, addr string) codes.Code {
+	s.mu.Lock()
+	cur, ok := s.regs[id]
+	if !ok {
+		s.mu.Unlock()
+		// Transport 5.3: 4.04 makes the client register again.
+		s.logger().Info("update for unknown registration", "id", id, "addr", addr)
+		return codes.NotFound
+	}
+	reg := *cur
+	if v, ok := p["lt"]; ok {
+		lt, ok := parseLifetime(v)
+		if !ok {
+			s.mu.Unlock()
+			return codes.BadRequest
+		}
+		reg.Lifetime = lt
+	}
+	if v := p["b"]; v != "" {
+		reg.Binding = v
+	}
+	if len(body) > 0 {
+		if err := validLinks(string(body)); err != nil {
+			s.mu.Unlock()
+			return codes.BadRequest
+		}
+		reg.Links = string(body)
+	}
+	// The address may change behind a NAT; the newest one is the one to use.
+	reg.Addr = addr
+	reg.Updated = s.clock()
+	*cur = reg
+	err := s.Store.Put(reg)
+	s.notifyLocked(reg)
+	s.mu.Unlock()
+	if err != nil {
+		s.logger().Error("storing registration", "ep", reg.Endpoint, "err", err)
+	}
+	s.logger().Info("registration updated", "ep", reg.Endpoint, "id", id, "addr", addr, "lt", reg.Lifetime)
+	return codes.Changed
+}
+
+func (s *Server) deregister(id string) codes.Code {
+	s.mu.Lock()
+	reg, ok := s.regs[id]
+	if !ok {
+		s.mu.Unlock()
+		return codes.NotFound
+	}
+	s.removeLocked(reg)
+	s.mu.Unlock()
+	s.logger().Info("deregistered", "ep", reg.Endpoint, "id", id)
+	return codes.Deleted
+}
+
+func (s *Server) removeLocked(reg *Registration) {
+	delete(s.regs, reg.ID)
+	if s.byEP[reg.Endpoint] == reg.ID {
+		delete(s.byEP, reg.Endpoint)
+	}
+	if err := s.Store.Delete(reg.ID); err != nil {
+		s.logger().Error("deleting registration", "ep", reg.Endpoint, "err", err)
+	}
+}
+
+// expire drops registrations whose lifetime and grace have passed at now
+// (Core 6.2.1: the server removes a registration the client stopped updating).
+func (s *Server) expire(now time.Time) {
+	s.mu.Lock()
+	var gone []Registration
+	for _, r := range s.regs {
+		if now.After(r.Expires().Add(s.grace())) {
+			gone = append(gone, *r)
+			s.removeLocked(r)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range gone {
+		s.logger().Info("registration expired", "ep", r.Endpoint, "id", r.ID, "updated", r.Updated)
+	}
+}
+
+// notifyLocked tells waiters for reg.Endpoint about a Register or Update.
+func (s *Server) notifyLocked(reg Registration) {
+	for _, ch := range s.watchers[reg.Endpoint] {
+		select {
+		case ch <- reg:
+		default: // the waiter polls too; never block the CoAP handler
+		}
+	}
+}
+
+// watch returns a channel that receives ep's Register and Update events.
+func (s *Server) watch(ep string) (<-chan Registration, func()) {
+	ch := make(chan Registration, 4)
+	s.mu.Lock()
+	s.watchers[ep] = append(s.watchers[ep], ch)
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ws := s.watchers[ep]
+		for i, c := range ws {
+			if c == ch {
+				s.watchers[ep] = append(ws[:i:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(s.watchers[ep]) == 0 {
+			delete(s.watchers, ep)
+		}
+	}
+}
+
+// Registrations returns the current registrations ordered by endpoint.
+func (s *Server) Registrations() []Registration {
+	s.mu.Lock()
+	out := make([]Registration, 0, len(s.regs))
+	for _, r := range s.regs {
+		out = append(out, *r)
+	}
+	s.mu.Unlock()
+	sortRegs(out)
+	return out
+}
+
+// Registration returns the registration of endpoint ep.
+func (s *Server) Registration(ep string) (Registration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.byEP[ep]
+	if !ok {
+		return Registration{}, false
+	}
+	return *s.regs[id], true
+}

@@ -1,0 +1,286 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options"
+	coapudp "github.com/plgd-dev/go-coap/v3/udp"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
+)
+
+// Errors returned by the Server.
+var (
+	ErrNotRegistered = errors.New("server: endpoint not registered")
+	ErrClosed        = errors.New("server: closed")
+	ErrNotListening  = errors.New("server: not listening")
+)
+
+// DefaultAddr is the CoAP address a zero Server listens on (LwM2M 1.1
+// Transport, 5.1: the IANA port for coap).
+const DefaultAddr = ":5683"
+
+// Server is a small LwM2M server: a registration interface, device
+// management towards registered clients, and firmware delivery. Configure
+// it through its fields before calling Listen; the zero value listens on
+// DefaultAddr and keeps registrations in memory.
+type Server struct {
+	// Addr is the UDP address for CoAP, DefaultAddr when empty.
+	Addr string
+	// HTTPAddr, when set, is where Serve also serves published images
+	// over HTTP (with Range requests) for pull updates.
+	HTTPAddr string
+	// PublicHost is the host that devices use to reach this server, put
+	// into Package URIs. When empty the server picks its own address on the
+	// route towards the device.
+	PublicHost string
+	// Store keeps registrations across restarts; nil means in memory.
+	Store Store
+	// Logger receives registration, update and error logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Grace is added to a registration's lifetime before it expires,
+	// to absorb a late Update. Zero means 30 seconds.
+	Grace time.Duration
+	// RequestTimeout bounds a single CoAP exchange with a device when the
+	// caller's context has no deadline. Zero means 30 seconds.
+	RequestTimeout time.Duration
+
+	mu       sync.Mutex
+	regs     map[string]*Registration // by ID
+	byEP     map[string]string        // endpoint -> ID
+	watchers map[string][]chan Registration
+	images   map[string]*image
+	coap     *udpserver.Server
+	lis      *coapnet.UDPConn
+	httpLis  net.Listener
+	httpSrv  *http.Server
+	closed   bool
+	done     chan struct{}
+	now      func() time.Time
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+func (s *Server) grace() time.Duration {
+	if s.Grace > 0 {
+		return s.Grace
+	}
+	return 30 * time.Second
+}
+
+// Listen opens the UDP socket (and the HTTP one when HTTPAddr is set) and
+// loads stored registrations. Call Serve next.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lis != nil {
+		return errors.New("server: already listening")
+	}
+	if s.Store == nil {
+		s.Store = &MemoryStore{}
+	}
+	s.regs = make(map[string]*Registration)
+	s.byEP = make(map[string]string)
+	s.watchers = make(map[string][]chan Registration)
+	if s.images == nil {
+		s.images = make(map[string]*image)
+	}
+	s.done = make(chan struct{})
+	stored, err := s.Store.List()
+	if err != nil {
+		s.logger().Warn("loading registrations", "err", err)
+	}
+	for _, r := range stored {
+		r := r
+		s.regs[r.ID] = &r
+		s.byEP[r.Endpoint] = r.ID
+	}
+	addr := s.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	l, err := coapnet.NewListenUDP("udp", addr)
+	if err != nil {
+		return fmt.Errorf("server: listen %s: %w", addr, err)
+	}
+	if s.HTTPAddr != "" {
+		hl, err := net.Listen("tcp", s.HTTPAddr)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("server: listen http %s: %w", s.HTTPAddr, err)
+		}
+		s.httpLis = hl
+		s.httpSrv = &http.Server{Handler: s.ImageHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	s.lis = l
+	log := s.logger()
+	s.coap = coapudp.NewServer(
+		options.WithHandlerFunc(s.handle),
+		// Firmware moves through our own Block1/Block2 code so that
+		// images stream from disk instead of being held in memory.
+		options.WithBlockwise(false, blockwise.SZX1024, time.Minute),
+		// Devices talk rarely; keep the per-peer state (and its
+		// observations) alive across long quiet periods.
+		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
+		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
+	)
+	s.logger().Info("lwm2m server listening", "coap", l.LocalAddr().String(), "registrations", len(stored))
+	return nil
+}
+
+// LocalAddr returns the bound CoAP address, or nil before Listen.
+func (s *Server) LocalAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lis == nil {
+		return nil
+	}
+	return s.lis.LocalAddr()
+}
+
+// HTTPLocalAddr returns the bound HTTP image address, or nil when none.
+func (s *Server) HTTPLocalAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.httpLis == nil {
+		return nil
+	}
+	return s.httpLis.Addr()
+}
+
+// Serve runs the server until ctx ends or Close is called. It returns nil
+// after a Close or a cancelled ctx.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if s.lis == nil {
+		s.mu.Unlock()
+		return ErrNotListening
+	}
+	cs, l, done := s.coap, s.lis, s.done
+	hs, hl := s.httpSrv, s.httpLis
+	s.mu.Unlock()
+
+	errc := make(chan error, 2)
+	go func() { errc <- cs.Serve(l) }()
+	if hs != nil {
+		go func() {
+			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return nil
+		case <-done:
+			return nil
+		case err := <-errc:
+			s.Close()
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			return err
+		case <-tick.C:
+			s.expire(s.clock())
+		}
+	}
+}
+
+// ListenAndServe calls Listen and then Serve.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Close stops the server, closes the sockets and the store.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed || s.lis == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	cs, hs := s.coap, s.httpSrv
+	imgs := s.images
+	s.images = nil
+	s.mu.Unlock()
+	cs.Stop()
+	if hs != nil {
+		hs.Close()
+	}
+	for _, im := range imgs {
+		im.f.Close()
+	}
+	return s.Store.Close()
+}
+
+// handle dispatches incoming CoAP requests: the registration interface
+// under /rd and published images under /fw.
+func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	segs, err := r.Options().Path()
+	if err != nil {
+		setCode(w, codes.BadOption)
+		return
+	}
+	path := splitPath(segs)
+	switch {
+	case len(path) >= 1 && path[0] == "rd":
+		s.handleRD(w, r, path[1:])
+	case len(path) == 2 && path[0] == "fw":
+		s.handleImage(w, r, path[1])
+	default:
+		setCode(w, codes.NotFound)
+	}
+}
+
+func splitPath(p string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			if i > start {
+				out = append(out, p[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func setCode(w *responsewriter.ResponseWriter[*udpclient.Conn], c codes.Code) {
+	_ = w.SetResponse(c, message.TextPlain, nil)
+}

@@ -1,0 +1,477 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startServer(t *testing.T, s *Server) *Server {
+	t.Helper()
+	if s.Addr == "" {
+		s.Addr = "127.0.0.1:0"
+	}
+	if s.Logger == nil {
+		s.Logger = testLogger(t)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustPath(s string) model.Path {
+	p, err := model.ParsePath(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func TestRegistrationLifecycle(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	reg, ok := s.Registration("dev1")
+	if !ok {
+		t.Fatal("not registered")
+	}
+	if reg.Lifetime != 300 || reg.Version != "1.1" || reg.Binding != "U" || reg.Links != "</1/0>,</3/0>,</5/0>" {
+		t.Errorf("registration = %+v", reg)
+	}
+	if d.loc != "/rd/"+reg.ID {
+		t.Errorf("Location-Path %q, want /rd/%s", d.loc, reg.ID)
+	}
+	ctx := ctxT(t)
+	cc := d.conn()
+
+	resp, err := cc.Post(ctx, d.loc, message.TextPlain, nil,
+		message.Option{ID: message.URIQuery, Value: []byte("lt=600")})
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("update: %v %v", resp, err)
+	}
+	if reg, _ := s.Registration("dev1"); reg.Lifetime != 600 {
+		t.Errorf("lifetime after update = %d", reg.Lifetime)
+	}
+	resp, err = cc.Post(ctx, "/rd/nosuchid", message.TextPlain, nil)
+	if err != nil || resp.Code() != codes.NotFound {
+		t.Fatalf("update of unknown id: %v %v", resp, err)
+	}
+	resp, err = cc.Delete(ctx, d.loc)
+	if err != nil || resp.Code() != codes.Deleted {
+		t.Fatalf("deregister: %v %v", resp, err)
+	}
+	if _, ok := s.Registration("dev1"); ok {
+		t.Error("still registered after de-register")
+	}
+	resp, err = cc.Delete(ctx, d.loc)
+	if err != nil || resp.Code() != codes.NotFound {
+		t.Fatalf("second deregister: %v %v", resp, err)
+	}
+	resp, err = cc.Post(ctx, "/rd", message.TextPlain, nil)
+	if err != nil || resp.Code() != codes.BadRequest {
+		t.Fatalf("register without ep: %v %v", resp, err)
+	}
+}
+
+func TestReregisterReplaces(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	first, _ := s.Registration("dev1")
+	d.register()
+	second, _ := s.Registration("dev1")
+	if first.ID == second.ID {
+		t.Error("re-registration kept the old id")
+	}
+	if n := len(s.Registrations()); n != 1 {
+		t.Errorf("%d registrations, want 1", n)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	s := startServer(t, &Server{Grace: time.Second})
+	newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	reg, _ := s.Registration("dev1")
+	s.expire(reg.Expires()) // within the grace
+	if _, ok := s.Registration("dev1"); !ok {
+		t.Fatal("expired before lifetime + grace")
+	}
+	s.expire(reg.Expires().Add(2 * time.Second))
+	if _, ok := s.Registration("dev1"); ok {
+		t.Fatal("not expired after lifetime + grace")
+	}
+}
+
+func TestPersistenceAcrossRestart(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "reg.db")
+	st, err := OpenBoltStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := &Server{Store: st, Addr: "127.0.0.1:0", Logger: testLogger(t)}
+	if err := s1.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go s1.Serve(context.Background())
+	addr := s1.LocalAddr().String()
+	d := newFakeDevice(t, addr, "dev1")
+	reg1, _ := s1.Registration("dev1")
+	s1.Close()
+
+	st2, err := OpenBoltStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same port: the device's socket only talks to that address.
+	s2 := startServer(t, &Server{Store: st2, Addr: addr})
+	reg2, ok := s2.Registration("dev1")
+	if !ok {
+		t.Fatal("registration lost across restart")
+	}
+	if reg2.ID != reg1.ID || reg2.Addr != reg1.Addr || reg2.Links != reg1.Links {
+		t.Errorf("after restart %+v, before %+v", reg2, reg1)
+	}
+	c, err := s2.Read(ctxT(t), "dev1", mustPath("/3/0/0"), TextPlain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Payload) != "Acme" {
+		t.Errorf("read %q", c.Payload)
+	}
+	_ = d
+}
+
+func TestReadWriteExecute(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	ctx := ctxT(t)
+	c, err := s.Read(ctx, "dev1", mustPath("/3/0/0"), AnyFormat)
+	if err != nil || string(c.Payload) != "Acme" || c.Format != TextPlain {
+		t.Fatalf("read: %+v %v", c, err)
+	}
+	if err := s.Write(ctx, "dev1", mustPath("/1/0/1"), TextPlain, []byte("300"), true); err != nil {
+		t.Fatal(err)
+	}
+	if v := d.get("/1/0/1"); v != "300" {
+		t.Errorf("after write /1/0/1 = %q", v)
+	}
+	if err := s.Execute(ctx, "dev1", mustPath("/3/0/4"), ""); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	execs := d.execs
+	d.mu.Unlock()
+	if execs != 1 {
+		t.Errorf("device saw %d executes", execs)
+	}
+	_, err = s.Read(ctx, "dev1", mustPath("/3/0/99"), TextPlain)
+	var ce *CodeError
+	if !errors.As(err, &ce) || ce.Code != codes.NotFound {
+		t.Errorf("read of a missing resource: %v", err)
+	}
+	_, err = s.Read(ctx, "nobody", mustPath("/3/0/0"), TextPlain)
+	if !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("read of unknown endpoint: %v", err)
+	}
+	links, err := s.DiscoverRaw(ctx, "dev1", mustPath("/3/0/0"))
+	if err != nil || links != "</3/0/0>" {
+		t.Errorf("discover: %q %v", links, err)
+	}
+}
+
+func TestObserve(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	ctx := ctxT(t)
+	got := make(chan string, 10)
+	o, err := s.Observe(ctx, "dev1", mustPath("/1/0/1"), TextPlain, func(n Notification) {
+		got <- string(n.Payload)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != "60" {
+		t.Errorf("first notification %q", v)
+	}
+	d.mu.Lock()
+	d.setLocked("/1/0/1", "120")
+	d.mu.Unlock()
+	select {
+	case v := <-got:
+		if v != "120" {
+			t.Errorf("notification %q", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("no notification")
+	}
+	if err := o.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Observe(ctx, "dev1", mustPath("/9/9/9"), TextPlain, func(Notification) {})
+	var ce *CodeError
+	if !errors.As(err, &ce) || ce.Code != codes.NotFound {
+		t.Errorf("observe of a missing resource: %v", err)
+	}
+}
+
+func writeImage(t *testing.T, n int) (string, [32]byte) {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	f := filepath.Join(t.TempDir(), "fw.bin")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, sha256.Sum256(b)
+}
+
+func TestBlock2WithLibcoap(t *testing.T) {
+	bin, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("coap-client-notls not installed")
+		}
+		t.Fatal(err)
+	}
+	s := startServer(t, &Server{})
+	for _, size := range []int{0, 1, 1024, 100_000} {
+		f, sum := writeImage(t, size)
+		im, err := s.Publish(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "out.bin")
+		cmd := exec.CommandContext(ctxT(t), bin, "-b", "1024", "-o", out,
+			"coap://"+s.LocalAddr().String()+"/fw/"+im.ID)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("coap-client: %v %s", err, b)
+		}
+		got, _ := os.ReadFile(out)
+		if sha256.Sum256(got) != sum {
+			t.Errorf("size %d: libcoap fetched %d bytes with another hash", size, len(got))
+		}
+	}
+}
+
+func TestBlock2ETagAndSize(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	f, _ := writeImage(t, 3000)
+	im, err := s.Publish(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	for num, want := range []int{512, 512, 512, 512, 512, 440} {
+		bv, _ := encodeBlock2(5, num) // SZX 5 is 512 bytes
+		resp, err := d.conn().Get(ctx, "/fw/"+im.ID, message.Option{ID: message.Block2, Value: encodeUint(bv)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := resp.ReadBody()
+		etag, _ := resp.ETag()
+		size2, _ := resp.Options().GetUint32(message.Size2)
+		if len(body) != want || !bytes.Equal(etag, im.ETag) || size2 != 3000 {
+			t.Errorf("block %d: %d bytes, etag %x, size2 %d", num, len(body), etag, size2)
+		}
+	}
+	bv, _ := encodeBlock2(5, 6)
+	resp, err := d.conn().Get(ctx, "/fw/"+im.ID, message.Option{ID: message.Block2, Value: encodeUint(bv)})
+	if err != nil || resp.Code() != codes.BadOption {
+		t.Errorf("block past the end: %v %v", resp, err)
+	}
+}
+
+func TestHTTPRange(t *testing.T) {
+	s := startServer(t, &Server{})
+	f, _ := writeImage(t, 5000)
+	im, err := s.Publish(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := os.ReadFile(f)
+	hs := httptest.NewServer(s.ImageHandler())
+	defer hs.Close()
+	req, _ := http.NewRequest("GET", hs.URL+"/fw/"+im.ID, nil)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, whole[1000:2000]) {
+		t.Errorf("range: %s, %d bytes", resp.Status, len(body))
+	}
+	if resp.Header.Get("ETag") == "" {
+		t.Error("no ETag")
+	}
+	resp, err = http.Get(hs.URL + "/fw/unknown")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown image: %s", resp.Status)
+	}
+}
+
+func TestPush(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	f, sum := writeImage(t, 10_000)
+	var last int64
+	if err := s.Push(ctxT(t), "dev1", f, func(sent, total int64) { last = sent }); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.firmware(); sha256.Sum256(got) != sum {
+		t.Errorf("device stored %d bytes with another hash", len(got))
+	}
+	if last != 10_000 {
+		t.Errorf("last progress %d", last)
+	}
+}
+
+func TestPushSmallerBlocks(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	d.mu.Lock()
+	d.blockSZX = 4 // 256 bytes
+	d.mu.Unlock()
+	f, sum := writeImage(t, 5000)
+	if err := s.Push(ctxT(t), "dev1", f, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.firmware(); sha256.Sum256(got) != sum {
+		t.Errorf("device stored %d bytes with another hash", len(got))
+	}
+}
+
+func TestPushTooLarge(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	d.mu.Lock()
+	d.maxSize = 2048
+	d.mu.Unlock()
+	f, _ := writeImage(t, 5000)
+	err := s.Push(ctxT(t), "dev1", f, nil)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "2048") {
+		t.Errorf("push of an oversized package: %v", err)
+	}
+}
+
+func TestUpdatePush(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	f, sum := writeImage(t, 20_000)
+	var phases []string
+	r, err := s.Update(ctxT(t), "dev1", f, Push, func(p Progress) { phases = append(phases, p.Phase) })
+	if err != nil || r != ResultSuccess {
+		t.Fatalf("update: %v %v", r, err)
+	}
+	if sha256.Sum256(d.firmware()) != sum {
+		t.Error("device got another image")
+	}
+	joined := strings.Join(phases, ",")
+	for _, p := range []string{"deliver", "execute", "registered", "done"} {
+		if !strings.Contains(joined, p) {
+			t.Errorf("no %q progress in %s", p, joined)
+		}
+	}
+}
+
+func TestUpdatePull(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	f, sum := writeImage(t, 20_000)
+	r, err := s.Update(ctxT(t), "dev1", f, PullCoAP, nil)
+	if err != nil || r != ResultSuccess {
+		t.Fatalf("update: %v %v", r, err)
+	}
+	if sha256.Sum256(d.firmware()) != sum {
+		t.Error("device got another image")
+	}
+	if uri := d.get("/5/0/1"); !strings.HasPrefix(uri, "coap://127.0.0.1:") {
+		t.Errorf("package URI %q", uri)
+	}
+}
+
+func TestUpdateFailure(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	d.mu.Lock()
+	d.failWith = 8
+	d.mu.Unlock()
+	f, _ := writeImage(t, 3000)
+	r, err := s.Update(ctxT(t), "dev1", f, Push, nil)
+	if !errors.Is(err, ErrUpdateFailed) || r != ResultFailed {
+		t.Fatalf("update: %v %v", r, err)
+	}
+}
+
+func TestUpdateMany(t *testing.T) {
+	s := startServer(t, &Server{})
+	a := newFakeDevice(t, s.LocalAddr().String(), "node-a")
+	b := newFakeDevice(t, s.LocalAddr().String(), "node-b")
+	newFakeDevice(t, s.LocalAddr().String(), "other")
+	b.mu.Lock()
+	b.failWith = 5
+	b.mu.Unlock()
+	f, _ := writeImage(t, 3000)
+	res, err := s.UpdateMany(ctxT(t), "node-*", f, PullCoAP, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Endpoint != "node-a" || res[0].Err != nil ||
+		res[1].Endpoint != "node-b" || res[1].Result != ResultIntegrity {
+		t.Errorf("results %+v", res)
+	}
+	_ = a
+}
+
+func encodeBlock2(szx, num int) (uint32, error) {
+	return uint32(num<<4 | szx), nil
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Registration is what the server knows about one registered LwM2M client
+// (LwM2M 1.1 Core, 6.2.1; Transport, 5.3). It is stored as JSON.
+type Registration struct {
+	ID       string `json:"id"`       // the rd/<ID> Location-Path the server assigned
+	Endpoint string `json:"endpoint"` // ep
+	Lifetime int64  `json:"lifetime"` // lt, in seconds
+	Binding  string `json:"binding"`  // b, "U" by default
+	Version  string `json:"version"`  // lwm2m, "1.0" by default
+	Links    string `json:"links"`    // the CoRE link-format payload: objects and instances
+	Addr     string `json:"addr"`     // the client's UDP address, host:port
+
+	Registered time.Time `json:"registered"`
+	Updated    time.Time `json:"updated"` // last Register or Update
+}
+
+// Expires returns when the registration lapses, without the server's grace.
+func (r Registration) Expires() time.Time {
+	return r.Updated.Add(time.Duration(r.Lifetime) * time.Second)
+}
+
+// Store keeps registrations across restarts. Implementations must be safe
+// for concurrent use.
+type Store interface {
+	Put(r Registration) error
+	Delete(id string) error
+	List() ([]Registration, error)
+	Close() error
+}
+
+// MemoryStore is a Store that forgets everything when the process exits.
+type MemoryStore struct {
+	mu   sync.Mutex
+	regs map[string]Registration
+}
+
+// Put stores r under r.ID.
+func (m *MemoryStore) Put(r Registration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.regs == nil {
+		m.regs = make(map[string]Registration)
+	}
+	m.regs[r.ID] = r
+	return nil
+}
+
+// Delete removes the registration id; a missing id is not an error.
+func (m *MemoryStore) Delete(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.regs, id)
+	return nil
+}
+
+// List returns all registrations ordered by endpoint.
+func (m *MemoryStore) List() ([]Registration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Registration, 0, len(m.regs))
+	for _, r := range m.regs {
+		out = append(out, r)
+	}
+	sortRegs(out)
+	return out, nil
+}
+
+// Close does nothing.
+func (m *MemoryStore) Close() error { return nil }
+
+func sortRegs(rs []Registration) {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Endpoint < rs[j].Endpoint })
+}
+
+var bucketRegs = []byte("registrations")
+
+// BoltStore is a Store in a bbolt database file.
+type BoltStore struct {
+	db *bolt.DB
+}
+
+// OpenBoltStore opens or creates the database at path. bbolt locks the
+// file, so a second server on the same file fails here rather than
+// corrupting it.
+func OpenBoltStore(path string) (*BoltStore, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("server: open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketRegs)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("server: init store %s: %w", path, err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Put stores r under r.ID.
+func (b *BoltStore) Put(r Registration) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRegs).Put([]byte(r.ID), data)
+	})
+}
+
+// Delete removes the registration id; a missing id is not an error.
+func (b *BoltStore) Delete(id string) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRegs).Delete([]byte(id))
+	})
+}
+
+// List returns all registrations ordered by endpoint. Records that do not
+// decode are skipped with an error joined to the result.
+func (b *BoltStore) List() ([]Registration, error) {
+	var out []Registration
+	var errs []error
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRegs).ForEach(func(k, v []byte) error {
+			var r Registration
+			if err := json.Unmarshal(v, &r); err != nil {
+				errs = append(errs, fmt.Errorf("server: registration %q: %w", k, err))
+				return nil
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortRegs(out)
+	return out, errors.Join(errs...)
+}
+
+// Close closes the database.
+func (b *BoltStore) Close() error { return b.db.Close() }
