@@ -355,6 +355,7 @@ type decoder struct {
 }
 
 func (d *decoder) walk(parent model.Path, data []byte, top bool) error {
+	restated, entries := false, 0
 	for len(data) > 0 {
 		kind, id, value, rest, err := next(data)
 		if err != nil {
@@ -368,10 +369,15 @@ func (d *decoder) walk(parent model.Path, data []byte, top bool) error {
 			p = parent.Append(id)
 		case top && lv == parent.Len() && parent.ID(lv-1) == id:
 			p = parent
+			restated = true
 		case top && parent.Len() == 1 && lv == 3:
 			return ErrNoInstance
 		default:
 			return fmt.Errorf("%w: TLV of kind %d with ID %d below %s", ErrMalformed, kind, id, parent)
+		}
+		// An entry that restates base must be the only one at the top.
+		if entries++; restated && entries > 1 {
+			return fmt.Errorf("%w: %s restated beside other entries", ErrMalformed, parent)
 		}
 		if _, dup := d.seen[p]; dup {
 			return fmt.Errorf("%w: %s appears twice", ErrMalformed, p)

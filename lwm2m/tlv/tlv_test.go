@@ -313,6 +313,8 @@ func TestDecodeMalformed(t *testing.T) {
 		"instance inside instance":    {model.NewPath(3), "05 00 03 00 00 00 00"},
 		"restated wrong id":           {model.NewPath(3, 0, 6), "86 07 41 00 01"},
 		"resource at root":            {model.Path{}, "C1 00 01"},
+		"restated beside child":       {model.NewPath(3, 0, 6), "41 00 01 C1 06 01"},
+		"child beside restated":       {model.NewPath(3, 0, 6), "C1 06 01 41 00 01"},
 		"duplicate resource":          {model.NewPath(3, 0), "C1 09 64 C1 09 64"},
 		"duplicate container":         {model.NewPath(3, 0), "83 06 41 00 01 83 06 41 01 01"},
 		"integer of 3 bytes":          {model.NewPath(3, 0), "C3 09 00 00 01"},
