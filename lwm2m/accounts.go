@@ -1,0 +1,143 @@
+package lwm2m
+
+import (
+	"context"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+)
+
+// Security (/0) and Server (/1) describe the client's one server account.
+// They live in the core, not in package objects, because registration
+// reads and reacts to them (lifetime, binding, Disable, Update Trigger).
+
+// Security object resources (LwM2M 1.1 Core, Appendix E.1).
+const (
+	secServerURI    = 0
+	secBootstrap    = 1
+	secMode         = 2
+	secPublicKeyID  = 3
+	secServerKey    = 4
+	secSecretKey    = 5
+	secShortID      = 10
+	secModeNoSec    = 3
+	secModePSK      = 0
+	secModeCert     = 2
+	serverShortID   = 0
+	serverLifetime  = 1
+	serverPmin      = 2
+	serverPmax      = 3
+	serverDisable   = 4
+	serverDisableTO = 5
+	serverStoring   = 6
+	serverBinding   = 7
+	serverTrigger   = 8
+)
+
+// SecurityMode values of /0/x/2.
+const (
+	SecurityPSK         = secModePSK
+	SecurityCertificate = secModeCert
+	SecurityNoSec       = secModeNoSec
+)
+
+// Credentials describe the DTLS credentials of the server account, as
+// stored in the Security object. The secure transport fills them in.
+type Credentials struct {
+	Mode        int64  // SecurityPSK, SecurityCertificate or SecurityNoSec
+	PublicKeyID []byte // PSK identity, or the client certificate (DER)
+	ServerKey   []byte // the server's certificate or public key (DER)
+	SecretKey   []byte // PSK, or the client's private key (DER)
+}
+
+func newSecurityObject(cfg Config) *Static {
+	o := NewStatic(0, "1.1",
+		Resource{ID: secServerURI, Type: model.TypeString, Ops: OpRW},
+		Resource{ID: secBootstrap, Type: model.TypeBoolean, Ops: OpRW},
+		Resource{ID: secMode, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: secPublicKeyID, Type: model.TypeOpaque, Ops: OpRW},
+		Resource{ID: secServerKey, Type: model.TypeOpaque, Ops: OpRW},
+		Resource{ID: secSecretKey, Type: model.TypeOpaque, Ops: OpWrite},
+		Resource{ID: secShortID, Type: model.TypeInteger, Ops: OpRW},
+	)
+	o.Set(0, secServerURI, model.String(cfg.Server))
+	o.Set(0, secBootstrap, model.Bool(false))
+	o.Set(0, secMode, model.Int(secModeNoSec))
+	o.Set(0, secShortID, model.Int(int64(cfg.ShortServerID)))
+	return o
+}
+
+// SetCredentials records the server account's credentials in the Security
+// object (/0/0/2..5).
+func (c *Client) SetCredentials(cr Credentials) {
+	c.security.Set(0, secMode, model.Int(cr.Mode))
+	c.security.Set(0, secPublicKeyID, model.Opaque(cr.PublicKeyID))
+	c.security.Set(0, secServerKey, model.Opaque(cr.ServerKey))
+	c.security.Set(0, secSecretKey, model.Opaque(cr.SecretKey))
+}
+
+// Credentials returns what the Security object holds for the server account.
+func (c *Client) Credentials() Credentials {
+	get := func(res uint16) model.Value { v, _ := c.security.Get(0, res); return v }
+	return Credentials{
+		Mode:        get(secMode).Int,
+		PublicKeyID: get(secPublicKeyID).Bytes,
+		ServerKey:   get(secServerKey).Bytes,
+		SecretKey:   get(secSecretKey).Bytes,
+	}
+}
+
+// ServerURI is the LwM2M server's URI from the Security object.
+func (c *Client) ServerURI() string { return c.cfg.Server }
+
+func newServerObject(c *Client) *Static {
+	cfg := c.cfg
+	o := NewStatic(1, "1.1",
+		Resource{ID: serverShortID, Type: model.TypeInteger, Ops: OpRead},
+		Resource{ID: serverLifetime, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: serverPmin, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: serverPmax, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: serverDisable, Type: model.TypeNone, Ops: OpExecute},
+		Resource{ID: serverDisableTO, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: serverStoring, Type: model.TypeBoolean, Ops: OpRW},
+		Resource{ID: serverBinding, Type: model.TypeString, Ops: OpRW},
+		Resource{ID: serverTrigger, Type: model.TypeNone, Ops: OpExecute},
+	)
+	o.Set(0, serverShortID, model.Int(int64(cfg.ShortServerID)))
+	o.Set(0, serverLifetime, model.Int(int64(cfg.Lifetime/time.Second)))
+	o.Set(0, serverPmin, model.Int(int64(cfg.DefaultPmin/time.Second)))
+	o.Set(0, serverPmax, model.Int(int64(cfg.DefaultPmax/time.Second)))
+	o.Set(0, serverDisableTO, model.Int(86400))
+	o.Set(0, serverStoring, model.Bool(false))
+	o.Set(0, serverBinding, model.String("U"))
+	o.OnWrite(func(_ context.Context, p model.Path, recs []model.Record) error {
+		if len(recs) != 1 {
+			return ErrBadRequest
+		}
+		v := recs[0].Value
+		switch p.Resource() {
+		case serverLifetime:
+			if v.Int <= 0 {
+				return ErrBadRequest
+			}
+		case serverPmin, serverPmax, serverDisableTO:
+			if v.Int < 0 {
+				return ErrBadRequest
+			}
+		case serverBinding:
+			if v.Str != "U" {
+				return ErrBadRequest // this client speaks UDP only
+			}
+		}
+		return nil // Client.Changed sends the Update once the value is stored
+	})
+	o.OnExecute(serverDisable, func(context.Context, uint16, string) error {
+		c.requestUpdate(updateReq{disable: true})
+		return nil
+	})
+	o.OnExecute(serverTrigger, func(context.Context, uint16, string) error {
+		c.requestUpdate(updateReq{})
+		return nil
+	})
+	return o
+}

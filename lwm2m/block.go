@@ -1,0 +1,206 @@
+package lwm2m
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+)
+
+// Block-wise writes (RFC 7959 §2.5) are received here rather than by
+// go-coap, whose block-wise mode holds the whole body in memory before any
+// handler sees it. A StreamWriter gets each block as it arrives; other
+// objects get the assembled body, up to Config.MaxAssembledWrite.
+
+// ErrTransferTimeout aborts a block-wise write whose next block did not
+// come within the exchange lifetime.
+var ErrTransferTimeout = errors.New("lwm2m: block-wise transfer timed out")
+
+// errTransferReplaced aborts a transfer that a new one (block 0) replaced.
+var errTransferReplaced = errors.New("lwm2m: block-wise transfer replaced by a new one")
+
+// blockTransfers holds the one block-wise write in progress: a server sends
+// one at a time, and a new block 0 replaces an unfinished transfer.
+type blockTransfers struct {
+	mu  sync.Mutex
+	cur *transfer
+}
+
+type transfer struct {
+	path    model.Path
+	format  content.Format
+	next    int64 // number of the next block expected
+	size    int   // block size in use
+	done    bool  // the last block was taken
+	lastRsp response
+	stream  Stream
+	buf     []byte // assembled body when not streaming
+	timer   *time.Timer
+}
+
+// transferIdle is EXCHANGE_LIFETIME with default parameters (RFC 7252 §4.8.2):
+// after it the peer has surely given up on the transfer.
+const transferIdle = 247 * time.Second
+
+func (t *transfer) abort(err error) {
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	if t.stream != nil && !t.done {
+		t.stream.Abort(err)
+	}
+	t.done = true
+}
+
+func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p model.Path, f content.Format, r *pool.Message) response {
+	v, err := r.Options().GetUint32(message.Block1)
+	if err != nil {
+		return errResponse(codes.BadOption)
+	}
+	szx, num, more, err := blockwise.DecodeBlockOption(v)
+	if err != nil || szx > blockwise.SZX1024 {
+		// SZX 7 is BERT, for TCP only (RFC 8323 §6).
+		return errResponse(codes.BadOption)
+	}
+	size := szx.Size()
+	payload, err := r.ReadBody()
+	if err != nil {
+		return errResponse(codes.BadRequest)
+	}
+	if more && len(payload) != int(size) {
+		// RFC 7959 §2.2: every block but the last is exactly the block size.
+		return errResponse(codes.BadRequest)
+	}
+	if len(payload) > int(size) {
+		return errResponse(codes.RequestEntityTooLarge)
+	}
+
+	if num == 0 && !more {
+		// The whole body in one block: an ordinary write.
+		rsp := c.applyWrite(ctx, o, p, f, payload)
+		rsp.opts = append(rsp.opts, message.Option{ID: message.Block1, Value: encodeUint(blockValue(szx, 0, false))})
+		return rsp
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.cur
+	same := t != nil && t.path == p
+	switch {
+	case same && !t.done && num < t.next && (num > 0 || t.next == 1):
+		// A retransmission of a block already taken (with a new message
+		// ID; go-coap answers same-ID duplicates itself): acknowledge it
+		// again without writing it twice.
+		return continueResponse(szx, num)
+	case same && t.done && num > 0 && num == t.next-1:
+		return t.lastRsp
+	case num == 0:
+		if t != nil {
+			t.abort(errTransferReplaced)
+		}
+		nt, rsp := b.open(ctx, c, o, p, f, r)
+		if nt == nil {
+			b.cur = nil
+			return rsp
+		}
+		nt.size = int(size)
+		b.cur = nt
+		t = nt
+	case !same || t.done || num != t.next || int(size) != t.size:
+		// A gap, a block of a transfer we do not hold, or a block size
+		// changed mid-transfer: the image is incomplete (RFC 7959 §2.9.2).
+		if t != nil && same {
+			t.abort(fmt.Errorf("%w: expected block %d, got %d", ErrIncomplete, t.next, num))
+			b.cur = nil
+		}
+		c.log.Debug("lwm2m: block out of sequence", "path", p, "num", num)
+		return errResponse(codes.RequestEntityIncomplete)
+	}
+
+	if err := t.take(payload, c.cfg.MaxAssembledWrite); err != nil {
+		t.abort(err)
+		b.cur = nil
+		return errResponse(codeOf(err))
+	}
+	t.next = num + 1
+	if more {
+		t.timer.Reset(transferIdle)
+		return continueResponse(szx, num)
+	}
+	t.timer.Stop()
+	var rsp response
+	if t.stream != nil {
+		t.done = true // Close owns the outcome now; Abort must not follow
+		rsp = errResponse(codeOf(t.stream.Close()))
+	} else {
+		rsp = c.applyWrite(ctx, o, p, f, t.buf)
+		t.buf = nil
+		t.done = true
+	}
+	rsp.opts = append(rsp.opts, message.Option{ID: message.Block1, Value: encodeUint(blockValue(szx, num, false))})
+	t.lastRsp = rsp
+	return rsp
+}
+
+func blockValue(szx blockwise.SZX, num int64, more bool) uint32 {
+	v, _ := blockwise.EncodeBlockOption(szx, num, more)
+	return v
+}
+
+func continueResponse(szx blockwise.SZX, num int64) response {
+	return response{code: codes.Continue, opts: message.Options{{ID: message.Block1, Value: encodeUint(blockValue(szx, num, true))}}}
+}
+
+// open starts a transfer at block 0.
+func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.Path, f content.Format, r *pool.Message) (*transfer, response) {
+	t := &transfer{path: p, format: f}
+	if sw, ok := o.(StreamWriter); ok && p.Len() == 3 {
+		if f != content.Opaque {
+			// Streaming carries raw bytes; text/plain's base64 is for small writes.
+			return nil, errResponse(codes.UnsupportedMediaType)
+		}
+		size := int64(-1)
+		if s1, err := r.Options().GetUint32(message.Size1); err == nil {
+			size = int64(s1)
+		}
+		s, err := sw.OpenStream(ctx, p, size)
+		if err != nil {
+			rsp := errResponse(codeOf(err))
+			var tl *TooLargeError
+			if errors.As(err, &tl) {
+				// RFC 7959 §4: tell the peer how much we take.
+				rsp.opts = append(rsp.opts, message.Option{ID: message.Size1, Value: encodeUint(uint32(min(tl.Max, 1<<32-1)))})
+			}
+			return nil, rsp
+		}
+		t.stream = s
+	}
+	t.timer = time.AfterFunc(transferIdle, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.cur == t && !t.done {
+			c.log.Warn("lwm2m: block-wise write abandoned by the server", "path", p, "next_block", t.next)
+			t.abort(ErrTransferTimeout)
+			b.cur = nil
+		}
+	})
+	return t, response{}
+}
+
+func (t *transfer) take(payload []byte, limit int) error {
+	if t.stream != nil {
+		return t.stream.Write(payload)
+	}
+	if len(t.buf)+len(payload) > limit {
+		return &TooLargeError{Max: int64(limit)}
+	}
+	t.buf = append(t.buf, payload...)
+	return nil
+}

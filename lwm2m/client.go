@@ -1,0 +1,284 @@
+package lwm2m
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// Sentinel errors of the client.
+var (
+	ErrConfig      = errors.New("lwm2m: invalid configuration")
+	ErrObjectExist = errors.New("lwm2m: object already added")
+)
+
+// TxParams are the CoAP transmission parameters of RFC 7252 §4.8. The zero
+// value means the RFC's defaults.
+type TxParams struct {
+	AckTimeout      time.Duration // ACK_TIMEOUT, default 2 s
+	AckRandomFactor float64       // ACK_RANDOM_FACTOR, default 1.5
+	MaxRetransmit   int           // MAX_RETRANSMIT, default 4
+}
+
+func (t TxParams) withDefaults() TxParams {
+	if t.AckTimeout <= 0 {
+		t.AckTimeout = 2 * time.Second
+	}
+	if t.AckRandomFactor < 1 {
+		t.AckRandomFactor = 1.5
+	}
+	if t.MaxRetransmit <= 0 {
+		t.MaxRetransmit = 4
+	}
+	return t
+}
+
+// MaxTransmitWait is how long a confirmable request may wait for its
+// answer (RFC 7252 §4.8.2, MAX_TRANSMIT_WAIT).
+func (t TxParams) MaxTransmitWait() time.Duration {
+	t = t.withDefaults()
+	return time.Duration(float64(t.AckTimeout) * float64(int(1)<<(t.MaxRetransmit+1)-1) * t.AckRandomFactor)
+}
+
+// Config configures a Client. Only Endpoint and Server are required; the
+// other fields have sensible zero values.
+type Config struct {
+	// Endpoint is the client's endpoint name (ep=).
+	Endpoint string
+	// Server is the LwM2M server's URI, "coap://host:port". IPv6 hosts
+	// go in brackets.
+	Server string
+	// Lifetime of the registration (lt=); default 86400 s, the Server
+	// object's default. The client updates its registration well before it ends.
+	Lifetime time.Duration
+	// ShortServerID is /1/0/0; default 1.
+	ShortServerID uint16
+	// DefaultPmin and DefaultPmax are the server's default observation
+	// periods (/1/0/2, /1/0/3). Zero pmax means no periodic notifications.
+	DefaultPmin, DefaultPmax time.Duration
+	// Tx are the CoAP transmission parameters of the server connection.
+	Tx TxParams
+	// RetryMin and RetryMax bound the exponential backoff between attempts
+	// to reach an unreachable server; defaults 1 s and 5 min.
+	RetryMin, RetryMax time.Duration
+	// PreferredFormat answers reads of several resources when the server
+	// sends no Accept option, and is advertised in the registration
+	// (</>;ct=). Default TLV, which LwM2M 1.0 servers also read.
+	PreferredFormat content.Format
+	// MaxAssembledWrite caps a block-wise write to an object that is not a
+	// StreamWriter; default 64 KiB. Larger writes get 4.13.
+	MaxAssembledWrite int
+	// Logger receives the client's logs; default slog.Default().
+	Logger *slog.Logger
+	// Dial, if set, replaces the plain UDP dial; the secure transport
+	// uses it. It must return a connection that is closed with ctx.
+	Dial func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error)
+}
+
+// Client is an LwM2M client: it registers with one server, keeps the
+// registration alive, and serves the server's requests on its objects.
+// Create it with New, add objects, then call Run.
+type Client struct {
+	cfg      Config
+	log      *slog.Logger
+	host     string // server host:port
+	security *Static
+	server   *Static
+
+	mu       sync.RWMutex
+	objects  map[uint16]Object
+	conn     *udpclient.Conn
+	location string // registration location path, "" when not registered
+	regDone  chan struct{}
+
+	obs     *observations
+	updates chan updateReq
+	blocks  blockTransfers
+}
+
+type updateReq struct {
+	full    bool // resend the object list
+	disable bool // /1/0/4 executed
+}
+
+// New checks cfg and returns a client that serves Security (/0) and Server
+// (/1) from it. Add the Device object and the application's own objects
+// with AddObject before Run.
+func New(cfg Config) (*Client, error) {
+	if cfg.Endpoint == "" {
+		return nil, fmt.Errorf("%w: no endpoint name", ErrConfig)
+	}
+	u, err := url.Parse(cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
+	}
+	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Dial != nil) {
+		return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := "5683"
+		if u.Scheme == "coaps" {
+			port = "5684"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if cfg.Lifetime <= 0 {
+		cfg.Lifetime = 86400 * time.Second
+	}
+	if cfg.ShortServerID == 0 {
+		cfg.ShortServerID = 1
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Minute
+	}
+	if cfg.PreferredFormat == 0 {
+		cfg.PreferredFormat = content.TLV
+	}
+	if cfg.MaxAssembledWrite <= 0 {
+		cfg.MaxAssembledWrite = 64 << 10
+	}
+	cfg.Tx = cfg.Tx.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Client{
+		cfg:     cfg,
+		log:     log.With("endpoint", cfg.Endpoint),
+		host:    host,
+		objects: make(map[uint16]Object),
+		updates: make(chan updateReq, 1),
+	}
+	c.obs = newObservations(c)
+	c.security = newSecurityObject(cfg)
+	c.server = newServerObject(c)
+	for _, o := range []Object{c.security, c.server} {
+		if err := c.AddObject(o); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Logger returns the client's logger, for modules installed on it.
+func (c *Client) Logger() *slog.Logger { return c.log }
+
+// AddObject adds o to the data model. Added while registered, it causes a
+// Registration Update with the new object list.
+func (c *Client) AddObject(o Object) error {
+	c.mu.Lock()
+	if _, ok := c.objects[o.ID()]; ok {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: /%d", ErrObjectExist, o.ID())
+	}
+	c.objects[o.ID()] = o
+	c.mu.Unlock()
+	if s, ok := o.(interface{ setNotifier(Notifier) }); ok {
+		s.setNotifier(c)
+	}
+	c.requestUpdate(updateReq{full: true})
+	return nil
+}
+
+// RemoveObject removes object id from the data model.
+func (c *Client) RemoveObject(id uint16) {
+	c.mu.Lock()
+	_, ok := c.objects[id]
+	delete(c.objects, id)
+	c.mu.Unlock()
+	if ok {
+		c.requestUpdate(updateReq{full: true})
+	}
+}
+
+func (c *Client) object(id uint16) (Object, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	o, ok := c.objects[id]
+	return o, ok
+}
+
+func (c *Client) objectIDs() []uint16 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ids := make([]uint16, 0, len(c.objects))
+	for id := range c.objects {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Changed tells the client that the value at p changed, so observers of p
+// (or of anything above or below it) are notified, respecting pmin and
+// pmax. A change at an object path (one level) means instances were added
+// or removed, and also triggers a Registration Update.
+func (c *Client) Changed(p model.Path) {
+	switch {
+	case p.Len() == 1:
+		c.requestUpdate(updateReq{full: true})
+	case p == model.NewPath(1, 0, serverLifetime) || p == model.NewPath(1, 0, serverBinding):
+		c.requestUpdate(updateReq{}) // LwM2M 1.1 Core §6.2.2: tell the server at once
+	}
+	c.obs.changed(p)
+}
+
+// UpdateRegistration sends a Registration Update soon, as the Registration
+// Update Trigger (/1/0/8) does.
+func (c *Client) UpdateRegistration() { c.requestUpdate(updateReq{}) }
+
+func (c *Client) requestUpdate(r updateReq) {
+	for {
+		select {
+		case c.updates <- r:
+			return
+		default:
+		}
+		// Merge with the pending request rather than block.
+		select {
+		case old := <-c.updates:
+			r.full = r.full || old.full
+			r.disable = r.disable || old.disable
+		default:
+		}
+	}
+}
+
+// Registered reports whether the client holds a registration now.
+func (c *Client) Registered() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.location != ""
+}
+
+// dial opens the server connection with the client's handler.
+func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
+	if c.cfg.Dial != nil {
+		return c.cfg.Dial(ctx, c.handle)
+	}
+	tx := c.cfg.Tx
+	return udp.Dial(c.host,
+		options.WithContext(ctx),
+		options.WithHandlerFunc(c.handle),
+		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
+		options.WithBlockwise(false, 0, 0),
+		options.WithErrors(func(err error) { c.log.Debug("coap", "err", err) }),
+		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
+	)
+}

@@ -1,0 +1,419 @@
+package lwm2m
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// Attributes are the notification attributes of LwM2M 1.1 Core §5.1.2 set
+// by Write-Attributes on one path. A nil field is not set there.
+type Attributes struct {
+	Pmin, Pmax *int64 // seconds
+	Gt, Lt, St *float64
+}
+
+func (a Attributes) empty() bool {
+	return a.Pmin == nil && a.Pmax == nil && a.Gt == nil && a.Lt == nil && a.St == nil
+}
+
+// inherit fills a's unset fields from parent (resource over instance over object).
+func (a Attributes) inherit(parent Attributes) Attributes {
+	if a.Pmin == nil {
+		a.Pmin = parent.Pmin
+	}
+	if a.Pmax == nil {
+		a.Pmax = parent.Pmax
+	}
+	if a.Gt == nil {
+		a.Gt = parent.Gt
+	}
+	if a.Lt == nil {
+		a.Lt = parent.Lt
+	}
+	if a.St == nil {
+		a.St = parent.St
+	}
+	return a
+}
+
+type observations struct {
+	c       *Client
+	mu      sync.Mutex
+	attrs   map[model.Path]Attributes
+	byToken map[string]*observation
+	seq     uint32
+}
+
+type observation struct {
+	token     message.Token
+	path      model.Path
+	format    content.Format
+	hasAccept bool
+	conn      *udpclient.Conn
+	changed   chan struct{}
+	cancel    context.CancelFunc
+	lastSent  time.Time
+	lastValue *float64 // for gt/lt/st on a numeric resource
+	lastBody  []byte
+}
+
+func newObservations(c *Client) *observations {
+	return &observations{c: c, attrs: make(map[model.Path]Attributes), byToken: make(map[string]*observation)}
+}
+
+func (o *observations) nextSeq() uint32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seq = (o.seq + 1) & 0xFFFFFF // RFC 7641 §4.4: 24-bit sequence
+	return o.seq
+}
+
+// effective returns the attributes in force at p, with the server's
+// defaults (/1/0/2, /1/0/3) underneath.
+func (o *observations) effective(p model.Path) Attributes {
+	o.mu.Lock()
+	var a Attributes
+	for n := p.Len(); n >= 1; n-- {
+		a = a.inherit(o.attrs[p.Truncate(n)])
+	}
+	o.mu.Unlock()
+	var def Attributes
+	if v, ok := o.c.server.Get(0, serverPmin); ok {
+		def.Pmin = &v.Int
+	}
+	if v, ok := o.c.server.Get(0, serverPmax); ok && v.Int > 0 {
+		def.Pmax = &v.Int
+	}
+	return a.inherit(def)
+}
+
+func (o *observations) attrParams(p model.Path) []corelink.Param {
+	o.mu.Lock()
+	a := o.attrs[p]
+	o.mu.Unlock()
+	var out []corelink.Param
+	addInt := func(name string, v *int64) {
+		if v != nil {
+			out = append(out, corelink.Param{Name: name, Value: strconv.FormatInt(*v, 10)})
+		}
+	}
+	addFloat := func(name string, v *float64) {
+		if v != nil {
+			out = append(out, corelink.Param{Name: name, Value: strconv.FormatFloat(*v, 'g', -1, 64)})
+		}
+	}
+	addInt("pmin", a.Pmin)
+	addInt("pmax", a.Pmax)
+	addFloat("gt", a.Gt)
+	addFloat("lt", a.Lt)
+	addFloat("st", a.St)
+	return out
+}
+
+// writeAttributes serves Write-Attributes (LwM2M 1.1 Core §5.4.4). An
+// attribute without a value removes it.
+func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
+	if p.Len() == 0 {
+		return errResponse(codes.MethodNotAllowed)
+	}
+	if _, err := c.collect(context.Background(), p); err != nil && p.Len() < 3 {
+		return errResponse(codeOf(err))
+	}
+	qs, err := r.Options().Queries()
+	if err != nil {
+		return errResponse(codes.BadRequest)
+	}
+	c.obs.mu.Lock()
+	a := c.obs.attrs[p]
+	c.obs.mu.Unlock()
+	for _, q := range qs {
+		name, val, hasVal := strings.Cut(q, "=")
+		switch name {
+		case "pmin", "pmax", "epmin", "epmax":
+			var v *int64
+			if hasVal {
+				n, err := strconv.ParseInt(val, 10, 64)
+				if err != nil || n < 0 {
+					return errResponse(codes.BadRequest)
+				}
+				v = &n
+			}
+			switch name {
+			case "pmin":
+				a.Pmin = v
+			case "pmax":
+				a.Pmax = v
+			}
+			// epmin/epmax (LwM2M 1.1) are accepted; evaluation periods
+			// are not used by this client's change-driven notifications.
+		case "gt", "lt", "st":
+			if p.Len() < 3 {
+				return errResponse(codes.BadRequest) // numeric attributes belong to resources
+			}
+			var v *float64
+			if hasVal {
+				f, err := strconv.ParseFloat(val, 64)
+				if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || (name == "st" && f < 0) {
+					return errResponse(codes.BadRequest)
+				}
+				v = &f
+			}
+			switch name {
+			case "gt":
+				a.Gt = v
+			case "lt":
+				a.Lt = v
+			case "st":
+				a.St = v
+			}
+		default:
+			return errResponse(codes.BadRequest)
+		}
+	}
+	if a.Lt != nil && a.Gt != nil && *a.Lt >= *a.Gt {
+		return errResponse(codes.BadRequest) // §5.1.2: lt must be below gt
+	}
+	c.obs.mu.Lock()
+	if a.empty() {
+		delete(c.obs.attrs, p)
+	} else {
+		c.obs.attrs[p] = a
+	}
+	c.obs.mu.Unlock()
+	c.obs.changed(p) // let running observations pick up new periods
+	return errResponse(codes.Changed)
+}
+
+// observe serves GET with Observe (RFC 7641): 0 registers, 1 deregisters.
+func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Message, p model.Path, flag uint32) response {
+	accept, hasAccept := acceptOf(r)
+	token := r.Token()
+	key := string(token)
+	if flag == 1 {
+		c.obs.cancelToken(key)
+		return c.read(ctx, p, accept, hasAccept)
+	}
+	resp, recs := c.render(ctx, p, accept, hasAccept)
+	if resp.code != codes.Content {
+		return resp
+	}
+	ob := &observation{
+		token:     append(message.Token(nil), token...),
+		path:      p,
+		format:    resp.format,
+		hasAccept: true,
+		conn:      conn,
+		changed:   make(chan struct{}, 1),
+		lastSent:  time.Now(),
+		lastBody:  resp.body,
+		lastValue: numeric(p, recs),
+	}
+	octx, cancel := context.WithCancel(conn.Context())
+	ob.cancel = cancel
+	c.obs.mu.Lock()
+	if old, ok := c.obs.byToken[key]; ok {
+		old.cancel() // a re-registration with the same token replaces it
+	}
+	c.obs.byToken[key] = ob
+	c.obs.mu.Unlock()
+	go c.obs.run(octx, ob)
+	resp.opts = append(resp.opts, message.Option{ID: message.Observe, Value: encodeUint(c.obs.nextSeq())})
+	return resp
+}
+
+func encodeUint(v uint32) []byte {
+	switch {
+	case v == 0:
+		return nil
+	case v < 1<<8:
+		return []byte{byte(v)}
+	case v < 1<<16:
+		return []byte{byte(v >> 8), byte(v)}
+	case v < 1<<24:
+		return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
+	}
+	return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+// numeric returns the value of a single numeric resource, for gt/lt/st.
+func numeric(p model.Path, recs []model.Record) *float64 {
+	if len(recs) != 1 || recs[0].Path != p {
+		return nil
+	}
+	if f, ok := recs[0].Value.Number(); ok {
+		return &f
+	}
+	return nil
+}
+
+func (o *observations) cancelToken(key string) {
+	o.mu.Lock()
+	ob, ok := o.byToken[key]
+	delete(o.byToken, key)
+	o.mu.Unlock()
+	if ok {
+		ob.cancel()
+	}
+}
+
+// dropBelow ends the observations of a deleted instance.
+func (o *observations) dropBelow(p model.Path) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, ob := range o.byToken {
+		if ob.path.Within(p) {
+			ob.cancel()
+			delete(o.byToken, k)
+		}
+	}
+	for q := range o.attrs {
+		if q.Within(p) {
+			delete(o.attrs, q)
+		}
+	}
+}
+
+// reset ends all observations, as a new registration does.
+func (o *observations) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, ob := range o.byToken {
+		ob.cancel()
+		delete(o.byToken, k)
+	}
+}
+
+// Observations reports how many observations are active.
+func (c *Client) Observations() int {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	return len(c.obs.byToken)
+}
+
+// changed wakes the observations that overlap p.
+func (o *observations) changed(p model.Path) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ob := range o.byToken {
+		if ob.path.Within(p) || p.Within(ob.path) {
+			select {
+			case ob.changed <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// run sends ob's notifications until it is cancelled: on a change no
+// sooner than pmin after the last one, and at the latest pmax after it
+// (LwM2M 1.1 Core §5.1.2, RFC 7641 §4.2).
+func (o *observations) run(ctx context.Context, ob *observation) {
+	for {
+		a := o.effective(ob.path)
+		var pmaxC <-chan time.Time
+		var pmaxT *time.Timer
+		if a.Pmax != nil && *a.Pmax > 0 {
+			pmaxT = time.NewTimer(time.Until(ob.lastSent.Add(time.Duration(*a.Pmax) * time.Second)))
+			pmaxC = pmaxT.C
+		}
+		force := false
+		select {
+		case <-ctx.Done():
+		case <-ob.changed:
+		case <-pmaxC:
+			force = true
+		}
+		if pmaxT != nil {
+			pmaxT.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !force && a.Pmin != nil && *a.Pmin > 0 {
+			wait := time.Until(ob.lastSent.Add(time.Duration(*a.Pmin) * time.Second))
+			if wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			a = o.effective(ob.path)
+		}
+		o.notify(ctx, ob, a, force)
+	}
+}
+
+func (o *observations) notify(ctx context.Context, ob *observation, a Attributes, force bool) {
+	resp, recs := o.c.render(ctx, ob.path, ob.format, ob.hasAccept)
+	if resp.code != codes.Content {
+		if resp.code == codes.NotFound {
+			// The observed node is gone: tell the server and end (RFC 7641 §3.2).
+			o.send(ctx, ob, resp)
+			o.cancelToken(string(ob.token))
+		}
+		return
+	}
+	if !force {
+		if bytes.Equal(resp.body, ob.lastBody) {
+			return
+		}
+		if v := numeric(ob.path, recs); v != nil && !crosses(a, ob.lastValue, *v) {
+			return
+		}
+	}
+	ob.lastBody = resp.body
+	ob.lastValue = numeric(ob.path, recs)
+	ob.lastSent = time.Now()
+	o.send(ctx, ob, resp)
+}
+
+// crosses applies gt, lt and st (LwM2M 1.1 Core §5.1.2): with none set any
+// change counts; otherwise a change counts when it crosses gt or lt, or
+// moves by at least st since the last notification.
+func crosses(a Attributes, last *float64, v float64) bool {
+	if a.Gt == nil && a.Lt == nil && a.St == nil {
+		return true
+	}
+	if last == nil {
+		return true
+	}
+	if a.Gt != nil && (*last <= *a.Gt) != (v <= *a.Gt) {
+		return true
+	}
+	if a.Lt != nil && (*last < *a.Lt) != (v < *a.Lt) {
+		return true
+	}
+	return a.St != nil && math.Abs(v-*last) >= *a.St
+}
+
+func (o *observations) send(ctx context.Context, ob *observation, resp response) {
+	m := ob.conn.AcquireMessage(ctx)
+	defer ob.conn.ReleaseMessage(m)
+	m.SetCode(resp.code)
+	m.SetToken(ob.token)
+	// Confirmable, so that a lost notification (a State change of /5, say)
+	// is retransmitted rather than waiting for pmax.
+	m.SetType(message.Confirmable)
+	if resp.code == codes.Content {
+		m.SetObserve(o.nextSeq())
+		m.SetContentFormat(message.MediaType(resp.format))
+		m.SetBody(bytes.NewReader(resp.body))
+	}
+	if err := ob.conn.WriteMessage(m); err != nil {
+		o.c.log.Debug("lwm2m: notification not delivered", "path", ob.path, "err", err)
+	}
+}

@@ -1,0 +1,309 @@
+package lwm2m
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// ErrRejected reports a registration the server refused with a 4.xx code
+// other than 4.04; retrying the same request would not help soon.
+var ErrRejected = errors.New("lwm2m: registration rejected")
+
+// errNoRegistration is the server's 4.04 to an Update: it forgot us.
+var errNoRegistration = errors.New("lwm2m: server has no registration")
+
+// Run connects to the server, registers, keeps the registration alive and
+// serves requests until ctx is done; then it de-registers and returns nil.
+// While the server is unreachable it retries with exponential backoff and
+// logs every failure; it never gives up on its own.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.RetryMin
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 2*c.cfg.RetryMax {
+			backoff = c.cfg.RetryMin // it worked for a long while
+		}
+		wait := jitter(backoff)
+		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.cfg.RetryMax)
+	}
+}
+
+// jitter spreads retries of a fleet over [d/2, d) (RFC 7252 §4.8 style randomisation).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// session is one connection: register, then update until ctx ends or the
+// registration is lost.
+func (c *Client) session(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn, err := c.dial(sctx)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", c.host, err)
+	}
+	defer conn.Close()
+	go func() {
+		// The dialled connection runs its own read loop; stop the session
+		// if it dies (for example a DTLS alert).
+		select {
+		case <-conn.Done():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn, c.location = nil, ""
+		c.mu.Unlock()
+		c.obs.reset()
+	}()
+
+	if err := c.register(sctx, conn); err != nil {
+		return err
+	}
+	// An update request queued before registering is now moot.
+	select {
+	case <-c.updates:
+	default:
+	}
+	for {
+		timer := time.NewTimer(c.updateInterval())
+		select {
+		case <-sctx.Done():
+			timer.Stop()
+			if ctx.Err() != nil {
+				c.deregister(conn)
+				return ctx.Err()
+			}
+			return errors.New("connection closed")
+		case r := <-c.updates:
+			timer.Stop()
+			if r.disable {
+				c.deregister(conn)
+				d := c.disableTimeout()
+				c.log.Info("lwm2m: server disabled", "for", d)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+				if err := c.register(sctx, conn); err != nil {
+					return err
+				}
+				continue
+			}
+			err = c.update(sctx, conn, r.full)
+		case <-timer.C:
+			err = c.update(sctx, conn, false)
+		}
+		if errors.Is(err, errNoRegistration) {
+			c.log.Info("lwm2m: server lost our registration; registering again")
+			if err := c.register(sctx, conn); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// updateInterval leaves room before the lifetime ends for a full
+// retransmission sequence.
+func (c *Client) updateInterval() time.Duration {
+	lt := c.lifetime()
+	margin := max(lt/10, c.cfg.Tx.MaxTransmitWait())
+	if margin > lt/2 {
+		margin = lt / 2
+	}
+	return lt - margin
+}
+
+func (c *Client) lifetime() time.Duration {
+	if v, ok := c.server.Get(0, 1); ok && v.Int > 0 {
+		return time.Duration(v.Int) * time.Second
+	}
+	return c.cfg.Lifetime
+}
+
+func (c *Client) binding() string {
+	if v, ok := c.server.Get(0, 7); ok && v.Str != "" {
+		return v.Str
+	}
+	return "U"
+}
+
+func (c *Client) disableTimeout() time.Duration {
+	if v, ok := c.server.Get(0, 5); ok && v.Int > 0 {
+		return time.Duration(v.Int) * time.Second
+	}
+	return 86400 * time.Second
+}
+
+// registrationLinks is the CoRE link payload of Register and Update: the
+// objects and instances, with ver= where not 1.0 (LwM2M 1.1 Core §6.2.1).
+// The Security object is never listed.
+func (c *Client) registrationLinks() []byte {
+	links := []corelink.Link{{Target: "/", Params: []corelink.Param{{Name: "rt", Value: "oma.lwm2m"}, {Name: "ct", Value: strconv.Itoa(int(c.cfg.PreferredFormat))}}}}
+	for _, id := range c.objectIDs() {
+		if id == 0 {
+			continue
+		}
+		o, ok := c.object(id)
+		if !ok {
+			continue
+		}
+		insts := o.Instances()
+		v, versioned := o.(Versioner)
+		if versioned && v.Version() != "" && v.Version() != "1.0" || len(insts) == 0 {
+			l := corelink.Link{Target: model.NewPath(id).String()}
+			if versioned && v.Version() != "" && v.Version() != "1.0" {
+				l.Params = append(l.Params, corelink.Param{Name: "ver", Value: v.Version()})
+			}
+			links = append(links, l)
+		}
+		for _, i := range insts {
+			links = append(links, corelink.Link{Target: model.NewPath(id, i).String()})
+		}
+	}
+	return corelink.Encode(links)
+}
+
+func (c *Client) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.Tx.MaxTransmitWait())
+}
+
+func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
+	q := []string{
+		"ep=" + c.cfg.Endpoint,
+		"lt=" + strconv.FormatInt(int64(c.lifetime()/time.Second), 10),
+		"lwm2m=1.1",
+		"b=" + c.binding(),
+	}
+	backoff := c.cfg.RetryMin
+	for {
+		rctx, cancel := c.requestCtx(ctx)
+		resp, err := conn.Post(rctx, "/rd", message.AppLinkFormat, bytes.NewReader(c.registrationLinks()), queries(q...)...)
+		cancel()
+		if err == nil {
+			code := resp.Code()
+			loc, lerr := resp.Options().LocationPath()
+			if code == codes.Created && lerr == nil && loc != "" {
+				c.mu.Lock()
+				c.location = "/" + trimSlash(loc)
+				c.mu.Unlock()
+				c.log.Info("lwm2m: registered", "server", c.host, "location", c.location, "lifetime", c.lifetime())
+				return nil
+			}
+			err = fmt.Errorf("server answered %v to Register", code)
+			if code >= codes.BadRequest && code < codes.InternalServerError && code != codes.NotFound {
+				err = fmt.Errorf("%w: %v", ErrRejected, code)
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := jitter(backoff)
+		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.cfg.RetryMax)
+	}
+}
+
+// queries makes Uri-Query options.
+func queries(qs ...string) message.Options {
+	opts := make(message.Options, len(qs))
+	for i, q := range qs {
+		opts[i] = message.Option{ID: message.URIQuery, Value: []byte(q)}
+	}
+	return opts
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[0] == '/' {
+		s = s[1:]
+	}
+	return s
+}
+
+// update sends a Registration Update (LwM2M 1.1 Core §6.2.2). full resends
+// the object list.
+func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) error {
+	c.mu.RLock()
+	loc := c.location
+	c.mu.RUnlock()
+	rctx, cancel := c.requestCtx(ctx)
+	defer cancel()
+	opts := queries("lt=" + strconv.FormatInt(int64(c.lifetime()/time.Second), 10))
+	var resp *pool.Message
+	var err error
+	if full {
+		resp, err = conn.Post(rctx, loc, message.AppLinkFormat, bytes.NewReader(c.registrationLinks()), opts...)
+	} else {
+		resp, err = conn.Post(rctx, loc, 0, nil, opts...)
+	}
+	if err != nil {
+		return fmt.Errorf("registration update: %w", err)
+	}
+	switch code := resp.Code(); {
+	case code == codes.Changed:
+		c.log.Debug("lwm2m: registration updated", "location", loc)
+		return nil
+	case code == codes.NotFound:
+		return errNoRegistration
+	default:
+		// Any other failure also means the registration cannot be trusted.
+		c.log.Warn("lwm2m: registration update refused", "code", code)
+		return errNoRegistration
+	}
+}
+
+// deregister sends De-register (LwM2M 1.1 Core §6.2.3), best effort.
+func (c *Client) deregister(conn *udpclient.Conn) {
+	c.mu.Lock()
+	loc := c.location
+	c.location = ""
+	c.mu.Unlock()
+	if loc == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Tx.MaxTransmitWait(), 5*time.Second))
+	defer cancel()
+	resp, err := conn.Delete(ctx, loc)
+	if err != nil {
+		c.log.Warn("lwm2m: de-register failed", "err", err)
+		return
+	}
+	c.log.Info("lwm2m: de-registered", "code", resp.Code())
+}
