@@ -41,6 +41,9 @@ func ExampleNew() {
 	defer c.Close()
 
 	c.Write([]byte("ping")) // lost
+	for p.Stats().Up.Received == 0 {
+		time.Sleep(time.Millisecond) // let the proxy read it before the change
+	}
 	p.SetConfig(lossy.Config{})
 	c.Write([]byte("ping"))
 	buf := make([]byte, 100)
