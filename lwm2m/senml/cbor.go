@@ -119,6 +119,10 @@ func EncodeCBOR(base model.Path, recs []model.Record) ([]byte, error) {
 // DecodeCBOR parses a SenML CBOR payload addressed to base, with the same
 // rules as DecodeJSON.
 func DecodeCBOR(base model.Path, data []byte, types model.TypeResolver) ([]model.Record, error) {
+	// The decoder takes null or undefined for an empty array; SenML does not.
+	if len(data) == 0 || data[0]>>5 != 4 {
+		return nil, fmt.Errorf("%w: not a CBOR array", ErrMalformed)
+	}
 	var objs []map[any]any
 	if err := decMode.Unmarshal(data, &objs); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)

@@ -1,6 +1,7 @@
 package senml
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -116,6 +117,10 @@ func appendJSONString(b []byte, s string) []byte {
 func DecodeJSON(base model.Path, data []byte, types model.TypeResolver) ([]model.Record, error) {
 	if err := checkJSONDepth(data, 2); err != nil {
 		return nil, err
+	}
+	// json.Unmarshal takes "null" for an empty array; SenML does not.
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '[' {
+		return nil, fmt.Errorf("%w: not a JSON array", ErrMalformed)
 	}
 	var objs []map[string]json.RawMessage
 	if err := json.Unmarshal(data, &objs); err != nil {

@@ -269,6 +269,8 @@ func TestDecodeMalformedJSON(t *testing.T) {
 		"not json":          `[{"n":`,
 		"not an array":      `{"bn":"/3/0/0","v":1}`,
 		"empty":             ``,
+		"null":              ` null`,
+		"null record":       `[null]`,
 		"deep nesting":      `[{"bn":"/3/0/","n":"9","v":[[[[[1]]]]]}]`,
 		"very deep":         "[" + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "]",
 		"outside base":      `[{"bn":"/3/1/","n":"9","v":1}]`,
@@ -308,6 +310,8 @@ func TestDecodeMalformedCBOR(t *testing.T) {
 	base := model.NewPath(3, 0)
 	cases := map[string]string{
 		"truncated":        "81 A2 21 65 2F332F30",
+		"null":             "F6",
+		"empty":            "",
 		"not an array":     "A2 21 66 2F332F302F39 02 01",
 		"huge length":      "9B FFFFFFFFFFFFFFFF",
 		"huge string":      "81 A1 21 7B 7FFFFFFFFFFFFFFF",
