@@ -77,6 +77,8 @@ type Request struct {
 	BlockSize int
 	// Window is how many CoAP Block2 requests may be in flight at once over
 	// UDP (RFC 7252 NSTART). Zero or 1 means stop-and-wait.
+	//
+	// Not implemented yet: every value currently behaves as 1.
 	Window int
 	// Retries is how many times a lost connection is re-established,
 	// resuming from the bytes written; after that Get returns ErrConnection.

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -150,12 +151,15 @@ func TestInteropLibcoapTCP(t *testing.T) {
 	var sink memSink
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := Get(ctx, Request{URI: fmt.Sprintf("coap+tcp://127.0.0.1:%d/fw", port)}, &sink); err != nil {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, err := Get(ctx, Request{URI: fmt.Sprintf("coap+tcp://127.0.0.1:%d/fw", port), Logger: logger}, &sink); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(sink.bytes(), data) {
 		t.Fatalf("got %d bytes, want %d identical", len(sink.bytes()), len(data))
 	}
+	t.Logf("%s", logs.String())
 }
 
 func TestInteropLibcoapDTLSPSK(t *testing.T) {

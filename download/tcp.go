@@ -168,19 +168,14 @@ func (c *streamClient) handshake() (uint32, error) {
 		}
 		switch c.msg.Code {
 		case codes.CSM:
-			peerMax := uint32(1152) // RFC 8323 §5.3.1 default
+			// The peer's Max-Message-Size limits what we send; our
+			// requests are small, so only Block-Wise-Transfer matters.
 			bwt := false
 			for _, o := range c.msg.Options {
-				switch o.ID {
-				case message.TCPMaxMessageSize:
-					if v, ok := decodeUint(o.Value); ok && v <= 1<<32-1 {
-						peerMax = uint32(v)
-					}
-				case message.TCPBlockWiseTransfer:
+				if o.ID == message.TCPBlockWiseTransfer {
 					bwt = true
 				}
 			}
-			_ = peerMax // the peer limits what it receives; our requests are small
 			if bwt {
 				return bertSZX, nil
 			}
