@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"net"
 	"strings"
 	"sync"
@@ -46,7 +48,7 @@ const maxReadSize = 4 << 20
 
 // Content is a payload in a content format, as a device sent it.
 type Content struct {
-	Format  Format
+	Format  content.Format
 	Payload []byte
 }
 
@@ -98,9 +100,9 @@ type request struct {
 	op, ep  string
 	path    model.Path
 	code    codes.Code
-	format  Format // of the payload; ignored when payload is nil
+	format  content.Format // of the payload; ignored when payload is nil
 	payload []byte
-	accept  Format
+	accept  content.Format
 	queries []string
 	want    codes.Code // 0 accepts any answer
 	block2  bool       // follow Block2 in the response
@@ -166,7 +168,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 			return Content{}, nil, &CodeError{Op: req.op, Endpoint: req.ep, Path: req.path.String(), Code: code, Message: printable(body)}
 		}
 		if cf, err := resp.ContentFormat(); err == nil {
-			out.Format = Format(cf)
+			out.Format = content.Format(cf)
 		}
 		buf = append(buf, body...)
 		v, err := resp.Options().GetUint32(message.Block2)
@@ -222,13 +224,13 @@ func (s *Server) release(ep string, m *pool.Message) {
 // Read reads path on ep (LwM2M 1.1 Core, 6.3.1) and returns the payload in
 // the format the device chose; accept asks for one, AnyFormat leaves it to
 // the device.
-func (s *Server) Read(ctx context.Context, ep string, path model.Path, accept Format) (Content, error) {
+func (s *Server) Read(ctx context.Context, ep string, path model.Path, accept content.Format) (Content, error) {
 	return s.simple(ctx, request{op: "read", ep: ep, path: path, code: codes.GET, accept: accept, want: codes.Content, block2: true})
 }
 
 // Write writes payload to path on ep (Core 6.3.3): replace sends PUT,
 // which replaces the target; otherwise POST, a partial update.
-func (s *Server) Write(ctx context.Context, ep string, path model.Path, format Format, payload []byte, replace bool) error {
+func (s *Server) Write(ctx context.Context, ep string, path model.Path, format content.Format, payload []byte, replace bool) error {
 	code := codes.POST
 	if replace {
 		code = codes.PUT
@@ -246,17 +248,24 @@ func (s *Server) Execute(ctx context.Context, ep string, path model.Path, args s
 	req := request{op: "execute", ep: ep, path: path, code: codes.POST, accept: AnyFormat, want: codes.Changed}
 	if args != "" {
 		req.payload = []byte(args)
-		req.format = TextPlain
+		req.format = content.TextPlain
 	}
 	_, err := s.simple(ctx, req)
 	return err
 }
 
-// DiscoverRaw runs Discover on path (Core 6.3.2) and returns the CoRE
-// link-format payload as the device sent it.
-func (s *Server) DiscoverRaw(ctx context.Context, ep string, path model.Path) (string, error) {
-	c, err := s.simple(ctx, request{op: "discover", ep: ep, path: path, code: codes.GET, accept: LinkFormat, want: codes.Content, block2: true})
-	return string(c.Payload), err
+// Discover runs Discover on path (Core 6.3.2) and returns the links with
+// their attributes.
+func (s *Server) Discover(ctx context.Context, ep string, path model.Path) ([]corelink.Link, error) {
+	c, err := s.simple(ctx, request{op: "discover", ep: ep, path: path, code: codes.GET, accept: content.LinkFormat, want: codes.Content, block2: true})
+	if err != nil {
+		return nil, err
+	}
+	links, err := corelink.Parse(c.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("server: discover %s on %s: %w", path, ep, err)
+	}
+	return links, nil
 }
 
 // WriteAttributes sets notification attributes on path (Core 6.3.4), given
@@ -274,7 +283,7 @@ func (s *Server) WriteAttributes(ctx context.Context, ep string, path model.Path
 
 // Create creates an object instance under the object path (Core 6.3.6) and
 // returns the new instance's path from the Location-Path, when given.
-func (s *Server) Create(ctx context.Context, ep string, object model.Path, format Format, payload []byte) (model.Path, error) {
+func (s *Server) Create(ctx context.Context, ep string, object model.Path, format content.Format, payload []byte) (model.Path, error) {
 	if payload == nil {
 		payload = []byte{}
 	}
@@ -333,7 +342,7 @@ func (o *Observation) Cancel(ctx context.Context) error {
 // Observe observes path on ep (Core 6.4.1) and calls fn for each
 // notification, starting with the current value, until Cancel is called
 // or ctx ends. fn runs on the connection's goroutine and must not block.
-func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept Format, fn func(Notification)) (*Observation, error) {
+func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept content.Format, fn func(Notification)) (*Observation, error) {
 	cc, err := s.conn(ep)
 	if err != nil {
 		return nil, err
@@ -360,7 +369,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 		n := Notification{Endpoint: ep, Path: path}
 		n.Payload = append([]byte(nil), body...)
 		if cf, err := m.ContentFormat(); err == nil {
-			n.Format = Format(cf)
+			n.Format = content.Format(cf)
 		}
 		n.Seq, _ = m.Observe()
 		fn(n)

@@ -285,6 +285,9 @@ func (d *fakeDevice) fail(result int) {
 // reboot imitates a re-exec: a new socket, a new registration, and the
 // outcome in State and Update Result.
 func (d *fakeDevice) reboot() {
+	// Let the 2.04 to Execute leave before the socket closes, as a real
+	// device answers before it re-executes.
+	time.Sleep(50 * time.Millisecond)
 	d.close()
 	d.mu.Lock()
 	d.observers = map[string][]message.Token{}

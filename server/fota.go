@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"path"
 	"strconv"
 	"strings"
@@ -149,7 +150,7 @@ func (f *fwState) forget() {
 }
 
 func parseIntPayload(c Content) (int, bool) {
-	if c.Format != TextPlain {
+	if c.Format != content.TextPlain {
 		return 0, false
 	}
 	v, err := strconv.Atoi(strings.TrimSpace(string(c.Payload)))
@@ -191,7 +192,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		obsMu.Lock()
 		defer obsMu.Unlock()
 		for _, p := range []model.Path{pathState, pathResult} {
-			o, err := s.Observe(ctx, ep, p, TextPlain, func(n Notification) {
+			o, err := s.Observe(ctx, ep, p, content.TextPlain, func(n Notification) {
 				if v, ok := parseIntPayload(n.Content); ok {
 					st.set(n.Path, v)
 				}
@@ -216,7 +217,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		for _, p := range []model.Path{pathState, pathResult} {
-			c, err := s.Read(rctx, ep, p, TextPlain)
+			c, err := s.Read(rctx, ep, p, content.TextPlain)
 			if err != nil {
 				return err
 			}
@@ -240,7 +241,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	case StateDownloading, StateDownloaded:
 		// Object 5: an empty Package URI drops the previous package.
 		log.Info("resetting previous download", "state", StateName(state))
-		if err := s.Write(ctx, ep, pathURI, TextPlain, []byte{}, true); err != nil {
+		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
 			return 0, fmt.Errorf("server: update %s: reset: %w", ep, err)
 		}
 	}
@@ -267,7 +268,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
-		if err := s.Write(ctx, ep, pathURI, TextPlain, []byte(uri), true); err != nil {
+		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
 			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
 		}
 		log.Info("package URI written", "uri", uri)
@@ -297,7 +298,11 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			switch {
 			case !executed && state == StateDownloaded:
 				report(Progress{Phase: "execute", State: state, Result: r})
-				err := s.Execute(ctx, ep, pathUpdate, "")
+				// A device may restart before it answers; do not wait for
+				// that answer longer than for a normal exchange.
+				ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := s.Execute(ectx, ep, pathUpdate, "")
+				cancel()
 				var ce *CodeError
 				if errors.As(err, &ce) {
 					return r, fmt.Errorf("server: update %s: executing Update: %w", ep, err)

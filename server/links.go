@@ -1,23 +1,13 @@
 package server
 
-import (
-	"errors"
-	"strings"
-)
+import "github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 
-var errBadLinks = errors.New("server: bad CoRE link payload")
-
-// validLinks checks the shape of a registration payload (RFC 6690 link
-// format, LwM2M 1.1 Core 6.2.1): comma-separated entries starting with '<'.
+// validLinks checks a registration payload (RFC 6690 link format, LwM2M
+// 1.1 Core 6.2.1).
 func validLinks(s string) error {
 	if s == "" {
 		return nil
 	}
-	for _, l := range strings.Split(s, ",") {
-		l = strings.TrimSpace(l)
-		if !strings.HasPrefix(l, "<") || !strings.Contains(l, ">") {
-			return errBadLinks
-		}
-	}
-	return nil
+	_, err := corelink.Parse([]byte(s))
+	return err
 }

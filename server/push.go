@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"io"
 	"os"
 
@@ -59,7 +60,7 @@ func (s *Server) Push(ctx context.Context, ep, file string, progress func(sent, 
 		if num == 0 {
 			opts = append(opts, message.Option{ID: message.Size1, Value: encodeUint(uint32(min(total, 1<<32-1)))})
 		}
-		req := request{op: "push", ep: ep, path: pathPackage, code: codes.PUT, format: Opaque,
+		req := request{op: "push", ep: ep, path: pathPackage, code: codes.PUT, format: content.Opaque,
 			payload: buf[:n], accept: AnyFormat, opts: opts}
 		_, resp, err := s.do(ctx, req)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"io"
 	"log/slog"
 	"net/http"
@@ -174,7 +175,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if reg2.ID != reg1.ID || reg2.Addr != reg1.Addr || reg2.Links != reg1.Links {
 		t.Errorf("after restart %+v, before %+v", reg2, reg1)
 	}
-	c, err := s2.Read(ctxT(t), "dev1", mustPath("/3/0/0"), TextPlain)
+	c, err := s2.Read(ctxT(t), "dev1", mustPath("/3/0/0"), content.TextPlain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,10 +190,14 @@ func TestReadWriteExecute(t *testing.T) {
 	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	ctx := ctxT(t)
 	c, err := s.Read(ctx, "dev1", mustPath("/3/0/0"), AnyFormat)
-	if err != nil || string(c.Payload) != "Acme" || c.Format != TextPlain {
+	if err != nil || string(c.Payload) != "Acme" || c.Format != content.TextPlain {
 		t.Fatalf("read: %+v %v", c, err)
 	}
-	if err := s.Write(ctx, "dev1", mustPath("/1/0/1"), TextPlain, []byte("300"), true); err != nil {
+	recs, err := c.Records(mustPath("/3/0/0"))
+	if err != nil || len(recs) != 1 || !recs[0].Value.Equal(model.String("Acme")) {
+		t.Errorf("records %+v %v", recs, err)
+	}
+	if err := s.Write(ctx, "dev1", mustPath("/1/0/1"), content.TextPlain, []byte("300"), true); err != nil {
 		t.Fatal(err)
 	}
 	if v := d.get("/1/0/1"); v != "300" {
@@ -207,17 +212,17 @@ func TestReadWriteExecute(t *testing.T) {
 	if execs != 1 {
 		t.Errorf("device saw %d executes", execs)
 	}
-	_, err = s.Read(ctx, "dev1", mustPath("/3/0/99"), TextPlain)
+	_, err = s.Read(ctx, "dev1", mustPath("/3/0/99"), content.TextPlain)
 	var ce *CodeError
 	if !errors.As(err, &ce) || ce.Code != codes.NotFound {
 		t.Errorf("read of a missing resource: %v", err)
 	}
-	_, err = s.Read(ctx, "nobody", mustPath("/3/0/0"), TextPlain)
+	_, err = s.Read(ctx, "nobody", mustPath("/3/0/0"), content.TextPlain)
 	if !errors.Is(err, ErrNotRegistered) {
 		t.Errorf("read of unknown endpoint: %v", err)
 	}
-	links, err := s.DiscoverRaw(ctx, "dev1", mustPath("/3/0/0"))
-	if err != nil || links != "</3/0/0>" {
+	links, err := s.Discover(ctx, "dev1", mustPath("/3/0/0"))
+	if err != nil || len(links) != 1 || links[0].Target != "/3/0/0" {
 		t.Errorf("discover: %q %v", links, err)
 	}
 }
@@ -227,7 +232,7 @@ func TestObserve(t *testing.T) {
 	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	ctx := ctxT(t)
 	got := make(chan string, 10)
-	o, err := s.Observe(ctx, "dev1", mustPath("/1/0/1"), TextPlain, func(n Notification) {
+	o, err := s.Observe(ctx, "dev1", mustPath("/1/0/1"), content.TextPlain, func(n Notification) {
 		got <- string(n.Payload)
 	})
 	if err != nil {
@@ -250,7 +255,7 @@ func TestObserve(t *testing.T) {
 	if err := o.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Observe(ctx, "dev1", mustPath("/9/9/9"), TextPlain, func(Notification) {})
+	_, err = s.Observe(ctx, "dev1", mustPath("/9/9/9"), content.TextPlain, func(Notification) {})
 	var ce *CodeError
 	if !errors.As(err, &ce) || ce.Code != codes.NotFound {
 		t.Errorf("observe of a missing resource: %v", err)
