@@ -286,7 +286,7 @@ func (c *Client) discover(ctx context.Context, p model.Path) response {
 			}
 			found = true
 			rp := ip.Append(d.ID)
-			if d.Multiple && p.Len() >= 2 {
+			if d.Multiple {
 				recs, _ := o.Read(ctx, rp)
 				add(rp, corelink.Param{Name: "dim", Value: strconv.Itoa(len(recs))})
 				continue

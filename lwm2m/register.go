@@ -60,7 +60,11 @@ func jitter(d time.Duration) time.Duration {
 func (c *Client) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn, err := c.dial(sctx)
+	// The connection outlives sctx so that De-register can still be sent
+	// after the caller's context ends.
+	cctx, ccancel := context.WithCancel(context.Background())
+	defer ccancel()
+	conn, err := c.dial(cctx)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", c.host, err)
 	}
@@ -84,13 +88,14 @@ func (c *Client) session(ctx context.Context) error {
 		c.obs.reset()
 	}()
 
-	if err := c.register(sctx, conn); err != nil {
-		return err
-	}
-	// An update request queued before registering is now moot.
+	// An update request queued before registering is moot: Register
+	// carries everything.
 	select {
 	case <-c.updates:
 	default:
+	}
+	if err := c.register(sctx, conn); err != nil {
+		return err
 	}
 	for {
 		timer := time.NewTimer(c.updateInterval())

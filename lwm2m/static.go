@@ -166,7 +166,7 @@ func (s *Static) Instances() []uint16 {
 }
 
 // Resources lists the declared resources that have a value, plus every
-// executable one.
+// one the server cannot read (executable or write-only), which never has.
 func (s *Static) Resources(inst uint16) []Resource {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -176,7 +176,7 @@ func (s *Static) Resources(inst uint16) []Resource {
 	}
 	var out []Resource
 	for _, d := range s.defs {
-		if _, set := m[d.ID]; set || d.Ops&OpExecute != 0 {
+		if _, set := m[d.ID]; set || d.Ops&OpRead == 0 {
 			out = append(out, d)
 		}
 	}

@@ -1,0 +1,666 @@
+package lwm2m_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/objects"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// fastTx keeps retransmission tests quick.
+var fastTx = lwm2m.TxParams{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}
+
+type harness struct {
+	t      *testing.T
+	srv    *lwm2mtest.Server
+	client *lwm2m.Client
+	dev    *objects.Device
+	reg    lwm2mtest.Registration
+	cancel context.CancelFunc
+	done   chan struct{}
+	reboot atomic.Int32
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// start runs a client against a fresh test server; extra objects are added before Run.
+func start(t *testing.T, cfg lwm2m.Config, extra ...lwm2m.Object) *harness {
+	t.Helper()
+	h := &harness{t: t, srv: lwm2mtest.Start(t, "")}
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "dev-" + strings.ReplaceAll(t.Name(), "/", "-")
+	}
+	cfg.Server = h.srv.URI()
+	if cfg.Tx == (lwm2m.TxParams{}) {
+		cfg.Tx = fastTx
+	}
+	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 200*time.Millisecond
+	cfg.Logger = testLogger(t)
+	c, err := lwm2m.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.client = c
+	h.dev = objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", ModelNumber: "M1", FirmwareVersion: "1.0", Reboot: func() { h.reboot.Add(1) }})
+	for _, o := range append([]lwm2m.Object{h.dev}, extra...) {
+		if err := c.AddObject(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() { defer close(h.done); _ = c.Run(ctx) }()
+	t.Cleanup(h.stop)
+	h.reg = h.waitRegister()
+	// The server saw the Register; wait until the client saw the answer.
+	for deadline := time.Now().Add(5 * time.Second); !c.Registered() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.done
+}
+
+func (h *harness) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	h.t.Cleanup(cancel)
+	return ctx
+}
+
+func (h *harness) waitRegister() lwm2mtest.Registration {
+	h.t.Helper()
+	r, err := h.srv.WaitRegister(h.ctx(), h.client.String()[len("lwm2m.Client("):len(h.client.String())-1])
+	if err != nil {
+		h.t.Fatalf("no registration: %v", err)
+	}
+	return r
+}
+
+func (h *harness) conn() *udpclient.Conn { return h.reg.Conn }
+
+func (h *harness) do(code codes.Code, path string, format int, payload []byte, opts ...message.Option) lwm2mtest.Response {
+	h.t.Helper()
+	r, err := lwm2mtest.Do(h.ctx(), h.conn(), code, path, format, payload, opts...)
+	if err != nil {
+		h.t.Fatalf("%v %s: %v", code, path, err)
+	}
+	return r
+}
+
+func accept(f content.Format) message.Option {
+	return message.Option{ID: message.Accept, Value: encodeUint(uint32(f))}
+}
+
+func encodeUint(v uint32) []byte {
+	switch {
+	case v == 0:
+		return nil
+	case v < 1<<8:
+		return []byte{byte(v)}
+	case v < 1<<16:
+		return []byte{byte(v >> 8), byte(v)}
+	}
+	return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+func query(kv string) message.Option { return message.Option{ID: message.URIQuery, Value: []byte(kv)} }
+
+func types(p model.Path) (model.Type, bool) {
+	switch p {
+	case model.NewPath(3, 0, 0), model.NewPath(3, 0, 1), model.NewPath(3, 0, 3), model.NewPath(3, 0, 16):
+		return model.TypeString, true
+	case model.NewPath(3, 0, 11), model.NewPath(1, 0, 1):
+		return model.TypeInteger, true
+	}
+	return 0, false
+}
+
+func TestRegisterPayloadAndQuery(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: 300 * time.Second})
+	for _, want := range []string{"ep=" + h.reg.Endpoint, "lt=300", "lwm2m=1.1", "b=U"} {
+		if !slices.Contains(h.reg.Query, want) {
+			t.Errorf("register query %v lacks %q", h.reg.Query, want)
+		}
+	}
+	links, err := corelink.Parse([]byte(h.reg.Links))
+	if err != nil {
+		t.Fatalf("register payload %q: %v", h.reg.Links, err)
+	}
+	var targets []string
+	for _, l := range links {
+		targets = append(targets, l.String())
+	}
+	got := strings.Join(targets, ",")
+	for _, want := range []string{`</>;rt="oma.lwm2m";ct=11542`, "</1>;ver=1.1", "</1/0>", "</3>;ver=1.1", "</3/0>"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("register payload %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "</0") {
+		t.Errorf("register payload %q lists the Security object", got)
+	}
+}
+
+func TestReadFormats(t *testing.T) {
+	h := start(t, lwm2m.Config{})
+	r := h.do(codes.GET, "/3/0/0", -1, nil)
+	if r.Code != codes.Content || r.Format != message.TextPlain || string(r.Payload) != "Acme" {
+		t.Fatalf("read /3/0/0 = %v %v %q, want 2.05 text/plain Acme", r.Code, r.Format, r.Payload)
+	}
+	for _, f := range []content.Format{content.TLV, content.SenMLJSON, content.SenMLCBOR} {
+		r := h.do(codes.GET, "/3/0", -1, nil, accept(f))
+		if r.Code != codes.Content || content.Format(r.Format) != f {
+			t.Fatalf("read /3/0 as %v = %v %v", f, r.Code, r.Format)
+		}
+		recs, err := content.Decode(f, model.NewPath(3, 0), r.Payload, types)
+		if err != nil {
+			t.Fatalf("decode %v: %v", f, err)
+		}
+		var man, ec bool
+		for _, rec := range recs {
+			if rec.Path == model.NewPath(3, 0, 0) && rec.Value.Str == "Acme" {
+				man = true
+			}
+			if rec.Path == model.NewPath(3, 0, 11, 0) {
+				ec = true
+			}
+		}
+		if !man || !ec {
+			t.Errorf("%v read of /3/0 lacks manufacturer or error code: %v", f, recs)
+		}
+	}
+	// Without Accept a multi-resource read uses the preferred format.
+	if r := h.do(codes.GET, "/3", -1, nil); content.Format(r.Format) != content.TLV {
+		t.Errorf("read /3 without Accept: format %v, want TLV", r.Format)
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	h := start(t, lwm2m.Config{})
+	cases := []struct {
+		name   string
+		code   codes.Code
+		path   string
+		format int
+		body   []byte
+		opts   []message.Option
+		want   codes.Code
+	}{
+		{"unknown object", codes.GET, "/42/0", -1, nil, nil, codes.NotFound},
+		{"unknown instance", codes.GET, "/3/7", -1, nil, nil, codes.NotFound},
+		{"unknown resource", codes.GET, "/3/0/99", -1, nil, nil, codes.NotFound},
+		{"security object", codes.GET, "/0/0", -1, nil, nil, codes.Unauthorized},
+		{"write read-only", codes.PUT, "/3/0/0", 0, []byte("x"), nil, codes.MethodNotAllowed},
+		{"read executable", codes.GET, "/3/0/4", -1, nil, nil, codes.MethodNotAllowed},
+		{"execute readable", codes.POST, "/3/0/0", -1, nil, nil, codes.MethodNotAllowed},
+		{"unsupported format", codes.PUT, "/1/0/1", 11543, []byte("{}"), nil, codes.UnsupportedMediaType},
+		{"unknown format", codes.PUT, "/1/0/1", 65000, []byte("1"), nil, codes.UnsupportedMediaType},
+		{"not acceptable", codes.GET, "/3/0", -1, nil, []message.Option{accept(content.TextPlain)}, codes.NotAcceptable},
+		{"bad value", codes.PUT, "/1/0/1", 0, []byte("soon"), nil, codes.BadRequest},
+		{"bad exec args", codes.POST, "/3/0/4", 0, []byte("x=y"), nil, codes.BadRequest},
+		{"delete object", codes.DELETE, "/3", -1, nil, nil, codes.MethodNotAllowed},
+		{"delete not deletable", codes.DELETE, "/3/0", -1, nil, nil, codes.MethodNotAllowed},
+		{"bad attribute", codes.PUT, "/3/0/9", -1, nil, []message.Option{query("foo=1")}, codes.BadRequest},
+		{"gt on instance", codes.PUT, "/3/0", -1, nil, []message.Option{query("gt=1")}, codes.BadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.do(tc.code, tc.path, tc.format, tc.body, tc.opts...)
+			if r.Code != tc.want {
+				t.Errorf("%v %s = %v, want %v", tc.code, tc.path, r.Code, tc.want)
+			}
+		})
+	}
+}
+
+func TestWriteLifetimeSendsUpdate(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: time.Hour})
+	if r := h.do(codes.PUT, "/1/0/1", 0, []byte("120")); r.Code != codes.Changed {
+		t.Fatalf("write lifetime: %v", r.Code)
+	}
+	if r := h.do(codes.GET, "/1/0/1", -1, nil); string(r.Payload) != "120" {
+		t.Fatalf("lifetime reads %q after write", r.Payload)
+	}
+	for {
+		up, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatal("no Registration Update after the lifetime changed")
+		}
+		if up.Update && slices.Contains(up.Query, "lt=120") {
+			return
+		}
+	}
+}
+
+func TestExecuteReboot(t *testing.T) {
+	h := start(t, lwm2m.Config{})
+	if r := h.do(codes.POST, "/3/0/4", -1, nil); r.Code != codes.Changed {
+		t.Fatalf("execute reboot: %v", r.Code)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.reboot.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.reboot.Load() != 1 {
+		t.Fatalf("reboot ran %d times, want 1", h.reboot.Load())
+	}
+	if r := h.do(codes.POST, "/3/0/4", 0, []byte("0='a',1")); r.Code != codes.Changed {
+		t.Fatalf("execute with arguments: %v", r.Code)
+	}
+}
+
+func TestUpdateBeforeLifetimeEnds(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: 2 * time.Second})
+	for {
+		up, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatal("no Registration Update")
+		}
+		if up.Update {
+			if since := up.At.Sub(h.reg.At); since >= 2*time.Second {
+				t.Fatalf("update %v after register, lifetime 2s", since)
+			}
+			return
+		}
+	}
+}
+
+func TestReRegisterAfterServerRestart(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: 2 * time.Second})
+	addr := h.srv.Addr()
+	h.srv.Close()
+	srv2 := lwm2mtest.Start(t, addr) // same port, no registrations
+	ctx := h.ctx()
+	r, err := srv2.WaitRegister(ctx, h.reg.Endpoint)
+	if err != nil {
+		t.Fatalf("client did not register with the restarted server: %v", err)
+	}
+	if r.Update {
+		t.Fatal("expected a fresh Register")
+	}
+}
+
+func TestReRegisterWhenServerForgets(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: time.Hour})
+	h.srv.Forget()
+	h.client.UpdateRegistration() // the Update gets 4.04
+	if _, err := h.srv.WaitRegister(h.ctx(), h.reg.Endpoint); err != nil {
+		t.Fatalf("no Register after 4.04 to Update: %v", err)
+	}
+}
+
+func TestDeregisterOnShutdown(t *testing.T) {
+	h := start(t, lwm2m.Config{})
+	h.stop()
+	for {
+		r, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatal("no De-register")
+		}
+		if r.Conn == nil && r.Location == h.reg.Location {
+			return
+		}
+	}
+}
+
+// counter is a one-instance object with an integer that tests change.
+func counter() *lwm2m.Static {
+	o := lwm2m.NewStatic(3300, "", lwm2m.Resource{ID: 5700, Type: model.TypeFloat, Ops: lwm2m.OpRW})
+	o.Set(0, 5700, model.Float(10))
+	return o
+}
+
+func TestObserveNotifiesChanges(t *testing.T) {
+	obj := counter()
+	h := start(t, lwm2m.Config{}, obj)
+	ch, cancel, err := lwm2mtest.Observe(h.ctx(), h.conn(), "/3300/0/5700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	first := <-ch
+	if string(first.Payload) != "10" {
+		t.Fatalf("first response %q", first.Payload)
+	}
+	obj.Set(0, 5700, model.Float(11.5))
+	select {
+	case n := <-ch:
+		if string(n.Payload) != "11.5" {
+			t.Fatalf("notification %q, want 11.5", n.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification after a change")
+	}
+}
+
+func TestObservePminPmax(t *testing.T) {
+	obj := counter()
+	h := start(t, lwm2m.Config{}, obj)
+	if r := h.do(codes.PUT, "/3300/0/5700", -1, nil, query("pmin=1"), query("pmax=2")); r.Code != codes.Changed {
+		t.Fatalf("write attributes: %v", r.Code)
+	}
+	if r := h.do(codes.GET, "/3300/0", -1, nil, accept(content.LinkFormat)); !strings.Contains(string(r.Payload), "</3300/0/5700>;pmin=1;pmax=2") {
+		t.Errorf("discover shows %q", r.Payload)
+	}
+	ch, cancel, err := lwm2mtest.Observe(h.ctx(), h.conn(), "/3300/0/5700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	<-ch
+	t0 := time.Now()
+	// Two quick changes: pmin holds the notification back, and only the
+	// latest value is sent.
+	obj.Set(0, 5700, model.Float(1))
+	obj.Set(0, 5700, model.Float(2))
+	n := <-ch
+	if since := time.Since(t0); since < 900*time.Millisecond {
+		t.Errorf("notification %v after the change, pmin is 1s", since)
+	}
+	if string(n.Payload) != "2" {
+		t.Errorf("notification %q, want the latest value 2", n.Payload)
+	}
+	// No change: pmax still sends the value.
+	select {
+	case n := <-ch:
+		if string(n.Payload) != "2" {
+			t.Errorf("pmax notification %q", n.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification at pmax")
+	}
+}
+
+func TestObserveThresholds(t *testing.T) {
+	obj := counter()
+	h := start(t, lwm2m.Config{}, obj)
+	if r := h.do(codes.PUT, "/3300/0/5700", -1, nil, query("st=5")); r.Code != codes.Changed {
+		t.Fatalf("write attributes: %v", r.Code)
+	}
+	ch, cancel, err := lwm2mtest.Observe(h.ctx(), h.conn(), "/3300/0/5700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	<-ch
+	obj.Set(0, 5700, model.Float(12)) // step 2 < st: no notification
+	obj.Set(0, 5700, model.Float(16)) // step 6 >= st
+	select {
+	case n := <-ch:
+		if string(n.Payload) != "16" {
+			t.Errorf("notification %q, want 16 (12 is below the step)", n.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification after a step over st")
+	}
+}
+
+func TestObserveInstanceAndCancel(t *testing.T) {
+	obj := counter()
+	h := start(t, lwm2m.Config{}, obj)
+	ch, cancel, err := lwm2mtest.Observe(h.ctx(), h.conn(), "/3300/0", accept(content.SenMLJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	obj.Set(0, 5700, model.Float(3))
+	select {
+	case n := <-ch:
+		if !strings.Contains(string(n.Payload), `"v":3`) {
+			t.Errorf("instance notification %s", n.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification for an instance observation")
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.client.Observations() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.client.Observations(); n != 0 {
+		t.Fatalf("%d observations after cancel", n)
+	}
+}
+
+// table is an object whose instances the server creates and deletes.
+type table struct {
+	mu   sync.Mutex
+	rows map[uint16]string
+}
+
+func (tb *table) ID() uint16 { return 4000 }
+func (tb *table) Instances() []uint16 {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	var ids []uint16
+	for id := range tb.rows {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+func (tb *table) Resources(uint16) []lwm2m.Resource {
+	return []lwm2m.Resource{{ID: 0, Type: model.TypeString, Ops: lwm2m.OpRW}}
+}
+func (tb *table) Read(_ context.Context, p model.Path) ([]model.Record, error) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return []model.Record{{Path: p, Value: model.String(tb.rows[p.Instance()])}}, nil
+}
+func (tb *table) Create(_ context.Context, inst uint16, recs []model.Record) error {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.rows[inst] = ""
+	for _, r := range recs {
+		tb.rows[inst] = r.Value.Str
+	}
+	return nil
+}
+func (tb *table) Delete(_ context.Context, inst uint16) error {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	delete(tb.rows, inst)
+	return nil
+}
+
+func TestCreateDelete(t *testing.T) {
+	tb := &table{rows: map[uint16]string{}}
+	h := start(t, lwm2m.Config{}, tb)
+	payload, err := content.Encode(content.SenMLJSON, model.NewPath(4000), []model.Record{{Path: model.NewPath(4000, 7, 0), Value: model.String("hello")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.do(codes.POST, "/4000", int(content.SenMLJSON), payload)
+	if r.Code != codes.Created {
+		t.Fatalf("create: %v", r.Code)
+	}
+	if r := h.do(codes.GET, "/4000/7/0", -1, nil); string(r.Payload) != "hello" {
+		t.Fatalf("created instance reads %v %q", r.Code, r.Payload)
+	}
+	// The new instance reaches the server in a Registration Update.
+	for {
+		up, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatal("no Update after Create")
+		}
+		if up.Update && strings.Contains(up.Links, "</4000/7>") {
+			break
+		}
+	}
+	if r := h.do(codes.DELETE, "/4000/7", -1, nil); r.Code != codes.Deleted {
+		t.Fatalf("delete: %v", r.Code)
+	}
+	if r := h.do(codes.GET, "/4000/7/0", -1, nil); r.Code != codes.NotFound {
+		t.Fatalf("deleted instance reads %v", r.Code)
+	}
+}
+
+// sink is a StreamWriter that records what arrives.
+type sink struct {
+	*lwm2m.Static
+	mu      sync.Mutex
+	data    []byte
+	opens   int
+	closed  bool
+	aborted error
+}
+
+type sinkStream struct{ s *sink }
+
+func (s *sink) OpenStream(_ context.Context, _ model.Path, size int64) (lwm2m.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size > 1<<20 {
+		return nil, &lwm2m.TooLargeError{Max: 1 << 20}
+	}
+	s.opens++
+	s.data, s.closed, s.aborted = nil, false, nil
+	return sinkStream{s}, nil
+}
+func (w sinkStream) Write(b []byte) error {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.s.data = append(w.s.data, b...)
+	return nil
+}
+func (w sinkStream) Close() error { w.s.mu.Lock(); w.s.closed = true; w.s.mu.Unlock(); return nil }
+func (w sinkStream) Abort(err error) {
+	w.s.mu.Lock()
+	w.s.aborted = err
+	w.s.mu.Unlock()
+}
+
+func newSink() *sink {
+	o := lwm2m.NewStatic(4100, "", lwm2m.Resource{ID: 0, Type: model.TypeOpaque, Ops: lwm2m.OpWrite})
+	o.AddInstance(0)
+	return &sink{Static: o}
+}
+
+func block1(num int64, more bool, szx blockwise.SZX) message.Option {
+	v, _ := blockwise.EncodeBlockOption(szx, num, more)
+	return message.Option{ID: message.Block1, Value: encodeUint(v)}
+}
+
+func TestBlock1Stream(t *testing.T) {
+	s := newSink()
+	h := start(t, lwm2m.Config{}, s)
+	img := make([]byte, 3000)
+	for i := range img {
+		img[i] = byte(i * 7)
+	}
+	put := func(num int64) lwm2mtest.Response {
+		lo, hi := int(num)*1024, min(int(num+1)*1024, len(img))
+		return h.do(codes.PUT, "/4100/0/0", int(content.Opaque), img[lo:hi], block1(num, hi < len(img), blockwise.SZX1024))
+	}
+	if r := put(0); r.Code != codes.Continue {
+		t.Fatalf("block 0: %v", r.Code)
+	}
+	if r := put(1); r.Code != codes.Continue {
+		t.Fatalf("block 1: %v", r.Code)
+	}
+	// A retransmitted block (new message ID) is acknowledged, not stored twice.
+	if r := put(1); r.Code != codes.Continue {
+		t.Fatalf("block 1 again: %v", r.Code)
+	}
+	if r := put(2); r.Code != codes.Changed {
+		t.Fatalf("last block: %v", r.Code)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed || string(s.data) != string(img) {
+		t.Fatalf("stream closed=%v with %d bytes, want the %d-byte image", s.closed, len(s.data), len(img))
+	}
+}
+
+func TestBlock1GapAndTooLarge(t *testing.T) {
+	s := newSink()
+	h := start(t, lwm2m.Config{}, s)
+	blk := make([]byte, 1024)
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(0, true, blockwise.SZX1024)); r.Code != codes.Continue {
+		t.Fatalf("block 0: %v", r.Code)
+	}
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(2, true, blockwise.SZX1024)); r.Code != codes.RequestEntityIncomplete {
+		t.Fatalf("gap: %v, want 4.08", r.Code)
+	}
+	s.mu.Lock()
+	aborted := s.aborted
+	s.mu.Unlock()
+	if !errors.Is(aborted, lwm2m.ErrIncomplete) {
+		t.Fatalf("stream aborted with %v, want ErrIncomplete", aborted)
+	}
+	size1 := message.Option{ID: message.Size1, Value: encodeUint(4 << 20)}
+	r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(0, true, blockwise.SZX1024), size1)
+	if r.Code != codes.RequestEntityTooLarge {
+		t.Fatalf("oversized: %v, want 4.13", r.Code)
+	}
+	v, err := r.Options.GetUint32(message.Size1)
+	if err != nil || v != 1<<20 {
+		t.Fatalf("4.13 carries Size1=%d (%v), want %d", v, err, 1<<20)
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	h := start(t, lwm2m.Config{})
+	r := h.do(codes.GET, "/3", -1, nil, accept(content.LinkFormat))
+	if r.Code != codes.Content {
+		t.Fatalf("discover: %v", r.Code)
+	}
+	got := string(r.Payload)
+	for _, want := range []string{"</3>;ver=1.1", "</3/0>", "</3/0/0>", "</3/0/11>;dim=1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("discover %q lacks %q", got, want)
+		}
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	srv := lwm2mtest.Start(t, "[::1]:0")
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "v6", Server: "coap://" + srv.Addr(), Tx: fastTx, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	reg, err := srv.WaitRegister(wctx, "v6")
+	if err != nil {
+		t.Fatalf("no registration over IPv6: %v", err)
+	}
+	r, err := lwm2mtest.Do(wctx, reg.Conn, codes.GET, "/1/0/0", -1, nil)
+	if err != nil || string(r.Payload) != strconv.Itoa(1) {
+		t.Fatalf("read over IPv6: %v %q", err, r.Payload)
+	}
+}
