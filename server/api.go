@@ -1,0 +1,439 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+)
+
+// ParseFormat parses a content format name as the API and the command
+// line take it: text, opaque, link, tlv, senml-json, senml-cbor, or a number.
+func ParseFormat(s string) (content.Format, error) {
+	switch s {
+	case "", "any":
+		return AnyFormat, nil
+	case "text":
+		return content.TextPlain, nil
+	case "opaque":
+		return content.Opaque, nil
+	case "link":
+		return content.LinkFormat, nil
+	case "tlv":
+		return content.TLV, nil
+	case "senml-json", "json":
+		return content.SenMLJSON, nil
+	case "senml-cbor", "cbor":
+		return content.SenMLCBOR, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("server: unknown content format %q", s)
+	}
+	return content.Format(n), nil
+}
+
+// APIRecord is a decoded value in API answers.
+type APIRecord struct {
+	Path  string `json:"path"`
+	Type  string `json:"type"`
+	Value string `json:"value"` // plain-text form; opaque values in hex
+}
+
+// APIContent is the answer to read and the body of an observe line.
+type APIContent struct {
+	Format  uint16      `json:"format"`
+	Payload string      `json:"payload"` // base64
+	Records []APIRecord `json:"records,omitempty"`
+	Error   string      `json:"decode_error,omitempty"`
+}
+
+// APIWrite is the body of write and create. Value is written as plain
+// text; otherwise Payload (base64) in Format.
+type APIWrite struct {
+	Path    string  `json:"path"`
+	Value   *string `json:"value,omitempty"`
+	Format  string  `json:"format,omitempty"`
+	Payload string  `json:"payload,omitempty"`
+	Replace bool    `json:"replace,omitempty"`
+}
+
+// APIUpdate is the body of /api/update.
+type APIUpdate struct {
+	Endpoint string `json:"endpoint,omitempty"`
+	Match    string `json:"match,omitempty"`
+	Package  string `json:"package"` // a file path on the server's host
+	Method   string `json:"method,omitempty"`
+	Timeout  string `json:"timeout,omitempty"` // Go duration, default 10m
+}
+
+// APIResult is one device's outcome in the last line of /api/update.
+type APIResult struct {
+	Endpoint   string `json:"endpoint"`
+	Result     int    `json:"result"`
+	ResultName string `json:"result_name"`
+	Error      string `json:"error,omitempty"`
+}
+
+// APIUpdateLine is one NDJSON line of the /api/update stream: progress
+// lines, then one line with Results.
+type APIUpdateLine struct {
+	Progress *Progress   `json:"progress,omitempty"`
+	Results  []APIResult `json:"results,omitempty"`
+}
+
+func toAPIContent(c Content, base model.Path) APIContent {
+	out := APIContent{Format: uint16(c.Format), Payload: base64.StdEncoding.EncodeToString(c.Payload)}
+	if c.Format == content.LinkFormat {
+		return out
+	}
+	recs, err := c.Records(base)
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	for _, r := range recs {
+		v := r.Value.String()
+		if r.Value.Type == model.TypeOpaque {
+			v = hex.EncodeToString(r.Value.Bytes)
+		}
+		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: v})
+	}
+	return out
+}
+
+// APIHandler returns the HTTP/JSON command interface, documented in
+// docs/SERVER.md. Serve it on loopback only: it has no authentication.
+func (s *Server) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Registrations())
+	})
+	mux.HandleFunc("GET /api/devices/{ep}", func(w http.ResponseWriter, r *http.Request) {
+		reg, ok := s.Registration(r.PathValue("ep"))
+		if !ok {
+			apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
+			return
+		}
+		writeJSON(w, http.StatusOK, reg)
+	})
+	mux.HandleFunc("GET /api/devices/{ep}/read", func(w http.ResponseWriter, r *http.Request) {
+		p, f, ok := pathAndFormat(w, r)
+		if !ok {
+			return
+		}
+		c, err := s.Read(r.Context(), r.PathValue("ep"), p, f)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toAPIContent(c, p))
+	})
+	mux.HandleFunc("GET /api/devices/{ep}/discover", func(w http.ResponseWriter, r *http.Request) {
+		p, _, ok := pathAndFormat(w, r)
+		if !ok {
+			return
+		}
+		links, err := s.Discover(r.Context(), r.PathValue("ep"), p)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		out := make([]string, len(links))
+		for i, l := range links {
+			out[i] = l.String()
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /api/devices/{ep}/write", func(w http.ResponseWriter, r *http.Request) {
+		var req APIWrite
+		p, f, payload, ok := decodeWrite(w, r, &req)
+		if !ok {
+			return
+		}
+		if err := s.Write(r.Context(), r.PathValue("ep"), p, f, payload, req.Replace); err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/devices/{ep}/create", func(w http.ResponseWriter, r *http.Request) {
+		var req APIWrite
+		p, f, payload, ok := decodeWrite(w, r, &req)
+		if !ok {
+			return
+		}
+		np, err := s.Create(r.Context(), r.PathValue("ep"), p, f, payload)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string]string{"path": np.String()})
+	})
+	mux.HandleFunc("POST /api/devices/{ep}/execute", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Path, Args string }
+		if !decodeJSON(w, r, &req) {
+			return
+		}
+		p, ok := parsePath(w, req.Path)
+		if !ok {
+			return
+		}
+		if err := s.Execute(r.Context(), r.PathValue("ep"), p, req.Args); err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/devices/{ep}/delete", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Path string }
+		if !decodeJSON(w, r, &req) {
+			return
+		}
+		p, ok := parsePath(w, req.Path)
+		if !ok {
+			return
+		}
+		if err := s.Delete(r.Context(), r.PathValue("ep"), p); err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/devices/{ep}/attributes", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Path, Query string }
+		if !decodeJSON(w, r, &req) {
+			return
+		}
+		p, ok := parsePath(w, req.Path)
+		if !ok {
+			return
+		}
+		if err := s.WriteAttributes(r.Context(), r.PathValue("ep"), p, req.Query); err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /api/devices/{ep}/observe", func(w http.ResponseWriter, r *http.Request) {
+		p, f, ok := pathAndFormat(w, r)
+		if !ok {
+			return
+		}
+		ch := make(chan Notification, 16)
+		o, err := s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
+			select {
+			case ch <- n:
+			default: // a slow reader misses values, never blocks the device
+			}
+		})
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = o.Cancel(ctx)
+		}()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		enc := json.NewEncoder(w)
+		_ = rc.Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case n := <-ch:
+				if enc.Encode(toAPIContent(n.Content, p)) != nil || rc.Flush() != nil {
+					return
+				}
+			}
+		}
+	})
+	mux.HandleFunc("POST /api/update", func(w http.ResponseWriter, r *http.Request) {
+		var req APIUpdate
+		if !decodeJSON(w, r, &req) {
+			return
+		}
+		method := PullCoAP
+		if req.Method != "" {
+			m, err := ParseMethod(req.Method)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			method = m
+		}
+		timeout := 10 * time.Minute
+		if req.Timeout != "" {
+			d, err := time.ParseDuration(req.Timeout)
+			if err != nil || d <= 0 {
+				http.Error(w, "bad timeout", http.StatusBadRequest)
+				return
+			}
+			timeout = d
+		}
+		pattern := req.Match
+		if req.Endpoint != "" {
+			if _, ok := s.Registration(req.Endpoint); !ok {
+				apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, req.Endpoint))
+				return
+			}
+			pattern = escapeGlob(req.Endpoint)
+		}
+		if pattern == "" || req.Package == "" {
+			http.Error(w, "need endpoint or match, and package", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		rc := http.NewResponseController(w)
+		enc := json.NewEncoder(w)
+		lines := make(chan Progress, 64)
+		done := make(chan struct{})
+		var res []DeviceResult
+		var err error
+		go func() {
+			defer close(done)
+			res, err = s.UpdateMany(ctx, pattern, req.Package, method, func(p Progress) {
+				select {
+				case lines <- p:
+				default:
+				}
+			})
+		}()
+		started := false
+		for {
+			select {
+			case p := <-lines:
+				started = true
+				_ = enc.Encode(APIUpdateLine{Progress: &p})
+				_ = rc.Flush()
+				continue
+			case <-done:
+			}
+			break
+		}
+		if err != nil && !started {
+			apiError(w, err)
+			return
+		}
+		for len(lines) > 0 {
+			p := <-lines
+			_ = enc.Encode(APIUpdateLine{Progress: &p})
+		}
+		out := APIUpdateLine{Results: []APIResult{}}
+		for _, d := range res {
+			a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
+			if d.Err != nil {
+				a.Error = d.Err.Error()
+			}
+			out.Results = append(out.Results, a)
+		}
+		_ = enc.Encode(out)
+	})
+	return mux
+}
+
+func escapeGlob(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError maps errors to HTTP: unknown endpoint 404, a device's CoAP
+// error 502 with the code, a timeout 504.
+func apiError(w http.ResponseWriter, err error) {
+	body := map[string]string{"error": err.Error()}
+	status := http.StatusInternalServerError
+	var ce *CodeError
+	switch {
+	case errors.Is(err, ErrNotRegistered):
+		status = http.StatusNotFound
+	case errors.As(err, &ce):
+		status = http.StatusBadGateway
+		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)
+	case errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+	}
+	writeJSON(w, status, body)
+}
+
+func parsePath(w http.ResponseWriter, s string) (model.Path, bool) {
+	p, err := model.ParsePath(s)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return p, false
+	}
+	return p, true
+}
+
+func pathAndFormat(w http.ResponseWriter, r *http.Request) (model.Path, content.Format, bool) {
+	p, ok := parsePath(w, r.URL.Query().Get("path"))
+	if !ok {
+		return p, 0, false
+	}
+	f, err := ParseFormat(r.URL.Query().Get("format"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return p, 0, false
+	}
+	return p, f, true
+}
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad JSON: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func decodeWrite(w http.ResponseWriter, r *http.Request, req *APIWrite) (model.Path, content.Format, []byte, bool) {
+	if !decodeJSON(w, r, req) {
+		return model.Path{}, 0, nil, false
+	}
+	p, ok := parsePath(w, req.Path)
+	if !ok {
+		return p, 0, nil, false
+	}
+	if req.Value != nil {
+		return p, content.TextPlain, []byte(*req.Value), true
+	}
+	f, err := ParseFormat(req.Format)
+	if err == nil && f == AnyFormat {
+		err = errors.New("format needed with payload")
+	}
+	var payload []byte
+	if err == nil {
+		payload, err = base64.StdEncoding.DecodeString(req.Payload)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return p, 0, nil, false
+	}
+	return p, f, payload, true
+}
