@@ -76,12 +76,12 @@ type Resumer interface {
 // Errors that handlers return to choose the Update Result. Wrap them with
 // %w to add detail.
 var (
-	ErrNoSpace            = errors.New("fwupdate: not enough storage")         // result 2
-	ErrNoMemory           = errors.New("fwupdate: out of memory")              // result 3
-	ErrIntegrity          = errors.New("fwupdate: integrity check failure")    // result 5
-	ErrUnsupportedPackage = errors.New("fwupdate: unsupported package type")   // result 6
-	ErrUpdateFailed       = errors.New("fwupdate: firmware update failed")     // result 8
-	ErrDeferred           = errors.New("fwupdate: update deferred")            // result 11
+	ErrNoSpace            = errors.New("fwupdate: not enough storage")       // result 2
+	ErrNoMemory           = errors.New("fwupdate: out of memory")            // result 3
+	ErrIntegrity          = errors.New("fwupdate: integrity check failure")  // result 5
+	ErrUnsupportedPackage = errors.New("fwupdate: unsupported package type") // result 6
+	ErrUpdateFailed       = errors.New("fwupdate: firmware update failed")   // result 8
+	ErrDeferred           = errors.New("fwupdate: update deferred")          // result 11
 )
 
 // resultOf maps a handler's or downloader's error to an Update Result.

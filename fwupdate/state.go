@@ -66,17 +66,17 @@ func (r Result) String() string {
 type event int
 
 const (
-	evPackage      event = iota // first block of a Package write, or a complete small write
-	evPackageReset              // empty or single "\0" Package write
-	evURI                       // valid Package URI with a supported scheme
-	evURIEmpty                  // "" written to Package URI
-	evURIBad                    // Package URI with an unsupported scheme or unparsable
-	evDownloaded                // download complete and StreamFinish accepted it
-	evFailed                    // download failed; the result comes with the event
-	evCancel                    // Cancel (/5/0/10) executed
-	evUpdate                    // Update (/5/0/2) executed
-	evUpgradeOK                 // the upgrade succeeded
-	evUpgradeFailed             // the upgrade failed; the result comes with the event
+	evPackage       event = iota // first block of a Package write, or a complete small write
+	evPackageReset               // empty or single "\0" Package write
+	evURI                        // valid Package URI with a supported scheme
+	evURIEmpty                   // "" written to Package URI
+	evURIBad                     // Package URI with an unsupported scheme or unparsable
+	evDownloaded                 // download complete and StreamFinish accepted it
+	evFailed                     // download failed; the result comes with the event
+	evCancel                     // Cancel (/5/0/10) executed
+	evUpdate                     // Update (/5/0/2) executed
+	evUpgradeOK                  // the upgrade succeeded
+	evUpgradeFailed              // the upgrade failed; the result comes with the event
 )
 
 // rule is one row of the transition table.
@@ -98,28 +98,28 @@ type key struct {
 // that is not listed leaves everything unchanged and is answered with the
 // code of refusals below.
 var transitions = map[key]rule{
-	{StateIdle, evPackage}:                {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURI}:                    {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURIBad}:                 {to: StateIdle, given: true, code: codes.BadRequest},
-	{StateIdle, evPackageReset}:           {to: StateIdle, code: codes.Changed},
-	{StateIdle, evURIEmpty}:               {to: StateIdle, code: codes.Changed},
-	{StateDownloading, evDownloaded}:      {to: StateDownloaded},
-	{StateDownloading, evFailed}:          {to: StateIdle, given: true, reset: true},
-	{StateDownloading, evPackageReset}:    {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evPackageReset}:     {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evURIEmpty}:        {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evURIEmpty}:         {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evCancel}:          {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evCancel}:           {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evUpdate}:           {to: StateUpdating, code: codes.Changed},
-	{StateUpdating, evUpgradeOK}:          {to: StateIdle, result: ResultSuccess},
-	{StateUpdating, evUpgradeFailed}:      {to: StateDownloaded, given: true},
-	{StateDownloading, evPackage}:         {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evPackage}:          {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURI}:             {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURI}:              {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURIBad}:          {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURIBad}:           {to: StateDownloaded, keep: true, code: codes.BadRequest},
+	{StateIdle, evPackage}:             {to: StateDownloading, code: codes.Changed},
+	{StateIdle, evURI}:                 {to: StateDownloading, code: codes.Changed},
+	{StateIdle, evURIBad}:              {to: StateIdle, given: true, code: codes.BadRequest},
+	{StateIdle, evPackageReset}:        {to: StateIdle, code: codes.Changed},
+	{StateIdle, evURIEmpty}:            {to: StateIdle, code: codes.Changed},
+	{StateDownloading, evDownloaded}:   {to: StateDownloaded},
+	{StateDownloading, evFailed}:       {to: StateIdle, given: true, reset: true},
+	{StateDownloading, evPackageReset}: {to: StateIdle, reset: true, code: codes.Changed},
+	{StateDownloaded, evPackageReset}:  {to: StateIdle, reset: true, code: codes.Changed},
+	{StateDownloading, evURIEmpty}:     {to: StateIdle, reset: true, code: codes.Changed},
+	{StateDownloaded, evURIEmpty}:      {to: StateIdle, reset: true, code: codes.Changed},
+	{StateDownloading, evCancel}:       {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
+	{StateDownloaded, evCancel}:        {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
+	{StateDownloaded, evUpdate}:        {to: StateUpdating, code: codes.Changed},
+	{StateUpdating, evUpgradeOK}:       {to: StateIdle, result: ResultSuccess},
+	{StateUpdating, evUpgradeFailed}:   {to: StateDownloaded, given: true},
+	{StateDownloading, evPackage}:      {to: StateDownloading, keep: true, code: codes.BadRequest},
+	{StateDownloaded, evPackage}:       {to: StateDownloaded, keep: true, code: codes.BadRequest},
+	{StateDownloading, evURI}:          {to: StateDownloading, keep: true, code: codes.BadRequest},
+	{StateDownloaded, evURI}:           {to: StateDownloaded, keep: true, code: codes.BadRequest},
+	{StateDownloading, evURIBad}:       {to: StateDownloading, keep: true, code: codes.BadRequest},
+	{StateDownloaded, evURIBad}:        {to: StateDownloaded, keep: true, code: codes.BadRequest},
 }
 
 // refusal is the answer to an operation the table does not list: Update

@@ -48,7 +48,10 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // start runs a client against a fresh test server; extra objects are added before Run.
 func start(t *testing.T, cfg lwm2m.Config, extra ...lwm2m.Object) *harness {

@@ -109,4 +109,3 @@ func (d *Device) Read(ctx context.Context, res model.Path) ([]model.Record, erro
 	}
 	return d.Static.Read(ctx, res)
 }
-
