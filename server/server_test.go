@@ -480,3 +480,29 @@ func TestUpdateMany(t *testing.T) {
 func encodeBlock2(szx, num int) (uint32, error) {
 	return uint32(num<<4 | szx), nil
 }
+
+func TestRegisterBadInput(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		query, body string
+	}{
+		{"ep=x&lt=abc", "</3/0>"},
+		{"ep=x&lt=-1", "</3/0>"},
+		{"ep=x", "not a link"},
+		{"ep=x", "</3/0"},
+	} {
+		var opts []message.Option
+		for _, q := range strings.Split(c.query, "&") {
+			opts = append(opts, message.Option{ID: message.URIQuery, Value: []byte(q)})
+		}
+		resp, err := d.conn().Post(ctx, "/rd", message.AppLinkFormat, strings.NewReader(c.body), opts...)
+		if err != nil || resp.Code() != codes.BadRequest {
+			t.Errorf("%s %q: %v %v", c.query, c.body, resp, err)
+		}
+	}
+	if _, ok := s.Registration("x"); ok {
+		t.Error("bad registration accepted")
+	}
+}
