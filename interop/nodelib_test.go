@@ -100,6 +100,9 @@ func startScript(t *testing.T, node, dir string, args ...string) *script {
 	}()
 	t.Cleanup(func() {
 		cancel() // kills the script if it is still running
+		for range s.steps {
+			// drain, so that the reader never blocks
+		}
 		<-readDone
 		cmd.Wait()
 		if t.Failed() {
@@ -174,7 +177,8 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // TestNodeLibServer runs our client against lwm2m-node-lib's server, which
-// registers it, reads, writes, executes and observes, and checks each
+// registers it, reads, writes, executes, discovers, writes attributes and
+// observes, and checks each
 // operation on both sides. Subtests vary how the server asks for values:
 // without an Accept option (the library's default) and with text/plain.
 //
@@ -296,6 +300,16 @@ func testNodeLibServer(t *testing.T, node, dir string, args ...string) {
 		t.Error("execute /3/0/4 did not run the Reboot function")
 	}
 
+	// Discover lists the instance's resources; Write-Attributes sets
+	// attributes that a Discover of the resource then shows.
+	if d := srv.expect("discover"); d.Path != "/3/0" || !containsAll(d.Value, "</3/0>", "</3/0/0>", "</3/0/4>", "</3/0/11>;dim=1") {
+		t.Errorf("discover %s = %q, want /3/0 with </3/0/0>, </3/0/4>, </3/0/11>;dim=1", d.Path, d.Value)
+	}
+	srv.expect("attributes")
+	if d := srv.expect("discover"); d.Path != "/3/0/0" || !containsAll(d.Value, "</3/0/0>", "pmin=0", "pmax=60") {
+		t.Errorf("discover %s = %q, want /3/0/0 with pmin=0 and pmax=60", d.Path, d.Value)
+	}
+
 	// Observe, then change the value here: the notification carries it.
 	if ob := srv.expect("observe"); ob.Value != "Acme" {
 		t.Errorf("observe /3/0/0 first value = %q, want Acme", ob.Value)
@@ -312,4 +326,13 @@ func testNodeLibServer(t *testing.T, node, dir string, args ...string) {
 		t.Errorf("de-registered endpoint = %q, want %q", d.Endpoint, endpoint)
 	}
 	srv.wait()
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }

@@ -28,6 +28,9 @@
 //   write       {path, value, response}             Write /1/0/1 (lifetime)
 //   update      {lifetime, payload}                 the Update that followed
 //   execute     {path, response}                    Execute /3/0/4
+//   discover    {path, value}                       Discover /3/0
+//   attributes  {path, value, response}             Write-Attributes /3/0/0
+//   discover    {path, value}                       Discover /3/0/0
 //   observe     {path, value}                       Observe /3/0/0, first value
 //   notify      {path, value}                       the first notification with
 //                                                   a value other than the first
@@ -233,6 +236,18 @@ async function main() {
         step = 'execute';
         response = await call(lwm2m.execute, id, 3, 0, 4, null);
         emit({ step, path: '/3/0/4', response });
+
+        step = 'discover';
+        let links = await call(lwm2m.discover, id, 3, 0);
+        emit({ step, path: '/3/0', value: links });
+
+        step = 'attributes';
+        response = await call(lwm2m.writeAttributes, id, 3, 0, 0, { pmin: 0, pmax: 60 });
+        emit({ step, path: '/3/0/0', value: 'pmin=0&pmax=60', response });
+
+        step = 'discover';
+        links = await call(lwm2m.discover, id, 3, 0, 0);
+        emit({ step, path: '/3/0/0', value: links });
 
         step = 'observe';
         let first;
