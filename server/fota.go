@@ -204,15 +204,28 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			observations = append(observations, o)
 		}
 	}
-	defer func() {
+	// dropObservations cancels the observations concurrently; wait says
+	// whether to wait for the device's answers.
+	dropObservations := func(wait bool) {
 		obsMu.Lock()
-		defer obsMu.Unlock()
-		for _, o := range observations {
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = o.Cancel(cctx)
-			cancel()
+		old := observations
+		observations = nil
+		obsMu.Unlock()
+		var wg sync.WaitGroup
+		for _, o := range old {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_ = o.Cancel(cctx)
+			}()
 		}
-	}()
+		if wait {
+			wg.Wait()
+		}
+	}
+	defer dropObservations(true)
 	poll := func() error {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -332,6 +345,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			// observations are gone (RFC 7641, 3.6).
 			log.Info("device registered again during update", "addr", reg.Addr)
 			report(Progress{Phase: "registered", State: -1, Result: -1})
+			// The old observations went with the old process; cancelling
+			// them only stops the local callbacks, so do not wait.
+			dropObservations(false)
 			st.forget()
 			_ = poll()
 			observe()
