@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
@@ -219,7 +220,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 		cancel()
 		if err == nil {
 			code := resp.Code()
-			loc, lerr := resp.Options().LocationPath()
+			loc, lerr := locationPath(resp.Options())
 			if code == codes.Created && lerr == nil && loc != "" {
 				c.mu.Lock()
 				c.location = "/" + trimSlash(loc)
@@ -253,6 +254,23 @@ func queries(qs ...string) message.Options {
 		opts[i] = message.Option{ID: message.URIQuery, Value: []byte(q)}
 	}
 	return opts
+}
+
+// locationPath joins the Location-Path options of a Register response.
+// Unlike go-coap's Options.LocationPath it accepts a '/' inside an option:
+// some servers (lwm2m-node-lib) send "rd/5" as one option, against
+// RFC 7252 §5.10.7; Update and De-register then split it into segments.
+func locationPath(opts message.Options) (string, error) {
+	var segs []string
+	for _, o := range opts {
+		if o.ID == message.LocationPath {
+			segs = append(segs, string(o.Value))
+		}
+	}
+	if len(segs) == 0 {
+		return "", message.ErrOptionNotFound
+	}
+	return strings.Join(segs, "/"), nil
 }
 
 func trimSlash(s string) string {
