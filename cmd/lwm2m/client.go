@@ -2,11 +2,202 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
+	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/objects"
 )
 
+// runClient implements "lwm2m client": a device that registers, serves
+// /0, /1, /3 and /5, and really updates itself.
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "lwm2m client: not yet implemented")
-	return 1
+	fs := flag.NewFlagSet("lwm2m client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		endpoint   = fs.String("endpoint", "", "endpoint name (required)")
+		serverURI  = fs.String("server", "", "LwM2M server `URI`, coap://HOST:PORT (required)")
+		stateDir   = fs.String("state-dir", "", "`DIR` for the firmware and the update state (required)")
+		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds")
+		version    = fs.String("firmware-version", "1.0", "version reported before any update is installed")
+		trusted    = fs.String("trusted-key", "", "ed25519 public key `FILE`: packages must be signed by it")
+		maxSize    = fs.Int64("max-package-size", 512<<20, "largest package accepted, in `BYTES`")
+		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads")
+		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
+		verbose    = fs.Bool("v", false, "debug logs")
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
+	}
+	if *endpoint == "" || *serverURI == "" || *stateDir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "lwm2m client: need -endpoint, -server and -state-dir, and no other arguments")
+		fs.Usage()
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 1
+	}
+	var key ed25519.PublicKey
+	if *trusted != "" {
+		b, err := os.ReadFile(*trusted)
+		if err == nil {
+			key, err = fwpkg.ParsePublicKey(b)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "lwm2m client: -trusted-key: %v\n", err)
+			return 2
+		}
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 1
+	}
+
+	c, err := lwm2m.New(lwm2m.Config{
+		Endpoint: *endpoint,
+		Server:   *serverURI,
+		Lifetime: time.Duration(*lifetime) * time.Second,
+		Logger:   log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
+	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
+	prog := newProgressBar(stderr)
+	obj, err := fwupdate.Install(c, dev, fwupdate.Config{
+		Store:          fwupdate.FileStore{Path: filepath.Join(*stateDir, stateFile)},
+		MaxPackageSize: *maxSize,
+		Download:       downloadRequest(*downloadBS, *retries),
+		Progress:       prog.update,
+		Logger:         log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 1
+	}
+	now := dev.settle(obj, loadInstalled(*stateDir, *version))
+	device := objects.NewDevice(objects.DeviceInfo{
+		Manufacturer:    "lwm2m-fota",
+		ModelNumber:     "reference-device",
+		SerialNumber:    *endpoint,
+		FirmwareVersion: now.Version,
+		Reboot: func() {
+			obj.Close()
+			if err := dev.exec(exe, os.Args, os.Environ()); err != nil {
+				log.Error("reboot failed", "err", err)
+			}
+		},
+	})
+	if err := c.AddObject(device); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 1
+	}
+	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid())
+	err = c.Run(ctx)
+	obj.Close()
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags parses args into fs. -h prints the usage on stdout and ends
+// with 0; a bad flag prints it on stderr and ends with 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stderr := fs.Output()
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+		return 0, true
+	case err != nil:
+		fmt.Fprintln(fs.Output(), err)
+		fs.Usage()
+		return 2, true
+	}
+	return 0, false
+}
+
+// progress shows download progress: a bar redrawn in place on a terminal,
+// a log line every few seconds otherwise.
+type progressBar struct {
+	w    io.Writer
+	tty  bool
+	mu   sync.Mutex
+	last time.Time
+}
+
+func newProgressBar(w io.Writer) *progressBar {
+	p := &progressBar{w: w}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progressBar) update(written, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	every := 5 * time.Second
+	if p.tty {
+		every = 100 * time.Millisecond
+	}
+	done := total > 0 && written >= total
+	if time.Since(p.last) < every && !done {
+		return
+	}
+	p.last = time.Now()
+	switch {
+	case p.tty && total > 0:
+		const width = 40
+		n := int(width * written / total)
+		fmt.Fprintf(p.w, "\r[%-*s] %3d%% %s", width, strings.Repeat("#", n), 100*written/total, humanBytes(float64(written)))
+		if done {
+			fmt.Fprintln(p.w)
+		}
+	case total > 0:
+		fmt.Fprintf(p.w, "download: %s of %s (%d%%)\n", humanBytes(float64(written)), humanBytes(float64(total)), 100*written/total)
+	default:
+		fmt.Fprintf(p.w, "download: %s\n", humanBytes(float64(written)))
+	}
+}
+
+func downloadRequest(blockSize, retries int) download.Request {
+	return download.Request{BlockSize: blockSize, Retries: retries, RetryDelay: 2 * time.Second}
 }
