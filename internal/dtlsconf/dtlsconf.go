@@ -221,7 +221,7 @@ func classify(ctx context.Context, c *Config, addr string, err error) error {
 		return fmt.Errorf("%w %s (alert %s)", ErrRejected, addr, desc)
 	}
 	var (
-		unknownCA *x509.UnknownAuthorityError
+		unknownCA x509.UnknownAuthorityError
 		invalid   x509.CertificateInvalidError
 		hostname  x509.HostnameError
 	)
