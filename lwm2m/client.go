@@ -13,8 +13,6 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
-	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
@@ -272,13 +270,5 @@ func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	if c.cfg.Dial != nil {
 		return c.cfg.Dial(ctx, c.handle)
 	}
-	tx := c.cfg.Tx
-	return udp.Dial(c.host,
-		options.WithContext(ctx),
-		options.WithHandlerFunc(c.handle),
-		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
-		options.WithBlockwise(false, 0, 0),
-		options.WithErrors(func(err error) { c.log.Debug("coap", "err", err) }),
-		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
-	)
+	return dialUDP(ctx, c.host, c.handle, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) })
 }

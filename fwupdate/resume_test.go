@@ -1,0 +1,332 @@
+package fwupdate_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// bufHandlers keeps the package in memory and can resume it, like a
+// device whose storage survives a reboot.
+type bufHandlers struct {
+	mu      sync.Mutex
+	data    []byte
+	written atomic.Int64 // bytes taken by StreamWrite in this run
+	resumes []int64
+	opens   int
+	resets  int
+	sec     *download.Security
+}
+
+func (b *bufHandlers) StreamOpen(context.Context, string, []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.data = b.data[:0]
+	b.opens++
+	return nil
+}
+func (b *bufHandlers) StreamResume(_ context.Context, _ string, _ []byte, off int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if int64(len(b.data)) < off {
+		return fmt.Errorf("only %d bytes held", len(b.data))
+	}
+	b.data = b.data[:off]
+	b.resumes = append(b.resumes, off)
+	return nil
+}
+func (b *bufHandlers) StreamWrite(p []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.data = append(b.data, p...)
+	b.written.Add(int64(len(p)))
+	return nil
+}
+func (b *bufHandlers) StreamFinish() error { return nil }
+func (b *bufHandlers) Reset() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.data = nil
+	b.resets++
+	return nil
+}
+func (b *bufHandlers) PerformUpgrade(context.Context) error { return nil }
+func (b *bufHandlers) SecurityConfig(string) (*download.Security, error) {
+	return b.sec, nil
+}
+func (b *bufHandlers) sum() [32]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return sha256.Sum256(b.data)
+}
+
+// device is one boot of a client with the /5 object over given handlers and store.
+func boot(t *testing.T, srv *lwm2mtest.Server, h fwupdate.Handlers, store fwupdate.Store, ep string) (*fwupdate.Object, *lwm2mtest.Running) {
+	t.Helper()
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: srv.URI(), Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := fwupdate.Install(c, h, fwupdate.Config{Store: store, Download: downloadFast, Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj, lwm2mtest.RunClient(t, srv, c, ep)
+}
+
+func waitObj(t *testing.T, obj *fwupdate.Object, st fwupdate.State, res fwupdate.Result) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, r := obj.State()
+		if s == st && r == res {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v/%v, want %v/%v", s, r, st, res)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func writeURI(t *testing.T, run *lwm2mtest.Running, uri string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := lwm2mtest.Do(ctx, run.Conn(), codes.PUT, "/5/0/1", 0, []byte(uri))
+	if err != nil || r.Code != codes.Changed {
+		t.Fatalf("write Package URI: %v %v", r.Code, err)
+	}
+}
+
+// throttled serves img over HTTP slowly, recording each Range header.
+func throttled(t *testing.T, img []byte, etag string) (string, func() []string) {
+	var mu sync.Mutex
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		w.Header().Set("ETag", etag)
+		http.ServeContent(w, r, "fw", time.Time{}, &slowReader{r: bytes.NewReader(img)})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/fw", func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), ranges...) }
+}
+
+type slowReader struct{ r *bytes.Reader }
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(2 * time.Millisecond)
+	return s.r.Read(p[:min(len(p), 4096)])
+}
+func (s *slowReader) Seek(off int64, whence int) (int64, error) { return s.r.Seek(off, whence) }
+
+// A reboot mid-download resumes from the persisted offset with the ETag:
+// the server sees a Range request, and the image ends byte-exact.
+func TestResumeAfterRebootHTTP(t *testing.T) {
+	img := image(1<<20, 7)
+	uri, ranges := throttled(t, img, `"strong-1"`)
+	srv := lwm2mtest.Start(t, "")
+	store := fwupdate.FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+	h := &bufHandlers{}
+
+	obj, run := boot(t, srv, h, store, "resume-http")
+	writeURI(t, run, uri)
+	for h.written.Load() < 300_000 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	obj.Close() // the process dies: what is persisted is what counts
+	run.Stop()
+	p, err := store.Load()
+	if err != nil || p.State != fwupdate.StateDownloading || p.Offset == 0 {
+		t.Fatalf("persisted %+v (%v), want Downloading with an offset", p, err)
+	}
+
+	h.written.Store(0)
+	obj2, _ := boot(t, srv, h, store, "resume-http")
+	waitObj(t, obj2, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+	if h.sum() != sha256.Sum256(img) {
+		t.Fatal("resumed image differs from the source")
+	}
+	got := ranges()
+	if len(h.resumes) != 1 || !strings.HasPrefix(got[len(got)-1], fmt.Sprintf("bytes=%d-", h.resumes[0])) {
+		t.Fatalf("resumes %v, Range headers %q: want one resume at the persisted offset", h.resumes, got)
+	}
+	if h.written.Load() != int64(len(img))-h.resumes[0] {
+		t.Errorf("second boot fetched %d bytes, want %d", h.written.Load(), int64(len(img))-h.resumes[0])
+	}
+}
+
+// An image that changes (new ETag) between boots is fetched again from 0.
+func TestResumeWithChangedETagRestarts(t *testing.T) {
+	img1, img2 := image(600_000, 8), image(600_000, 9)
+	var cur atomic.Pointer[[]byte]
+	cur.Store(&img1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := *cur.Load()
+		w.Header().Set("ETag", fmt.Sprintf(`"%x"`, sha256.Sum256(b)))
+		http.ServeContent(w, r, "fw", time.Time{}, &slowReader{r: bytes.NewReader(b)})
+	}))
+	defer srv.Close()
+	lw := lwm2mtest.Start(t, "")
+	store := &fwupdate.MemoryStore{}
+	h := &bufHandlers{}
+	obj, run := boot(t, lw, h, store, "etag")
+	writeURI(t, run, srv.URL+"/fw")
+	for h.written.Load() < 100_000 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	obj.Close()
+	run.Stop()
+	cur.Store(&img2)
+	obj2, _ := boot(t, lw, h, store, "etag")
+	waitObj(t, obj2, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+	if h.sum() != sha256.Sum256(img2) {
+		t.Fatal("image after an ETag change is not the new image")
+	}
+}
+
+// Downloaded survives a restart, and so does an upgrade in flight, which
+// the application then settles with SetResult.
+func TestStateSurvivesRestart(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	store := fwupdate.FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+	h := newMem()
+	h.upgrade = func() error { select {} }
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "persist", Server: srv.URI(), Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := fwupdate.Install(c, h, fwupdate.Config{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, srv: srv, run: lwm2mtest.RunClient(t, srv, c, "persist"), obj: obj, h: h}
+	if code := f.push(image(5000, 10)); code != codes.Changed {
+		t.Fatalf("push: %v", code)
+	}
+	f.waitState(fwupdate.StateDownloaded, 0)
+	f.run.Stop()
+
+	obj2, run2 := boot(t, srv, newMem(), store, "persist")
+	f2 := &fixture{t: t, srv: srv, run: run2, obj: obj2}
+	f2.waitState(fwupdate.StateDownloaded, 0)
+	if f2.read("/5/0/6") != "fw" || f2.read("/5/0/7") != "2.0" {
+		t.Errorf("PkgName/PkgVersion after restart = %q/%q", f2.read("/5/0/6"), f2.read("/5/0/7"))
+	}
+	if c := f2.do(codes.POST, "/5/0/2", -1, nil); c != codes.Changed {
+		t.Fatalf("update: %v", c)
+	}
+	f2.waitState(fwupdate.StateUpdating, 0)
+	run2.Stop()
+
+	obj3, run3 := boot(t, srv, newMem(), store, "persist")
+	f3 := &fixture{t: t, srv: srv, run: run3, obj: obj3}
+	f3.waitState(fwupdate.StateUpdating, 0)
+	if err := obj3.SetResult(fwupdate.ResultSuccess); err != nil {
+		t.Fatal(err)
+	}
+	f3.waitState(fwupdate.StateIdle, fwupdate.ResultSuccess)
+}
+
+// Pull from libcoap's servers, the independent peer: CoAP Block2, CoAP
+// over TCP and CoAPS with a PSK from the SecurityConfig handler.
+func TestPullFromLibcoap(t *testing.T) {
+	cases := []struct {
+		name, bin, scheme string
+		portOff           int
+		args              []string
+		sec               *download.Security
+	}{
+		{"coap", "coap-server-notls", "coap", 0, nil, nil},
+		{"coap+tcp", "coap-server-notls", "coap+tcp", 0, nil, nil},
+		{"coaps psk", "coap-server-openssl", "coaps", 1, []string{"-k", "fw-secret", "-h", "dev"}, &download.Security{PSKIdentity: "dev", PSK: []byte("fw-secret")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := libcoaptest.NeedBinary(t, tc.bin)
+			port := libcoaptest.StartServer(t, bin, tc.args...)
+			img := image(300_000, 11)
+			libcoaptest.PutFile(t, port, "fw", img)
+			srv := lwm2mtest.Start(t, "")
+			h := &bufHandlers{sec: tc.sec}
+			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "libcoap-"+strings.ReplaceAll(tc.name, " ", "-"))
+			writeURI(t, run, fmt.Sprintf("%s://127.0.0.1:%d/fw", tc.scheme, port+tc.portOff))
+			waitObj(t, obj, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+			if h.sum() != sha256.Sum256(img) {
+				t.Fatal("image hash differs from the source")
+			}
+		})
+	}
+}
+
+// A 64 MiB push goes through with flat memory: nothing holds the image.
+func TestPushLargeImageFlatMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("64 MiB over loopback")
+	}
+	const size = 64 << 20
+	h := newMem()
+	f := setup(t, h, fwupdate.Config{})
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	block := image(1024, 12)
+	want := sha256.New()
+	var code codes.Code
+	for num := int64(0); num < size/1024; num++ {
+		more := num < size/1024-1
+		code = f.do(codes.PUT, "/5/0/0", 42, block, block1(num, more))
+		want.Write(block)
+		if code != codes.Continue {
+			break
+		}
+	}
+	close(stop)
+	<-done
+	if code != codes.Changed {
+		t.Fatalf("push ended with %v", code)
+	}
+	f.waitState(fwupdate.StateDownloaded, 0)
+	sum, n, _, _, _ := h.snapshot()
+	if n != size || !bytes.Equal(sum[:], want.Sum(nil)) {
+		t.Fatalf("stored %d bytes, hash equal %v", n, bytes.Equal(sum[:], want.Sum(nil)))
+	}
+	if p := peak.Load(); p > 32<<20 {
+		t.Errorf("peak heap in use %d MiB while pushing 64 MiB", p>>20)
+	}
+	t.Logf("peak heap in use: %.1f MiB for a 64 MiB image", float64(peak.Load())/(1<<20))
+}

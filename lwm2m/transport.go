@@ -1,0 +1,150 @@
+package lwm2m
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/monitor/inactivity"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+	"github.com/plgd-dev/go-coap/v3/udp/server"
+)
+
+// dialUDP connects to the server over UDP. It builds the go-coap
+// connection as udp.Dial does, with one difference: the duplicate-detection
+// cache. go-coap's default keeps every response for EXCHANGE_LIFETIME keyed
+// by message ID alone, so a server that pushes more than 65536 blocks in
+// four minutes (a 64 MiB image) reuses an ID and gets an old answer back,
+// and the cache grows with the request rate. Ours is bounded and also
+// compares the token, which a real retransmission repeats (RFC 7252 §4.5).
+func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error)) (*client.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", host)
+	if err != nil {
+		return nil, err
+	}
+	conn := c.(*net.UDPConn)
+	cfg := client.DefaultConfig
+	for _, o := range []interface{ UDPClientApply(*client.Config) }{
+		options.WithContext(ctx),
+		options.WithHandlerFunc(handler),
+		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
+		options.WithBlockwise(false, 0, 0),
+		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
+		options.WithErrors(errs),
+	} {
+		o.UDPClientApply(&cfg)
+	}
+	cfg.CreateInactivityMonitor = func() client.InactivityMonitor { return inactivity.NewNilMonitor[*client.Conn]() }
+	l := coapnet.NewUDPConn("udp", conn, coapnet.WithErrors(errs))
+	session := server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
+		cfg.MaxMessageSize, cfg.MTU, true, errs)
+	cc := client.NewConnWithOpts(session, &cfg,
+		client.WithBlockWise(func(*client.Conn) *blockwise.BlockWise[*client.Conn] { return nil }),
+		client.WithInactivityMonitor(cfg.CreateInactivityMonitor()),
+		client.WithRequestMonitor(cfg.RequestMonitor),
+		client.WithResponseMessageCache(newDedupCache(dedupEntries)),
+	)
+	cfg.PeriodicRunner(func(now time.Time) bool {
+		cc.CheckExpirations(now)
+		return cc.Context().Err() == nil
+	})
+	go func() {
+		if err := cc.Run(); err != nil {
+			errs(err)
+		}
+	}()
+	return cc, nil
+}
+
+// dedupEntries bounds the responses kept for duplicate detection. A server
+// sends one request at a time (NSTART 1), so a few hundred cover every
+// retransmission it can still make.
+const dedupEntries = 512
+
+// exchangeLifetime is EXCHANGE_LIFETIME with default parameters (RFC 7252 §4.8.2).
+const exchangeLifetime = 247 * time.Second
+
+type dedupEntry struct {
+	key     string
+	token   string
+	raw     []byte
+	expires time.Time
+}
+
+// dedupCache implements go-coap's client.MessageCache.
+type dedupCache struct {
+	mu    sync.Mutex
+	max   int
+	byKey map[string]*list.Element
+	order *list.List // oldest first
+}
+
+func newDedupCache(max int) *dedupCache {
+	return &dedupCache{max: max, byKey: make(map[string]*list.Element), order: list.New()}
+}
+
+// Load finds the answer to a retransmitted request. msg arrives with the
+// new request's token set; an entry with another token is an unrelated
+// request that reused the message ID.
+func (c *dedupCache) Load(key string, msg *pool.Message) (bool, error) {
+	c.mu.Lock()
+	el, ok := c.byKey[key]
+	var e *dedupEntry
+	if ok {
+		e = el.Value.(*dedupEntry)
+		if e.token != string(msg.Token()) || time.Now().After(e.expires) {
+			c.order.Remove(el)
+			delete(c.byKey, key)
+			ok = false
+		}
+	}
+	c.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, e.raw); err != nil {
+		return false, fmt.Errorf("dedup cache: %w", err)
+	}
+	return true, nil
+}
+
+func (c *dedupCache) Store(key string, msg *pool.Message) error {
+	raw, err := msg.MarshalWithEncoder(coder.DefaultCoder)
+	if err != nil {
+		return err
+	}
+	e := &dedupEntry{key: key, token: string(msg.Token()), raw: append([]byte(nil), raw...), expires: time.Now().Add(exchangeLifetime)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.byKey[key]; ok {
+		c.order.Remove(el)
+	}
+	c.byKey[key] = c.order.PushBack(e)
+	for c.order.Len() > c.max {
+		old := c.order.Remove(c.order.Front()).(*dedupEntry)
+		delete(c.byKey, old.key)
+	}
+	return nil
+}
+
+func (c *dedupCache) CheckExpirations(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.order.Front(); el != nil; el = c.order.Front() {
+		e := el.Value.(*dedupEntry)
+		if now.Before(e.expires) {
+			return
+		}
+		c.order.Remove(el)
+		delete(c.byKey, e.key)
+	}
+}
