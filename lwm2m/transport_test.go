@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 )
@@ -17,6 +18,7 @@ func TestDedupCache(t *testing.T) {
 		m.SetToken([]byte(tok))
 		m.SetCode(code)
 		m.SetMessageID(1)
+		m.SetType(message.Acknowledgement)
 		return m
 	}
 	if err := c.Store("7", resp("tok-a", codes.Continue)); err != nil {
