@@ -25,32 +25,36 @@ func getCoAP(ctx context.Context, u *url.URL, req *Request, t *transfer) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	// Closing the connection unblocks a pending Read at once on cancellation.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer conn.close()
+	// Closing the connection unblocks a pending read at once on cancellation.
+	stop := context.AfterFunc(ctx, func() { conn.close() })
 	defer stop()
 
 	c, err := newBlockClient(conn, u, req)
 	if err != nil {
 		return err
 	}
-	err = c.run(ctx, t)
+	err = runBlocks(ctx, c, c.szx, t)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
 }
 
-func dialDatagram(ctx context.Context, u *url.URL, req *Request) (net.Conn, error) {
+func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, error) {
 	if u.Scheme == "coaps" {
-		return dialDTLS(ctx, u, req)
+		conn, err := dialDTLS(ctx, u, req)
+		if err != nil {
+			return nil, err
+		}
+		return &netDatagram{conn: conn}, nil
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", hostPort(u, "5683"))
 	if err != nil {
 		return nil, transient(fmt.Errorf("download: dial %s: %w", u.Host, err))
 	}
-	return conn, nil
+	return newUDPDatagram(conn.(*net.UDPConn), pollTick(req.Tx))
 }
 
 func hostPort(u *url.URL, defPort string) string {
@@ -62,10 +66,11 @@ func hostPort(u *url.URL, defPort string) string {
 }
 
 // Block2 request and response handling over a datagram conn (UDP or DTLS),
-// shared by coap and coaps. Buffers are allocated once per connection so
-// the steady state allocates nothing per block.
+// shared by coap and coaps. Up to window requests are in flight at once;
+// buffers are allocated once per connection so the steady state allocates
+// nothing per block.
 type blockClient struct {
-	conn    net.Conn
+	conn    datagramConn
 	tx      TxParams
 	sepWait time.Duration
 	szx     uint32
@@ -73,32 +78,61 @@ type blockClient struct {
 	base     message.Options // Uri-Path and Uri-Query, in option order
 	reqOpts  message.Options // base + Block2 (+ Size2), reused per request
 	blockVal [3]byte
-	out      []byte
 	in       []byte
 	ack      [4]byte
 	msg      message.Message
-	resp     response
 
 	mid   uint16
 	token [8]byte // random prefix; the last 4 bytes count requests
 	seq   uint32
+
+	// The window: slots[(head+i)%len(slots)], i < count, are the requests
+	// in flight or answered but not yet handed out, for consecutive blocks.
+	slots       []slot
+	head, count int
+	// size is the image size the server gave in Size2 in this run, or -1.
+	// Without it the end is unknown and nothing is requested ahead.
+	size int64
+}
+
+// slot is one Block2 request of the window and, once answered, its
+// response, copied out of the receive buffer.
+type slot struct {
+	num, szx    uint32
+	mid         uint16
+	seq         uint32
+	out         []byte // the encoded request, kept for retransmission
+	deadline    time.Time
+	timeout     time.Duration
+	retransmits int
+	acked       bool // an empty ACK came: a separate response will follow
+	done        bool
+	resp        response
+	payload     []byte // backing store of resp.payload
+	etag        []byte // backing store of resp.etag
 }
 
 // Room for a block of up to 1024 bytes plus any options a server may add.
 const datagramBufSize = 64 << 10
 
-func newBlockClient(conn net.Conn, u *url.URL, req *Request) (*blockClient, error) {
+// MaxWindow bounds Request.Window: more Block2 requests than this are never
+// in flight at once.
+const MaxWindow = 64
+
+func newBlockClient(conn datagramConn, u *url.URL, req *Request) (*blockClient, error) {
 	szx, err := szxOf(req.BlockSize)
 	if err != nil {
 		return nil, err
 	}
+	window := min(max(req.Window, 1), MaxWindow)
 	c := &blockClient{
 		conn:    conn,
 		tx:      req.Tx,
 		sepWait: req.Timeout,
 		szx:     szx,
-		out:     make([]byte, 2048),
 		in:      make([]byte, datagramBufSize),
+		slots:   make([]slot, window),
+		size:    -1,
 	}
 	c.msg.Options = make(message.Options, 0, 64)
 	if c.base, err = uriOptions(u); err != nil {
@@ -240,11 +274,6 @@ func codeString(c codes.Code) string {
 	return fmt.Sprintf("%d.%02d %v", c>>5, c&31, c)
 }
 
-// run drives the Block2 transfer over the datagram connection.
-func (c *blockClient) run(ctx context.Context, t *transfer) error {
-	return runBlocks(ctx, c, c.szx, t)
-}
-
 // exchanger performs one Block2 request and returns the response. The
 // response is valid until the next call.
 type exchanger interface {
@@ -345,12 +374,67 @@ func runBlocks(ctx context.Context, ex exchanger, szx0 uint32, t *transfer) erro
 	}
 }
 
-// exchange sends one CON GET for block num and returns its response,
-// retransmitting with exponential back-off (RFC 7252 §4.2) and accepting a
-// piggybacked or a separate response (§5.2).
+// exchange returns the response for block num, sending a CON GET for it
+// unless one is already in flight, and keeps up to len(c.slots) requests
+// for the following blocks in flight (RFC 7252 §4.7 NSTART, RFC 9177 §2).
+// Each request is retransmitted on its own with exponential back-off
+// (RFC 7252 §4.2); piggybacked and separate responses are accepted (§5.2).
 func (c *blockClient) exchange(ctx context.Context, num, szx uint32, first bool) (*response, error) {
+	if first {
+		c.size = -1
+	}
+	if first || c.count == 0 || c.slots[c.head].num != num || c.slots[c.head].szx != szx {
+		// Not the block the window was fetching (a restart, a resume or a
+		// smaller block size): forget it. Late answers to forgotten
+		// requests match no token and are dropped.
+		c.count = 0
+		if err := c.push(num, szx, first); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		if err := c.fill(); err != nil {
+			return nil, err
+		}
+		s := &c.slots[c.head]
+		if s.done {
+			// s stays untouched until the next call fills the window.
+			c.head = (c.head + 1) % len(c.slots)
+			c.count--
+			return &s.resp, nil
+		}
+		if err := c.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fill tops the window up with requests for the blocks after the last one
+// in it, but only up to the end of the image as Size2 gave it.
+func (c *blockClient) fill() error {
+	if c.size < 0 || c.count == 0 || c.count >= len(c.slots) {
+		return nil
+	}
+	last := &c.slots[(c.head+c.count-1)%len(c.slots)]
+	lastNum := int64(0)
+	if c.size > 0 {
+		lastNum = (c.size - 1) / blockUnit(last.szx)
+	}
+	for next, szx := int64(last.num)+1, last.szx; c.count < len(c.slots) && next <= lastNum; next++ {
+		if err := c.push(uint32(next), szx, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// push sends a request for block num and appends it to the window.
+func (c *blockClient) push(num, szx uint32, first bool) error {
+	s := &c.slots[(c.head+c.count)%len(c.slots)]
+	c.count++
 	c.mid++
 	c.seq++
+	*s = slot{num: num, szx: szx, mid: c.mid, seq: c.seq, out: s.out, payload: s.payload, etag: s.etag}
 	binary.BigEndian.PutUint32(c.token[4:], c.seq)
 	c.reqOpts = append(c.reqOpts[:0], c.base...)
 	c.reqOpts = append(c.reqOpts, message.Option{ID: message.Block2, Value: encodeBlock(&c.blockVal, num, false, szx)})
@@ -365,109 +449,149 @@ func (c *blockClient) exchange(ctx context.Context, num, szx uint32, first bool)
 		MessageID: int32(c.mid),
 		Type:      message.Confirmable,
 	}
-	n, err := coder.DefaultCoder.Encode(req, c.out)
+	if s.out == nil {
+		s.out = make([]byte, 512)
+	}
+	n, err := coder.DefaultCoder.Encode(req, s.out[:cap(s.out)])
+	if errors.Is(err, message.ErrTooSmall) {
+		s.out = make([]byte, n)
+		n, err = coder.DefaultCoder.Encode(req, s.out)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("download: encode request: %w", err)
+		return fmt.Errorf("download: encode request: %w", err)
 	}
-	out := c.out[:n]
-
-	timeout := time.Duration(float64(c.tx.AckTimeout) * (1 + mrand.Float64()*(c.tx.AckRandomFactor-1)))
-	if _, err := c.conn.Write(out); err != nil {
-		return nil, transient(fmt.Errorf("download: send: %w", err))
+	s.out = s.out[:n]
+	// ACK_TIMEOUT to ACK_TIMEOUT * ACK_RANDOM_FACTOR (RFC 7252 §4.2).
+	s.timeout = time.Duration(float64(c.tx.AckTimeout) * (1 + mrand.Float64()*(c.tx.AckRandomFactor-1)))
+	s.deadline = time.Now().Add(s.timeout)
+	if err := c.conn.send(s.out); err != nil {
+		return transient(fmt.Errorf("download: send: %w", err))
 	}
-	deadline := time.Now().Add(timeout)
-	retransmits := 0
-	acked := false
-	for {
-		if err := c.conn.SetReadDeadline(deadline); err != nil {
-			return nil, transient(err)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		n, err := c.conn.Read(c.in)
-		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				return nil, transient(fmt.Errorf("download: receive: %w", err))
-			}
-			if acked {
-				return nil, transient(fmt.Errorf("download: no separate response within %v", c.sepWait))
-			}
-			if retransmits >= c.tx.MaxRetransmit {
-				return nil, transient(fmt.Errorf("download: block %d: no answer after %d retransmissions", num, retransmits))
-			}
-			retransmits++
-			timeout *= 2
-			deadline = time.Now().Add(timeout)
-			if _, err := c.conn.Write(out); err != nil {
-				return nil, transient(fmt.Errorf("download: send: %w", err))
-			}
-			continue
-		}
-		match, err := c.accept(c.in[:n], acked)
-		switch {
-		case err != nil:
-			return nil, err
-		case match == matchEmptyACK:
-			acked = true
-			deadline = time.Now().Add(c.sepWait)
-		case match == matchResponse:
-			return &c.resp, nil
-		}
-	}
+	return nil
 }
 
-type matchKind int
+// wait reads one datagram, or handles the expiry of the earliest
+// retransmission deadline in the window.
+func (c *blockClient) wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var deadline time.Time
+	for i := range c.count {
+		s := &c.slots[(c.head+i)%len(c.slots)]
+		if !s.done && (deadline.IsZero() || s.deadline.Before(deadline)) {
+			deadline = s.deadline
+		}
+	}
+	n, err := c.conn.recv(c.in, deadline)
+	if err == nil {
+		return c.accept(c.in[:n])
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return transient(fmt.Errorf("download: receive: %w", err))
+	}
+	now := time.Now()
+	for i := range c.count {
+		s := &c.slots[(c.head+i)%len(c.slots)]
+		if s.done || now.Before(s.deadline) {
+			continue
+		}
+		if s.acked {
+			return transient(fmt.Errorf("download: block %d: no separate response within %v", s.num, c.sepWait))
+		}
+		if s.retransmits >= c.tx.MaxRetransmit {
+			return transient(fmt.Errorf("download: block %d: no answer after %d retransmissions", s.num, s.retransmits))
+		}
+		s.retransmits++
+		s.timeout *= 2
+		s.deadline = now.Add(s.timeout)
+		if err := c.conn.send(s.out); err != nil {
+			return transient(fmt.Errorf("download: send: %w", err))
+		}
+	}
+	return nil
+}
 
-const (
-	matchNone matchKind = iota
-	matchEmptyACK
-	matchResponse
-)
-
-// accept classifies one datagram against the outstanding request. Garbage,
-// duplicates and unrelated messages are ignored (RFC 7252 §4.5).
-func (c *blockClient) accept(dgram []byte, acked bool) (matchKind, error) {
+// accept matches one datagram against the requests in the window. Garbage,
+// duplicates and unrelated messages are ignored (RFC 7252 §4.5); only a
+// Reset of a pending request or a malformed Block2 option is an error.
+func (c *blockClient) accept(dgram []byte) error {
 	c.msg.Options = c.msg.Options[:0]
 	if _, err := coder.DefaultCoder.Decode(dgram, &c.msg); err != nil {
-		return matchNone, nil
+		return nil
 	}
 	m := &c.msg
-	ours := bytes.Equal(m.Token, c.token[:])
 	isResponse := m.Code>>5 >= 2 && m.Code>>5 <= 5
+	var s *slot
 	switch m.Type {
 	case message.Acknowledgement:
-		if uint16(m.MessageID) != c.mid || acked {
-			return matchNone, nil
+		s = c.pending(func(s *slot) bool { return s.mid == uint16(m.MessageID) })
+		if s == nil || s.acked {
+			return nil
 		}
 		if m.Code == codes.Empty {
-			return matchEmptyACK, nil
+			s.acked = true
+			s.deadline = time.Now().Add(c.sepWait)
+			return nil
 		}
-		if !ours || !isResponse {
-			return matchNone, nil
+		if !isResponse || !c.tokenOf(s, m.Token) {
+			return nil
 		}
 	case message.Reset:
-		if uint16(m.MessageID) == c.mid && !acked {
-			return matchNone, fmt.Errorf("%w: server reset the request", ErrProtocol)
+		if s := c.pending(func(s *slot) bool { return s.mid == uint16(m.MessageID) }); s != nil && !s.acked {
+			return fmt.Errorf("%w: server reset the request for block %d", ErrProtocol, s.num)
 		}
-		return matchNone, nil
+		return nil
 	case message.Confirmable, message.NonConfirmable:
-		if m.Type == message.Confirmable && isResponse && bytes.Equal(m.Token[:min(len(m.Token), 4)], c.token[:4]) {
+		ours := len(m.Token) == len(c.token) && bytes.Equal(m.Token[:4], c.token[:4])
+		if m.Type == message.Confirmable && isResponse && ours {
 			// A separate response to this or an earlier request of ours,
 			// possibly a retransmission: acknowledge it (RFC 7252 §5.2.2).
 			c.ack = [4]byte{0x60, 0, byte(m.MessageID >> 8), byte(m.MessageID)}
-			if _, err := c.conn.Write(c.ack[:]); err != nil {
-				return matchNone, transient(err)
+			if err := c.conn.send(c.ack[:]); err != nil {
+				return transient(fmt.Errorf("download: send: %w", err))
 			}
 		}
 		if !ours || !isResponse {
-			return matchNone, nil
+			return nil
+		}
+		seq := binary.BigEndian.Uint32(m.Token[4:])
+		s = c.pending(func(s *slot) bool { return s.seq == seq })
+		if s == nil {
+			return nil
 		}
 	default:
-		return matchNone, nil
+		return nil
 	}
-	if err := parseResponse(m, &c.resp); err != nil {
-		return matchNone, err
+	if err := parseResponse(m, &s.resp); err != nil {
+		return err
 	}
-	return matchResponse, nil
+	// Copy out of the receive buffer: the slot may wait for earlier blocks.
+	s.payload = append(s.payload[:0], s.resp.payload...)
+	s.resp.payload = s.payload
+	if s.resp.etag != nil {
+		s.etag = append(s.etag[:0], s.resp.etag...)
+		s.resp.etag = s.etag
+	}
+	s.done = true
+	if c.size < 0 && s.resp.size >= 0 {
+		c.size = s.resp.size
+	}
+	return nil
+}
+
+// pending returns the unanswered request in the window that match reports, or nil.
+func (c *blockClient) pending(match func(*slot) bool) *slot {
+	for i := range c.count {
+		s := &c.slots[(c.head+i)%len(c.slots)]
+		if !s.done && match(s) {
+			return s
+		}
+	}
+	return nil
+}
+
+// tokenOf reports whether tok is the token of s's request.
+func (c *blockClient) tokenOf(s *slot, tok []byte) bool {
+	return len(tok) == len(c.token) && bytes.Equal(tok[:4], c.token[:4]) && binary.BigEndian.Uint32(tok[4:]) == s.seq
 }

@@ -3,17 +3,22 @@ package download
 import (
 	"bufio"
 	"bytes"
-	"net"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	tcpcoder "github.com/plgd-dev/go-coap/v3/tcp/coder"
 )
 
-// writeOnlyConn swallows the ACKs accept sends.
-type writeOnlyConn struct{ net.Conn }
+// writeOnlyConn swallows the ACKs accept sends and never reads.
+type writeOnlyConn struct{}
 
-func (writeOnlyConn) Write(p []byte) (int, error) { return len(p), nil }
+func (writeOnlyConn) send([]byte) error { return nil }
+func (writeOnlyConn) recv([]byte, time.Time) (int, error) {
+	return 0, os.ErrDeadlineExceeded
+}
+func (writeOnlyConn) close() error { return nil }
 
 // FuzzAcceptDatagram feeds arbitrary datagrams to the UDP response matcher
 // and the Block2/ETag/Size2 extraction: it must never panic, and whatever
@@ -25,16 +30,28 @@ func FuzzAcceptDatagram(f *testing.F) {
 	f.Add([]byte{0x70, 0x00, 0x30, 0x39}, false)
 	f.Fuzz(func(t *testing.T, dgram []byte, acked bool) {
 		u, _ := parseURI("coap://127.0.0.1/fw")
-		c, err := newBlockClient(writeOnlyConn{}, u, &Request{BlockSize: 1024})
+		c, err := newBlockClient(writeOnlyConn{}, u, &Request{BlockSize: 1024, Window: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.mid = 0x3039
-		copy(c.token[:], []byte{1, 2, 3, 4, 0, 0, 0, 1})
-		kind, err := c.accept(dgram, acked)
-		if kind == matchResponse && err == nil {
-			if c.resp.szx > 7 || c.resp.num >= 1<<20 {
-				t.Fatalf("bad block %+v", c.resp)
+		// Two requests in flight: the first has MID 0x3039 and token 01020304 00000001.
+		c.mid = 0x3038
+		c.seq = 0
+		copy(c.token[:4], []byte{1, 2, 3, 4})
+		for num := range uint32(2) {
+			if err := c.push(num, 6, num == 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.slots[0].acked = acked
+		if err := c.accept(dgram); err != nil {
+			return
+		}
+		for i := range c.count {
+			if s := c.slots[i]; s.done {
+				if s.resp.szx > 7 || s.resp.num >= 1<<20 || len(s.resp.payload) > len(dgram) {
+					t.Fatalf("bad block %+v", s.resp)
+				}
 			}
 		}
 	})

@@ -18,7 +18,7 @@ import (
 )
 
 // needBinary skips (locally) or fails (in CI) when a libcoap tool is missing.
-func needBinary(t *testing.T, name string) string {
+func needBinary(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -32,7 +32,7 @@ func needBinary(t *testing.T, name string) string {
 
 // freePort returns a port free for both UDP and TCP on 127.0.0.1 (and the
 // next one, which libcoap uses for DTLS and TLS).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 50 {
 		u, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -65,7 +65,7 @@ func freePort(t *testing.T) int {
 }
 
 // startLibcoap runs a libcoap server on 127.0.0.1 and returns its port.
-func startLibcoap(t *testing.T, bin string, args ...string) int {
+func startLibcoap(t testing.TB, bin string, args ...string) int {
 	t.Helper()
 	port := freePort(t)
 	args = append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "10"}, args...)
@@ -97,7 +97,7 @@ func startLibcoap(t *testing.T, bin string, args ...string) int {
 }
 
 // putFile stores data at coap://127.0.0.1:port/fw with coap-client-notls.
-func putFile(t *testing.T, port int, data []byte) {
+func putFile(t testing.TB, port int, data []byte) {
 	t.Helper()
 	client := needBinary(t, "coap-client-notls")
 	f := filepath.Join(t.TempDir(), "fw.bin")
