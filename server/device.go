@@ -69,6 +69,14 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 	if closed {
 		return nil, ErrClosed
 	}
+	if reg.Secure {
+		// A DTLS server cannot open a session; use the device's own.
+		cc, ok := s.session(reg.Addr)
+		if !ok {
+			return nil, fmt.Errorf("%w %q at %s", ErrNoSession, ep, reg.Addr)
+		}
+		return cc, nil
+	}
 	addr, err := net.ResolveUDPAddr("udp", reg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("server: address of %q: %w", ep, err)

@@ -31,10 +31,11 @@ func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		setCode(w, codes.RequestEntityTooLarge)
 		return
 	}
-	addr := w.Conn().RemoteAddr().String()
+	cc := w.Conn()
+	from := peer{addr: cc.RemoteAddr().String(), secure: isSecure(cc), identity: pskIdentity(cc)}
 	switch {
 	case len(rest) == 0 && r.Code() == codes.POST:
-		id, code := s.register(params, string(body), addr)
+		id, code := s.register(params, string(body), from)
 		if code != codes.Created {
 			setCode(w, code)
 			return
@@ -43,9 +44,9 @@ func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 			message.Option{ID: message.LocationPath, Value: []byte("rd")},
 			message.Option{ID: message.LocationPath, Value: []byte(id)})
 	case len(rest) == 1 && r.Code() == codes.POST:
-		setCode(w, s.update(rest[0], params, body, addr))
+		setCode(w, s.update(rest[0], params, body, from))
 	case len(rest) == 1 && r.Code() == codes.DELETE:
-		setCode(w, s.deregister(rest[0]))
+		setCode(w, s.deregister(rest[0], from))
 	case len(rest) <= 1:
 		setCode(w, codes.MethodNotAllowed)
 	default:
@@ -64,12 +65,28 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (s *Server) register(p map[string]string, links, addr string) (string, codes.Code) {
+// peer is where a registration interface request came from.
+type peer struct {
+	addr     string
+	secure   bool   // over DTLS
+	identity string // the DTLS PSK identity
+}
+
+// owns reports whether a request from p may change reg: a registration
+// made over DTLS changes only over DTLS with the same identity, so that a
+// plain UDP packet cannot redirect a secure device's traffic.
+func (p peer) owns(reg *Registration) bool {
+	return !reg.Secure || (p.secure && p.identity == reg.PSKIdentity)
+}
+
+func (s *Server) register(p map[string]string, links string, from peer) (string, codes.Code) {
+	addr := from.addr
 	ep := p["ep"]
 	if ep == "" {
 		return "", codes.BadRequest
 	}
-	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr}
+	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr,
+		Secure: from.secure, PSKIdentity: from.identity}
 	if v, ok := p["lt"]; ok {
 		lt, ok := parseLifetime(v)
 		if !ok {
@@ -93,8 +110,13 @@ func (s *Server) register(p map[string]string, links, addr string) (string, code
 
 	s.mu.Lock()
 	// Core 6.2.1: a new Register from a known endpoint replaces the old
-	// registration.
+	// registration, but not a secure one from an insecure or different peer.
 	if old, ok := s.byEP[ep]; ok {
+		if !from.owns(s.regs[old]) {
+			s.mu.Unlock()
+			s.logger().Warn("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", addr, "identity", from.identity)
+			return "", codes.Forbidden
+		}
 		delete(s.regs, old)
 		_ = s.Store.Delete(old)
 	}
@@ -109,11 +131,12 @@ func (s *Server) register(p map[string]string, links, addr string) (string, code
 	if err != nil {
 		s.logger().Error("storing registration", "ep", ep, "err", err)
 	}
-	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
+	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "secure", reg.Secure, "identity", reg.PSKIdentity, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
 	return reg.ID, codes.Created
 }
 
-func (s *Server) update(id string, p map[string]string, body []byte, addr string) codes.Code {
+func (s *Server) update(id string, p map[string]string, body []byte, from peer) codes.Code {
+	addr := from.addr
 	s.mu.Lock()
 	cur, ok := s.regs[id]
 	if !ok {
@@ -121,6 +144,11 @@ func (s *Server) update(id string, p map[string]string, body []byte, addr string
 		// Transport 5.3: 4.04 makes the client register again.
 		s.logger().Info("update for unknown registration", "id", id, "addr", addr)
 		return codes.NotFound
+	}
+	if !from.owns(cur) {
+		s.mu.Unlock()
+		s.logger().Warn("update refused: registration belongs to another DTLS identity", "ep", cur.Endpoint, "addr", addr)
+		return codes.Forbidden
 	}
 	reg := *cur
 	if v, ok := p["lt"]; ok {
@@ -155,12 +183,16 @@ func (s *Server) update(id string, p map[string]string, body []byte, addr string
 	return codes.Changed
 }
 
-func (s *Server) deregister(id string) codes.Code {
+func (s *Server) deregister(id string, from peer) codes.Code {
 	s.mu.Lock()
 	reg, ok := s.regs[id]
 	if !ok {
 		s.mu.Unlock()
 		return codes.NotFound
+	}
+	if !from.owns(reg) {
+		s.mu.Unlock()
+		return codes.Forbidden
 	}
 	s.removeLocked(reg)
 	s.mu.Unlock()

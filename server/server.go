@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -40,6 +41,13 @@ const DefaultAddr = ":5683"
 type Server struct {
 	// Addr is the UDP address for CoAP, DefaultAddr when empty.
 	Addr string
+	// DTLSAddr, when set, is the UDP address for CoAP over DTLS 1.2
+	// (coaps) with the pre-shared keys in PSKs.
+	DTLSAddr string
+	// PSKs maps a PSK identity to its key, for DTLSAddr. It is copied by
+	// Listen. A device may register over DTLS under any endpoint name;
+	// its identity is recorded in the Registration.
+	PSKs map[string][]byte
 	// HTTPAddr, when set, is where Serve also serves published images
 	// over HTTP (with Range requests) for pull updates.
 	HTTPAddr string
@@ -66,6 +74,9 @@ type Server struct {
 	coap     *udpserver.Server
 	lis      *coapnet.UDPConn
 	httpLis  net.Listener
+	dtls     *dtlsserver.Server
+	dtlsLis  *coapnet.DTLSListener
+	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
 	httpSrv  *http.Server
 	closed   bool
 	done     chan struct{}
@@ -137,6 +148,16 @@ func (s *Server) Listen() error {
 		s.httpLis = hl
 		s.httpSrv = &http.Server{Handler: s.ImageHandler(), ReadHeaderTimeout: 10 * time.Second}
 	}
+	if s.DTLSAddr != "" {
+		if err := s.listenDTLS(); err != nil {
+			l.Close()
+			if s.httpLis != nil {
+				s.httpLis.Close()
+				s.httpLis, s.httpSrv = nil, nil
+			}
+			return err
+		}
+	}
 	s.lis = l
 	log := s.logger()
 	s.coap = coapudp.NewServer(
@@ -149,7 +170,11 @@ func (s *Server) Listen() error {
 		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
-	s.logger().Info("lwm2m server listening", "coap", l.LocalAddr().String(), "registrations", len(stored))
+	attrs := []any{"coap", l.LocalAddr().String(), "registrations", len(stored)}
+	if s.dtlsLis != nil {
+		attrs = append(attrs, "coaps", s.dtlsLis.Addr().String(), "psk_identities", len(s.PSKs))
+	}
+	s.logger().Info("lwm2m server listening", attrs...)
 	return nil
 }
 
@@ -183,10 +208,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	cs, l, done := s.coap, s.lis, s.done
 	hs, hl := s.httpSrv, s.httpLis
+	ds, dl := s.dtls, s.dtlsLis
 	s.mu.Unlock()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- cs.Serve(l) }()
+	if ds != nil {
+		go func() { errc <- ds.Serve(dl) }()
+	}
 	if hs != nil {
 		go func() {
 			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
@@ -234,11 +263,16 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.done)
-	cs, hs := s.coap, s.httpSrv
+	cs, l, hs, ds, dl := s.coap, s.lis, s.httpSrv, s.dtls, s.dtlsLis
 	imgs := s.images
 	s.images = nil
 	s.mu.Unlock()
 	cs.Stop()
+	l.Close() // Stop closes it only once Serve has run
+	if ds != nil {
+		ds.Stop()
+		dl.Close() // Stop closes it only once Serve has run
+	}
 	if hs != nil {
 		hs.Close()
 	}

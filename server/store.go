@@ -21,6 +21,11 @@ type Registration struct {
 	Version  string `json:"version"`  // lwm2m, "1.0" by default
 	Links    string `json:"links"`    // the CoRE link-format payload: objects and instances
 	Addr     string `json:"addr"`     // the client's UDP address, host:port
+	// Secure is set when the device registered over DTLS (coaps); the
+	// server then reaches it only over that DTLS session.
+	Secure bool `json:"secure,omitempty"`
+	// PSKIdentity is the DTLS session's PSK identity.
+	PSKIdentity string `json:"psk_identity,omitempty"`
 
 	Registered time.Time `json:"registered"`
 	Updated    time.Time `json:"updated"` // last Register or Update

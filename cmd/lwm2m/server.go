@@ -65,7 +65,7 @@ func srvFormatFlag(fs *flag.FlagSet) {
 }
 
 func srvUsage(w io.Writer) {
-	fmt.Fprintln(w, `usage: lwm2m server [-coap ADDR] [-api ADDR] [-http ADDR] [-db FILE] [-public-host HOST]
+	fmt.Fprintln(w, `usage: lwm2m server [-coap ADDR] [-coaps ADDR -psk-file FILE] [-api ADDR] [-http ADDR] [-db FILE] [-public-host HOST]
        lwm2m server COMMAND [-api URL] [flags] ARGS
 
 Without a command, runs the LwM2M server. Commands talk to a running server
@@ -90,6 +90,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	coapAddr := fs.String("coap", server.DefaultAddr, "UDP `address` for CoAP (registration and image downloads)")
 	apiAddr := fs.String("api", srvDefaultAPIAddr, "TCP `address` of the HTTP/JSON command API (keep it on loopback)")
+	coapsAddr := fs.String("coaps", "", "UDP `address` for CoAP over DTLS with PSK (needs -psk-file); e.g. "+server.DefaultDTLSAddr)
+	pskFile := fs.String("psk-file", "", "DTLS credentials `file`: one identity:hexkey per line, # comments")
 	httpAddr := fs.String("http", "", "TCP `address` to serve firmware images over HTTP (for -method pull-http)")
 	db := fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)")
 	host := fs.String("public-host", "", "`host` that devices reach this server at, for package URIs")
@@ -116,7 +118,23 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	s := &server.Server{Addr: *coapAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log}
+	s := &server.Server{Addr: *coapAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log}
+	if (*coapsAddr == "") != (*pskFile == "") {
+		fmt.Fprintln(stderr, "lwm2m server: -coaps and -psk-file go together")
+		return 2
+	}
+	if *pskFile != "" {
+		psks, err := server.LoadPSKFile(*pskFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "lwm2m server:", err)
+			return 1
+		}
+		if len(psks) == 0 {
+			fmt.Fprintf(stderr, "lwm2m server: %s holds no credentials\n", *pskFile)
+			return 1
+		}
+		s.PSKs = psks
+	}
 	if *db != "" {
 		st, err := server.OpenBoltStore(*db)
 		if err != nil {
@@ -138,7 +156,15 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	hs := &http.Server{Handler: s.APIHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String())
-	fmt.Fprintf(stdout, "coap %s, api http://%s\n", s.LocalAddr(), l.Addr())
+	// One line that scripts (and tests) can parse to learn the bound ports.
+	ready := fmt.Sprintf("listening coap=%s api=http://%s", s.LocalAddr(), l.Addr())
+	if a := s.DTLSLocalAddr(); a != nil {
+		ready += " coaps=" + a.String()
+	}
+	if a := s.HTTPLocalAddr(); a != nil {
+		ready += " http=http://" + a.String()
+	}
+	fmt.Fprintln(stdout, ready)
 	err = s.Serve(ctx)
 	hs.Close()
 	if err != nil {
