@@ -496,3 +496,50 @@ func TestPushTextPlainBase64(t *testing.T) {
 		t.Fatal("base64 package stored wrongly")
 	}
 }
+
+// A push the server abandons ends with Connection lost, not in Downloading.
+func TestPushAbandoned(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "abandon", Server: srv.URI(), Logger: lwm2mtest.Logger(t), BlockTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newMem()
+	obj, err := fwupdate.Install(c, h, fwupdate.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, srv: srv, run: lwm2mtest.RunClient(t, srv, c, "abandon"), obj: obj, h: h}
+	if code := f.do(codes.PUT, "/5/0/0", 42, image(1024, 20), block1(0, true)); code != codes.Continue {
+		t.Fatalf("block 0: %v", code)
+	}
+	f.waitState(fwupdate.StateIdle, fwupdate.ResultConnectionLost)
+	if _, _, resets, _, _ := h.snapshot(); resets == 0 {
+		t.Error("abandoned package not dropped through Reset")
+	}
+}
+
+// A deferred upgrade is tried again when Maximum Defer Period runs out.
+func TestDeferralRetried(t *testing.T) {
+	h := newMem()
+	var calls sync.Mutex
+	n := 0
+	h.upgrade = func() error {
+		calls.Lock()
+		defer calls.Unlock()
+		n++
+		if n == 1 {
+			return fwupdate.ErrDeferred
+		}
+		select {} // the second attempt applies the image and never returns
+	}
+	f := setup(t, h, fwupdate.Config{Initial: &fwupdate.Persisted{State: fwupdate.StateDownloaded}})
+	if c := f.do(codes.PUT, "/5/0/13", 0, []byte("1")); c != codes.Changed {
+		t.Fatalf("write Maximum Defer Period: %v", c)
+	}
+	if c := f.do(codes.POST, "/5/0/2", -1, nil); c != codes.Changed {
+		t.Fatalf("update: %v", c)
+	}
+	f.waitState(fwupdate.StateDownloaded, fwupdate.ResultDeferred)
+	f.waitState(fwupdate.StateUpdating, fwupdate.ResultInitial)
+}

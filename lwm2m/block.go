@@ -46,9 +46,6 @@ type transfer struct {
 	timer   *time.Timer
 }
 
-// transferIdle is EXCHANGE_LIFETIME with default parameters (RFC 7252 §4.8.2):
-// after it the peer has surely given up on the transfer.
-const transferIdle = 247 * time.Second
 
 func (t *transfer) abort(err error) {
 	if t.timer != nil {
@@ -131,7 +128,7 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	}
 	t.next = num + 1
 	if more {
-		t.timer.Reset(transferIdle)
+		t.timer.Reset(c.cfg.BlockTimeout)
 		return continueResponse(szx, num)
 	}
 	t.timer.Stop()
@@ -182,7 +179,7 @@ func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.
 		}
 		t.stream = s
 	}
-	t.timer = time.AfterFunc(transferIdle, func() {
+	t.timer = time.AfterFunc(c.cfg.BlockTimeout, func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.cur == t && !t.done {

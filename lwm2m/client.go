@@ -78,6 +78,10 @@ type Config struct {
 	// MaxAssembledWrite caps a block-wise write to an object that is not a
 	// StreamWriter; default 64 KiB. Larger writes get 4.13.
 	MaxAssembledWrite int
+	// BlockTimeout abandons a block-wise write whose next block has not come
+	// for this long; default EXCHANGE_LIFETIME (247 s, RFC 7252 §4.8.2),
+	// after which the server has surely given up.
+	BlockTimeout time.Duration
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
 	// Dial, if set, replaces the plain UDP dial; the secure transport
@@ -150,6 +154,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxAssembledWrite <= 0 {
 		cfg.MaxAssembledWrite = 64 << 10
+	}
+	if cfg.BlockTimeout <= 0 {
+		cfg.BlockTimeout = exchangeLifetime
 	}
 	cfg.Tx = cfg.Tx.withDefaults()
 	log := cfg.Logger
