@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -128,28 +127,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	return 0
-}
-
-// parseFlags parses args into fs. -h prints the usage on stdout and ends
-// with 0; a bad flag prints it on stderr and ends with 2.
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	usage := fs.Usage
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = usage
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		stderr := fs.Output()
-		fs.SetOutput(stdout)
-		fs.Usage()
-		fs.SetOutput(stderr)
-		return 0, true
-	case err != nil:
-		fmt.Fprintln(fs.Output(), err)
-		fs.Usage()
-		return 2, true
-	}
-	return 0, false
 }
 
 // progress shows download progress: a bar redrawn in place on a terminal,

@@ -45,7 +45,7 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	var uri string
 	rest := args
 	for {
-		if code, done := dlParse(fs, rest, stdout); done {
+		if code, done := parseFlags(fs, rest, stdout); done {
 			return code
 		}
 		if fs.NArg() == 0 {
@@ -107,27 +107,6 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	fmt.Fprintln(stderr)
 	return 0
-}
-
-// dlParse parses flags; done reports that the command should exit with code
-// (0 after -h, 2 after a usage error).
-func dlParse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	usage := fs.Usage
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = usage
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		stderr := fs.Output()
-		fs.SetOutput(stdout)
-		fs.Usage()
-		fs.SetOutput(stderr)
-		return 0, true
-	case err != nil:
-		fs.Usage()
-		return 2, true
-	}
-	return 0, false
 }
 
 func dlSecurity(pskID, pskHex, certFile, keyFile, caFile string) (*download.Security, error) {

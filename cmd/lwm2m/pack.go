@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -162,25 +161,12 @@ flags:
 	return 0
 }
 
-// packParse parses flags. done reports that the command should exit with
-// code: 0 after -h, which prints the usage to stdout, and 2 after a usage
-// error, which prints it to stderr.
+// packParse parses flags that take no positional arguments.
 func packParse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	usage := fs.Usage
-	fs.Usage = func() {} // printed below, to the right stream
-	err := fs.Parse(args)
-	fs.Usage = usage
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		stderr := fs.Output()
-		fs.SetOutput(stdout)
-		fs.Usage()
-		fs.SetOutput(stderr)
-		return 0, true
-	case err != nil:
-		fs.Usage() // after flag's own message
-		return 2, true
-	case fs.NArg() > 0:
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code, true
+	}
+	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		fs.Usage()
 		return 2, true
