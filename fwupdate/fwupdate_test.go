@@ -543,3 +543,12 @@ func TestDeferralRetried(t *testing.T) {
 	f.waitState(fwupdate.StateDownloaded, fwupdate.ResultDeferred)
 	f.waitState(fwupdate.StateUpdating, fwupdate.ResultInitial)
 }
+
+// A coaps download with no credentials at all is an unsupported protocol.
+func TestCoAPSWithoutCredentials(t *testing.T) {
+	f := setup(t, newMem(), fwupdate.Config{Download: downloadFast})
+	if c := f.do(codes.PUT, "/5/0/1", 0, []byte("coaps://127.0.0.1:1/fw")); c != codes.Changed {
+		t.Fatalf("write uri: %v", c)
+	}
+	f.waitState(fwupdate.StateIdle, fwupdate.ResultUnsupportedProtocol)
+}

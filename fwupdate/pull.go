@@ -82,6 +82,13 @@ func (o *Object) runPull(ctx context.Context, uri string, etag []byte, offset in
 		}
 		req.Security = sec
 	}
+	if req.Security == nil {
+		req.Security = serverCredentials(o.c, uri)
+	}
+	if noCredentials(uri, req.Security) {
+		o.finishPull(ctx, fmt.Errorf("%w: no credentials for %s", download.ErrUnsupportedScheme, uri))
+		return
+	}
 	if tp, ok := o.h.(TxParamsProvider); ok {
 		req.Tx = tp.CoAPTxParams(uri)
 	}
