@@ -310,9 +310,13 @@ func srvList(ctx context.Context, api string, fs *flag.FlagSet, pos []string, st
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tLWM2M\tBINDING\tLIFETIME\tUPDATED\tOBJECTS")
+	fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tSECURITY\tLWM2M\tBINDING\tLIFETIME\tUPDATED\tOBJECTS")
 	for _, r := range regs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", r.Endpoint, r.ID, r.Addr, r.Version, r.Binding, r.Lifetime, r.Updated.Format(time.RFC3339), r.Links)
+		sec := "none"
+		if r.Secure {
+			sec = "psk:" + r.PSKIdentity
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", r.Endpoint, r.ID, r.Addr, sec, r.Version, r.Binding, r.Lifetime, r.Updated.Format(time.RFC3339), r.Links)
 	}
 	return tw.Flush()
 }

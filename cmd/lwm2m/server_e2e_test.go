@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,8 +52,13 @@ func TestServerE2E(t *testing.T) {
 		return out
 	}
 
+	pskFile := filepath.Join(dir, "psk.txt")
+	psk := []byte("secret psk 0123")
+	os.WriteFile(pskFile, []byte("# identity:hexkey\ngateway-7:"+hex.EncodeToString(psk)+"\n"), 0o600)
+
 	db := filepath.Join(dir, "server.db")
-	srv := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-http", "127.0.0.1:0", "-db", db, "-public-host", "127.0.0.1")
+	srv := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-http", "127.0.0.1:0", "-db", db, "-public-host", "127.0.0.1",
+		"-coaps", "127.0.0.1:0", "-psk-file", pskFile)
 	api := srv.api
 
 	devDir := filepath.Join(dir, "devices")
@@ -194,6 +200,22 @@ func TestServerE2E(t *testing.T) {
 		}
 	})
 
+	t.Run("dtls", func(t *testing.T) {
+		if _, err := e2eDTLSDevice(t, srv.coaps, "gateway-7", []byte("wrong key"), "0"); err == nil {
+			t.Error("handshake with a wrong PSK succeeded")
+		}
+		if _, err := e2eDTLSDevice(t, srv.coaps, "stranger", psk, "0"); err == nil {
+			t.Error("handshake with an unknown identity succeeded")
+		}
+		cc, err := e2eDTLSDevice(t, srv.coaps, "gateway-7", psk, "7.7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2eRegister(t, cc, "secure-gw")
+		e2eWant(t, "list", e2eMustCLI(t, api, "list"), "secure-gw", "psk:gateway-7")
+		e2eWant(t, "read over DTLS", e2eRead(t, api, "secure-gw", "/3/0/3"), "/3/0/3 = 7.7")
+	})
+
 	t.Run("restart", func(t *testing.T) {
 		before, err := e2eRegistrations(api)
 		if err != nil {
@@ -202,7 +224,7 @@ func TestServerE2E(t *testing.T) {
 		srv.stop()
 		// The devices keep their registrations and do not register again:
 		// the new server process must know them from the database alone.
-		srv2 := e2eStartServer(t, bin, "-coap", srv.coap, "-db", db)
+		srv2 := e2eStartServer(t, bin, "-coap", srv.coap, "-db", db, "-coaps", "127.0.0.1:0", "-psk-file", pskFile)
 		out := e2eMustCLI(t, srv2.api, "list")
 		for _, ep := range append([]string{"solo"}, fleet...) {
 			e2eWant(t, "list after restart", out, ep+" ", before[ep].ID)
@@ -212,6 +234,12 @@ func TestServerE2E(t *testing.T) {
 		after, err := e2eRegistrations(srv2.api)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The DTLS session died with the old process, and a DTLS server
+		// cannot start one: the device is listed but not reachable.
+		e2eWant(t, "list after restart", out, "secure-gw", "psk:gateway-7")
+		if code, _, errs := e2eCLI(t, srv2.api, "read", "-ep", "secure-gw", "/3/0/3"); code != 1 || !strings.Contains(errs, "no DTLS session") {
+			t.Errorf("read of a DTLS device after a restart: exit %d: %s", code, errs)
 		}
 		if after["solo"].ID != before["solo"].ID {
 			t.Errorf("solo registered again (%s, was %s); the test wants the stored registration", after["solo"].ID, before["solo"].ID)
