@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +21,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 	"github.com/lwm2m-fota/lwm2m/objects"
 )
 
@@ -37,9 +41,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads")
 		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
 		verbose    = fs.Bool("v", false, "debug logs")
+		pskID      = fs.String("psk-identity", "", "DTLS PSK `identity` for a coaps:// server")
+		pskHex     = fs.String("psk-key", "", "DTLS PSK as `HEX` for a coaps:// server")
+		certFile   = fs.String("cert", "", "client certificate PEM `FILE` for a coaps:// server")
+		keyFile    = fs.String("key", "", "client private key PEM `FILE`")
+		serverCert = fs.String("server-cert", "", "server certificate `FILE` (PEM or DER) to pin")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, done := parseFlags(fs, args, stdout); done {
@@ -79,15 +88,35 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 
-	c, err := lwm2m.New(lwm2m.Config{
+	cfg := lwm2m.Config{
 		Endpoint: *endpoint,
 		Server:   *serverURI,
 		Lifetime: time.Duration(*lifetime) * time.Second,
 		Logger:   log,
-	})
+	}
+	var creds *lwm2m.Credentials
+	if strings.HasPrefix(*serverURI, "coaps:") {
+		sec, err := secureConfig(*serverURI, *pskID, *pskHex, *certFile, *keyFile, *serverCert, log)
+		if err == nil {
+			cfg.Dial, err = coaps.Dialer(sec)
+		}
+		var cr lwm2m.Credentials
+		if err == nil {
+			cr, err = coaps.Credentials(sec)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+			return 2
+		}
+		creds = &cr
+	}
+	c, err := lwm2m.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
+	}
+	if creds != nil {
+		c.SetCredentials(*creds)
 	}
 	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
 	prog := newProgressBar(stderr)
@@ -173,6 +202,33 @@ func (p *progressBar) update(written, total int64) {
 	default:
 		fmt.Fprintf(p.w, "download: %s\n", humanBytes(float64(written)))
 	}
+}
+
+// secureConfig builds the DTLS transport of a coaps:// server from flags.
+func secureConfig(server, pskID, pskHex, certFile, keyFile, serverCert string, log *slog.Logger) (coaps.Config, error) {
+	cfg := coaps.Config{Server: server, Logger: log}
+	switch {
+	case pskHex != "":
+		psk, err := hex.DecodeString(pskHex)
+		if err != nil || len(psk) == 0 {
+			return cfg, fmt.Errorf("-psk-key: want hex digits")
+		}
+		cfg.PSKIdentity, cfg.PSK = []byte(pskID), psk
+	case certFile != "" || keyFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("-cert/-key: %w", err)
+		}
+		cfg.Certificate = &cert
+		if serverCert != "" {
+			if cfg.ServerCertificate, err = coaps.LoadServerCertificate(serverCert); err != nil {
+				return cfg, err
+			}
+		}
+	default:
+		return cfg, errors.New("a coaps:// server needs -psk-identity and -psk-key, or -cert and -key")
+	}
+	return cfg, nil
 }
 
 func downloadRequest(blockSize, retries int) download.Request {

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+)
+
+func TestClientUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"-h"}, 0},
+		{[]string{"--help"}, 0},
+		{[]string{}, 2},
+		{[]string{"-endpoint", "e", "-server", "coap://127.0.0.1:1"}, 2}, // no -state-dir
+		{[]string{"-nonsense"}, 2},
+		{[]string{"-endpoint", "e", "-server", "coaps://127.0.0.1:1", "-state-dir", t.TempDir()}, 2}, // coaps without credentials
+		{[]string{"-endpoint", "e", "-server", "coaps://127.0.0.1:1", "-state-dir", t.TempDir(), "-psk-identity", "i", "-psk-key", "zz"}, 2},
+		{[]string{"-endpoint", "e", "-server", "ftp://127.0.0.1:1", "-state-dir", t.TempDir()}, 2},
+	} {
+		var out, errb bytes.Buffer
+		if got := runClient(context.Background(), tc.args, &out, &errb); got != tc.want {
+			t.Errorf("lwm2m client %q exited %d, want %d\n%s", tc.args, got, tc.want, errb.String())
+		}
+		if tc.want == 0 && !strings.Contains(out.String(), "-endpoint") {
+			t.Errorf("-h printed %q on stdout", out.String())
+		}
+	}
+}
+
+// SIGINT or SIGTERM (here: the context main cancels on them) de-registers
+// and exits 0.
+func TestClientDeregistersOnSignal(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- runClient(ctx, []string{"-endpoint", "sig", "-server", srv.URI(), "-state-dir", dir}, &bytes.Buffer{}, &errb)
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	reg, err := srv.WaitRegister(wctx, "sig")
+	if err != nil {
+		t.Fatalf("no registration: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the client take the 2.01
+	cancel()
+	for {
+		r, err := srv.Next(wctx)
+		if err != nil {
+			t.Fatalf("no de-registration: %v\n%s", err, errb.String())
+		}
+		if r.Conn == nil && r.Location == reg.Location {
+			break
+		}
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); err != nil {
+		t.Errorf("no /5 state file in -state-dir: %v", err)
+	}
+}
