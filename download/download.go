@@ -76,9 +76,12 @@ type Request struct {
 	// asked for BERT blocks (RFC 8323 §6) instead.
 	BlockSize int
 	// Window is how many CoAP Block2 requests may be in flight at once over
-	// UDP (RFC 7252 NSTART). Zero or 1 means stop-and-wait.
-	//
-	// Not implemented yet: every value currently behaves as 1.
+	// UDP or DTLS (RFC 7252 §4.7 NSTART, RFC 9177 §2), for blocks k to
+	// k+Window-1. Zero or 1 means stop-and-wait, the RFC's default; use
+	// more only with servers that allow it. Blocks still reach the Sink in
+	// order, at most Window of them are held, each request is retransmitted
+	// on its own, and the window opens only once the first response gave
+	// the size (Size2). At most MaxWindow.
 	Window int
 	// Retries is how many times a lost connection is re-established,
 	// resuming from the bytes written; after that Get returns ErrConnection.

@@ -192,3 +192,22 @@ func TestInteropLibcoapDTLSPSK(t *testing.T) {
 		})
 	}
 }
+
+func TestInteropLibcoapWindow(t *testing.T) {
+	server := needBinary(t, "coap-server-notls")
+	port := startLibcoap(t, server)
+	data := randomBytes(t, 1<<20+7)
+	putFile(t, port, data)
+	for _, window := range []int{2, 8, 32} {
+		var sink memSink
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		_, err := Get(ctx, Request{URI: fmt.Sprintf("coap://127.0.0.1:%d/fw", port), Window: window}, &sink)
+		cancel()
+		if err != nil {
+			t.Fatalf("window %d: %v", window, err)
+		}
+		if got, want := sha256.Sum256(sink.bytes()), sha256.Sum256(data); got != want {
+			t.Fatalf("window %d: hash mismatch", window)
+		}
+	}
+}
