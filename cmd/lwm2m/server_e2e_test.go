@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -214,6 +215,28 @@ func TestServerE2E(t *testing.T) {
 		e2eRegister(t, cc, "secure-gw")
 		e2eWant(t, "list", e2eMustCLI(t, api, "list"), "secure-gw", "psk:gateway-7")
 		e2eWant(t, "read over DTLS", e2eRead(t, api, "secure-gw", "/3/0/3"), "/3/0/3 = 7.7")
+	})
+
+	t.Run("dtls device update", func(t *testing.T) {
+		// The reference device over coaps with a PSK: registration, reads
+		// and a Block1 push all go over its DTLS session.
+		if out, _ := exec.Command(bin, "client", "-h").CombinedOutput(); !strings.Contains(string(out), "-psk-identity") {
+			t.Skip("lwm2m client has no -psk-identity yet")
+		}
+		e2eStart(t, "device secure-dev", bin, "client", "-endpoint", "secure-dev", "-server", "coaps://"+srv.coaps,
+			"-psk-identity", "gateway-7", "-psk-key", hex.EncodeToString(psk),
+			"-state-dir", filepath.Join(devDir, "secure-dev"), "-lifetime", "120", "-trusted-key", pub)
+		regs := e2eWaitRegistered(t, api, nil, "secure-dev")
+		if r := regs["secure-dev"]; !r.Secure || r.PSKIdentity != "gateway-7" {
+			t.Fatalf("registration %+v", r)
+		}
+		e2eWant(t, "read over DTLS", e2eRead(t, api, "secure-dev", "/3/0/3"), "/3/0/3 = 1.0")
+		code, out := update(t, "secure-dev", pkg("2.0", true), "push")
+		if code != 0 {
+			t.Fatalf("push over DTLS: exit %d\n%s", code, out)
+		}
+		e2eWant(t, "push over DTLS", out, "secure-dev: sent 204935/204935", "secure-dev: Success")
+		e2eWant(t, "version after push", e2eRead(t, api, "secure-dev", "/3/0/3"), "/3/0/3 = 2.0")
 	})
 
 	t.Run("restart", func(t *testing.T) {
