@@ -195,3 +195,24 @@ func TestDTLSSessionGone(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDTLSNewSessionReplacesOld: a device that comes back in a new DTLS
+// session (after a restart) and registers again is reached over the new
+// session, and the server closes the old one.
+func TestDTLSNewSessionReplacesOld(t *testing.T) {
+	s := startDTLSServer(t)
+	first := dtlsDevice(t, s.DTLSLocalAddr().String(), "psk-dev", testPSK, "secure1")
+	oldAddr := first.LocalAddr().String()
+	dtlsDevice(t, s.DTLSLocalAddr().String(), "psk-dev", testPSK, "secure1")
+	if reg, _ := s.Registration("secure1"); reg.Addr == oldAddr {
+		t.Fatalf("registration still at the old address %s", oldAddr)
+	}
+	if _, err := s.Read(ctxT(t), "secure1", mustPath("/3/0/3"), content.TextPlain); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the old session is still open")
+	}
+}

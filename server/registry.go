@@ -117,8 +117,10 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 			s.logger().Warn("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", addr, "identity", from.identity)
 			return "", codes.Forbidden
 		}
+		oldAddr := s.regs[old].Addr
 		delete(s.regs, old)
 		_ = s.Store.Delete(old)
+		defer s.closeStaleSession(oldAddr)
 	}
 	for s.regs[reg.ID] != nil {
 		reg.ID = newID()
@@ -170,6 +172,9 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 		reg.Links = string(body)
 	}
 	// The address may change behind a NAT; the newest one is the one to use.
+	if reg.Addr != addr {
+		defer s.closeStaleSession(reg.Addr)
+	}
 	reg.Addr = addr
 	reg.Updated = s.clock()
 	*cur = reg
@@ -198,6 +203,25 @@ func (s *Server) deregister(id string, from peer) codes.Code {
 	s.mu.Unlock()
 	s.logger().Info("deregistered", "ep", reg.Endpoint, "id", id)
 	return codes.Deleted
+}
+
+// closeStaleSession closes the DTLS session with addr once no
+// registration uses it any more, typically after the device restarted and
+// came back in a new session from another port. Call it without s.mu.
+func (s *Server) closeStaleSession(addr string) {
+	s.mu.Lock()
+	cc, ok := s.sessions[addr]
+	for _, r := range s.regs {
+		if r.Secure && r.Addr == addr {
+			ok = false
+		}
+	}
+	s.mu.Unlock()
+	if ok {
+		s.logger().Debug("closing stale dtls session", "addr", addr)
+		// Close runs the OnClose callbacks, which take s.mu.
+		go cc.Close()
+	}
 }
 
 func (s *Server) removeLocked(reg *Registration) {
