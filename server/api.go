@@ -307,9 +307,19 @@ func (s *Server) APIHandler() http.Handler {
 		go func() {
 			defer close(done)
 			res, err = s.UpdateMany(ctx, pattern, req.Package, method, func(p Progress) {
+				if p.Phase == "deliver" {
+					// One per block: a slow reader may miss some.
+					select {
+					case lines <- p:
+					default:
+					}
+					return
+				}
+				// State changes are few and each one counts; the loop
+				// below drains lines until UpdateMany returns.
 				select {
 				case lines <- p:
-				default:
+				case <-ctx.Done():
 				}
 			})
 		}()
