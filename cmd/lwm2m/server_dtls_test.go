@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +57,34 @@ func e2eRegister(t *testing.T, cc *udpclient.Conn, ep string) {
 	}
 	if resp.Code() != codes.Created {
 		t.Fatalf("register %s over DTLS: %v", ep, resp.Code())
+	}
+}
+
+func TestServerDTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("dev1:not-hex\n"), 0o600)
+	empty := filepath.Join(dir, "empty.txt")
+	os.WriteFile(empty, []byte("# nothing yet\n"), 0o600)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"coaps without psk-file", []string{"-coaps", "127.0.0.1:0"}, 2, "go together"},
+		{"psk-file without coaps", []string{"-psk-file", empty}, 2, "go together"},
+		{"missing file", []string{"-coaps", "127.0.0.1:0", "-psk-file", filepath.Join(dir, "none")}, 1, "no such file"},
+		{"bad key", []string{"-coaps", "127.0.0.1:0", "-psk-file", bad}, 1, "line 1"},
+		{"no credentials", []string{"-coaps", "127.0.0.1:0", "-psk-file", empty}, 1, "no credentials"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"-coap", "127.0.0.1:0", "-api", "127.0.0.1:0"}, c.args...)
+			code := runServer(context.Background(), args, &out, &errb)
+			if code != c.code || !strings.Contains(errb.String(), c.msg) {
+				t.Errorf("exit %d, want %d with %q: %s", code, c.code, c.msg, errb.String())
+			}
+		})
 	}
 }
