@@ -29,3 +29,25 @@ func BenchmarkCoAPPullLibcoap(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCoAPSPullLibcoap pulls 1 MiB per op over DTLS with a PSK from
+// coap-server-openssl, stop-and-wait.
+func BenchmarkCoAPSPullLibcoap(b *testing.B) {
+	server := needBinary(b, "coap-server-openssl")
+	port := startLibcoap(b, server, "-k", "secretPSK", "-h", "CoAP")
+	data := randomBytes(b, 1<<20)
+	putFile(b, port, data)
+	uri := fmt.Sprintf("coaps://127.0.0.1:%d/fw", port+1)
+	sec := &Security{PSKIdentity: "bench", PSK: []byte("secretPSK")}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var sink discardSink
+		if _, err := Get(context.Background(), Request{URI: uri, Security: sec}, &sink); err != nil {
+			b.Fatal(err)
+		}
+		if sink.n != int64(len(data)) {
+			b.Fatalf("got %d bytes", sink.n)
+		}
+	}
+}

@@ -26,8 +26,8 @@ func getCoAP(ctx context.Context, u *url.URL, req *Request, t *transfer) error {
 		return err
 	}
 	defer conn.close()
-	// Closing the connection unblocks a pending read at once on cancellation.
-	stop := context.AfterFunc(ctx, func() { conn.close() })
+	// Cancellation wakes a pending read at once.
+	stop := context.AfterFunc(ctx, conn.interrupt)
 	defer stop()
 
 	c, err := newBlockClient(conn, u, req)
@@ -49,12 +49,7 @@ func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, 
 		}
 		return &netDatagram{conn: conn}, nil
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", hostPort(u, "5683"))
-	if err != nil {
-		return nil, transient(fmt.Errorf("download: dial %s: %w", u.Host, err))
-	}
-	return newUDPDatagram(conn.(*net.UDPConn), pollTick(req.Tx))
+	return dialUDP(ctx, hostPort(u, "5683"), pollTick(req.Tx))
 }
 
 func hostPort(u *url.URL, defPort string) string {

@@ -14,8 +14,10 @@ type datagramConn interface {
 	// os.ErrDeadlineExceeded once deadline has passed with nothing read.
 	// A zero-length read is possible and carries no message.
 	recv(b []byte, deadline time.Time) (int, error)
-	// close releases the connection and wakes a pending recv. It is safe
-	// to call more than once and from another goroutine.
+	// interrupt makes a pending or later recv return soon; it may be
+	// called from any goroutine, also after close.
+	interrupt()
+	// close releases the connection; it is called once, by the reader.
 	close() error
 }
 
@@ -44,6 +46,7 @@ func (d *netDatagram) recv(b []byte, deadline time.Time) (int, error) {
 	return n, err
 }
 
+func (d *netDatagram) interrupt()   { d.conn.Close() }
 func (d *netDatagram) close() error { return d.conn.Close() }
 
 // pollTick is how often a blocking UDP read wakes up to look at its

@@ -1,132 +1,140 @@
 package download
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 )
 
-// udpDatagram reads a connected UDP socket with blocking read(2) calls
-// instead of Go's netpoller. Stop-and-wait spends its life waiting for one
-// datagram; a blocking read saves the epoll_wait, the failed first read
-// and the goroutine park and wake-up around every block. SO_RCVTIMEO wakes
-// the read every tick so that deadlines are honoured, and shutdown(2)
-// wakes it at once on close.
+// udpDatagram is a connected UDP socket that Go's netpoller never sees: it
+// is read with blocking read(2) calls. Stop-and-wait spends its life
+// waiting for one datagram, and with the netpoller every block costs an
+// epoll_wait, a failed first read, a goroutine park and wake-up, and a
+// wake-up of an idle thread sleeping in epoll_wait on the other core, the
+// one the server needs. SO_RCVTIMEO wakes the read every tick so that
+// deadlines are honoured, and shutdown(2) wakes it at once on interrupt.
 type udpDatagram struct {
-	conn *net.UDPConn
-	rc   syscall.RawConn
-
-	// Arguments and results of the raw callbacks live here so that the
-	// method values below are made once, not once per datagram.
-	rbuf, wbuf   []byte
-	rn           int
-	rerr, werr   error
-	readFn, wrFn func(fd uintptr) bool
-	shutFn       func(fd uintptr)
+	fd   int
+	mu   sync.Mutex // guards fd against close racing with interrupt
+	done bool
 }
 
-func newUDPDatagram(conn *net.UDPConn, tick time.Duration) (datagramConn, error) {
-	rc, err := conn.SyscallConn()
+// dialUDP resolves the host of hostport and connects a blocking UDP socket to it.
+func dialUDP(ctx context.Context, hostport string, tick time.Duration) (datagramConn, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("download: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidURI, err)
 	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		tv := syscall.NsecToTimeval(tick.Nanoseconds())
-		if serr = syscall.SetsockoptTimeval(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); serr != nil {
-			return
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%w: port %q", ErrInvalidURI, portStr)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return nil, transient(fmt.Errorf("download: resolve %s: %w", host, err))
+	}
+	ip := ips[0].Unmap()
+	var sa syscall.Sockaddr
+	family := syscall.AF_INET
+	if ip.Is4() {
+		sa = &syscall.SockaddrInet4{Port: int(port), Addr: ip.As4()}
+	} else {
+		family = syscall.AF_INET6
+		sa = &syscall.SockaddrInet6{Port: int(port), Addr: ip.As16(), ZoneId: zoneID(ip)}
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_UDP)
+	if err != nil {
+		return nil, transient(fmt.Errorf("download: socket: %w", err))
+	}
+	tv := syscall.NsecToTimeval(tick.Nanoseconds())
+	if err = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err == nil {
+		err = syscall.Connect(fd, sa)
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))
+	}
+	return &udpDatagram{fd: fd}, nil
+}
+
+func zoneID(ip netip.Addr) uint32 {
+	if z := ip.Zone(); z != "" {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			return uint32(ifi.Index)
 		}
-		serr = syscall.SetNonblock(int(fd), false)
-	})
-	if err == nil {
-		err = serr
 	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("download: blocking socket: %w", err)
-	}
-	u := &udpDatagram{conn: conn, rc: rc}
-	u.readFn, u.wrFn, u.shutFn = u.doRead, u.doWrite, u.doShutdown
-	return u, nil
+	return 0
 }
 
-// doRead and doWrite use raw system calls, which do not tell the scheduler
+// send and recv use raw system calls, which do not tell the scheduler
 // that the thread may block: with a normal one, the scheduler hands the P
-// to another thread (which wakes up only to sleep in epoll_wait) whenever a
-// round trip takes over 20µs, that is, on nearly every block. The read
-// blocks at most one tick, and a preemption signal interrupts it with
-// EINTR (SO_RCVTIMEO turns off SA_RESTART), so the goroutine still stops
-// for the GC and the scheduler at the next function call.
-func (u *udpDatagram) doRead(fd uintptr) bool {
-	var p unsafe.Pointer
-	if len(u.rbuf) > 0 {
-		p = unsafe.Pointer(&u.rbuf[0])
-	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(p), uintptr(len(u.rbuf)))
-	u.rn, u.rerr = int(n), nil
-	if errno != 0 {
-		u.rn, u.rerr = 0, errno
-	}
-	return true
-}
-
-func (u *udpDatagram) doWrite(fd uintptr) bool {
-	var p unsafe.Pointer
-	if len(u.wbuf) > 0 {
-		p = unsafe.Pointer(&u.wbuf[0])
-	}
-	_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(p), uintptr(len(u.wbuf)))
-	u.werr = nil
-	if errno != 0 {
-		u.werr = errno
-	}
-	return true
-}
-
-func (u *udpDatagram) doShutdown(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }
-
+// to another thread whenever a round trip takes over 20µs, that is, on
+// nearly every block. The read blocks at most one tick, and a preemption
+// signal interrupts it with EINTR (SO_RCVTIMEO turns off SA_RESTART), so
+// the goroutine still stops for the GC and the scheduler: the loops below
+// return to Go code between calls.
 func (u *udpDatagram) send(b []byte) error {
-	u.wbuf = b
-	defer func() { u.wbuf = nil }()
 	for {
-		if err := u.rc.Write(u.wrFn); err != nil {
-			return err
-		}
-		if u.werr != syscall.EINTR {
-			break
+		_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return nil
+		case syscall.EINTR:
+			continue
+		default:
+			return os.NewSyscallError("write", errno)
 		}
 	}
-	if u.werr != nil {
-		return os.NewSyscallError("write", u.werr)
-	}
-	return nil
 }
 
 func (u *udpDatagram) recv(b []byte, deadline time.Time) (int, error) {
-	u.rbuf = b
-	defer func() { u.rbuf = nil }()
 	for {
-		if err := u.rc.Read(u.readFn); err != nil {
-			return 0, err
-		}
-		switch {
-		case u.rerr == nil:
-			return u.rn, nil
-		case u.rerr == syscall.EINTR:
-			// Back in Go code, so that a pending preemption happens.
-		case u.rerr != syscall.EAGAIN:
-			return 0, os.NewSyscallError("read", u.rerr)
-		case !time.Now().Before(deadline):
-			return 0, os.ErrDeadlineExceeded
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(n), nil
+		case syscall.EINTR:
+			yield() // let a pending preemption happen
+		case syscall.EAGAIN:
+			yield()
+			if !time.Now().Before(deadline) {
+				return 0, os.ErrDeadlineExceeded
+			}
+		default:
+			return 0, os.NewSyscallError("read", errno)
 		}
 	}
 }
 
+// yield is a function call the compiler keeps, so that its prologue
+// checks for a preemption request.
+//
+//go:noinline
+func yield() {}
+
+// interrupt wakes a blocked recv: after shutdown(2) reads return 0 at once.
+func (u *udpDatagram) interrupt() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.done {
+		syscall.Shutdown(u.fd, syscall.SHUT_RDWR)
+	}
+}
+
+// close must only be called by the goroutine that reads, once it has stopped.
 func (u *udpDatagram) close() error {
-	u.rc.Control(u.shutFn)
-	return u.conn.Close()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return nil
+	}
+	u.done = true
+	return syscall.Close(u.fd)
 }

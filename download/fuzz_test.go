@@ -18,6 +18,7 @@ func (writeOnlyConn) send([]byte) error { return nil }
 func (writeOnlyConn) recv([]byte, time.Time) (int, error) {
 	return 0, os.ErrDeadlineExceeded
 }
+func (writeOnlyConn) interrupt()   {}
 func (writeOnlyConn) close() error { return nil }
 
 // FuzzAcceptDatagram feeds arbitrary datagrams to the UDP response matcher
