@@ -11,7 +11,9 @@ import (
 )
 
 func TestServerCredentialsFallback(t *testing.T) {
-	dial := func(context.Context, udpclient.HandlerFunc) (*udpclient.Conn, error) { return nil, errors.New("unused") }
+	dial := func(context.Context, udpclient.HandlerFunc) (*udpclient.Conn, error) {
+		return nil, errors.New("unused")
+	}
 	c, err := lwm2m.New(lwm2m.Config{Endpoint: "e", Server: "coaps://127.0.0.1:5684", Dial: dial})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -161,21 +162,8 @@ func (f *fixture) waitState(st fwupdate.State, res fwupdate.Result) {
 	}
 }
 
-func encodeUint(v uint32) []byte {
-	switch {
-	case v == 0:
-		return nil
-	case v < 1<<8:
-		return []byte{byte(v)}
-	case v < 1<<16:
-		return []byte{byte(v >> 8), byte(v)}
-	}
-	return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
-}
-
 func block1(num int64, more bool) message.Option {
-	v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, more)
-	return message.Option{ID: message.Block1, Value: encodeUint(v)}
+	return coapopt.Block(message.Block1, blockwise.SZX1024, num, more)
 }
 
 // push writes img to /5/0/0 block by block, as a server does.
@@ -462,7 +450,7 @@ func TestPushDuplicateAndGap(t *testing.T) {
 func TestPushTooLarge(t *testing.T) {
 	h := newMem()
 	f := setup(t, h, fwupdate.Config{MaxPackageSize: 10_000})
-	size1 := message.Option{ID: message.Size1, Value: encodeUint(20_000)}
+	size1 := coapopt.Uint(message.Size1, 20_000)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r, err := lwm2mtest.Do(ctx, f.run.Conn(), codes.PUT, "/5/0/0", 42, make([]byte, 1024), block1(0, true), size1)

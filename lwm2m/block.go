@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"sync"
 	"time"
 
@@ -46,7 +47,6 @@ type transfer struct {
 	timer   *time.Timer
 }
 
-
 func (t *transfer) abort(err error) {
 	if t.timer != nil {
 		t.timer.Stop()
@@ -83,7 +83,7 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	if num == 0 && !more {
 		// The whole body in one block: an ordinary write.
 		rsp := c.applyWrite(ctx, o, p, f, payload)
-		rsp.opts = append(rsp.opts, message.Option{ID: message.Block1, Value: encodeUint(blockValue(szx, 0, false))})
+		rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, szx, 0, false))
 		return rsp
 	}
 	b.mu.Lock()
@@ -141,18 +141,13 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 		t.buf = nil
 		t.done = true
 	}
-	rsp.opts = append(rsp.opts, message.Option{ID: message.Block1, Value: encodeUint(blockValue(szx, num, false))})
+	rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, szx, num, false))
 	t.lastRsp = rsp
 	return rsp
 }
 
-func blockValue(szx blockwise.SZX, num int64, more bool) uint32 {
-	v, _ := blockwise.EncodeBlockOption(szx, num, more)
-	return v
-}
-
 func continueResponse(szx blockwise.SZX, num int64) response {
-	return response{code: codes.Continue, opts: message.Options{{ID: message.Block1, Value: encodeUint(blockValue(szx, num, true))}}}
+	return response{code: codes.Continue, opts: message.Options{coapopt.Block(message.Block1, szx, num, true)}}
 }
 
 // open starts a transfer at block 0.
@@ -173,7 +168,7 @@ func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.
 			var tl *TooLargeError
 			if errors.As(err, &tl) {
 				// RFC 7959 §4: tell the peer how much we take.
-				rsp.opts = append(rsp.opts, message.Option{ID: message.Size1, Value: encodeUint(uint32(min(tl.Max, 1<<32-1)))})
+				rsp.opts = append(rsp.opts, coapopt.Uint(message.Size1, uint32(min(tl.Max, 1<<32-1))))
 			}
 			return nil, rsp
 		}

@@ -3,6 +3,7 @@ package lwm2m_test
 import (
 	"context"
 	"errors"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"io"
 	"log/slog"
 	"slices"
@@ -121,19 +122,7 @@ func (h *harness) do(code codes.Code, path string, format int, payload []byte, o
 }
 
 func accept(f content.Format) message.Option {
-	return message.Option{ID: message.Accept, Value: encodeUint(uint32(f))}
-}
-
-func encodeUint(v uint32) []byte {
-	switch {
-	case v == 0:
-		return nil
-	case v < 1<<8:
-		return []byte{byte(v)}
-	case v < 1<<16:
-		return []byte{byte(v >> 8), byte(v)}
-	}
-	return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
+	return coapopt.Uint(message.Accept, uint32(f))
 }
 
 func query(kv string) message.Option { return message.Option{ID: message.URIQuery, Value: []byte(kv)} }
@@ -570,8 +559,7 @@ func newSink() *sink {
 }
 
 func block1(num int64, more bool, szx blockwise.SZX) message.Option {
-	v, _ := blockwise.EncodeBlockOption(szx, num, more)
-	return message.Option{ID: message.Block1, Value: encodeUint(v)}
+	return coapopt.Block(message.Block1, szx, num, more)
 }
 
 func TestBlock1Stream(t *testing.T) {
@@ -621,7 +609,7 @@ func TestBlock1GapAndTooLarge(t *testing.T) {
 	if !errors.Is(aborted, lwm2m.ErrIncomplete) {
 		t.Fatalf("stream aborted with %v, want ErrIncomplete", aborted)
 	}
-	size1 := message.Option{ID: message.Size1, Value: encodeUint(4 << 20)}
+	size1 := coapopt.Uint(message.Size1, 4<<20)
 	r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(0, true, blockwise.SZX1024), size1)
 	if r.Code != codes.RequestEntityTooLarge {
 		t.Fatalf("oversized: %v, want 4.13", r.Code)

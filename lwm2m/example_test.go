@@ -21,7 +21,7 @@ func Example() {
 	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: "1.0"}))
 
 	temp := lwm2m.NewStatic(3303, "",
-		lwm2m.Resource{ID: 5700, Type: model.TypeFloat, Ops: lwm2m.OpRead}, // Sensor Value
+		lwm2m.Resource{ID: 5700, Type: model.TypeFloat, Ops: lwm2m.OpRead},  // Sensor Value
 		lwm2m.Resource{ID: 5701, Type: model.TypeString, Ops: lwm2m.OpRead}, // Units
 	)
 	temp.Set(0, 5701, model.String("Cel"))

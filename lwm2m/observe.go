@@ -3,6 +3,7 @@ package lwm2m
 import (
 	"bytes"
 	"context"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"math"
 	"strconv"
 	"strings"
@@ -230,22 +231,8 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 	c.obs.byToken[key] = ob
 	c.obs.mu.Unlock()
 	go c.obs.run(octx, ob)
-	resp.opts = append(resp.opts, message.Option{ID: message.Observe, Value: encodeUint(c.obs.nextSeq())})
+	resp.opts = append(resp.opts, coapopt.Uint(message.Observe, c.obs.nextSeq()))
 	return resp
-}
-
-func encodeUint(v uint32) []byte {
-	switch {
-	case v == 0:
-		return nil
-	case v < 1<<8:
-		return []byte{byte(v)}
-	case v < 1<<16:
-		return []byte{byte(v >> 8), byte(v)}
-	case v < 1<<24:
-		return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
-	}
-	return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }
 
 // numeric returns the value of a single numeric resource, for gt/lt/st.

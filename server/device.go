@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"net"
@@ -386,7 +387,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 	defer cancel()
 	var opts []message.Option
 	if accept != AnyFormat {
-		opts = append(opts, message.Option{ID: message.Accept, Value: encodeUint(uint32(accept))})
+		opts = append(opts, coapopt.Uint(message.Accept, uint32(accept)))
 	}
 	obs, err := cc.Observe(rctx, path.String(), cb, opts...)
 	if err != nil {
@@ -409,18 +410,4 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 		}
 	}()
 	return o, nil
-}
-
-func encodeUint(v uint32) []byte {
-	switch {
-	case v == 0:
-		return nil
-	case v < 1<<8:
-		return []byte{byte(v)}
-	case v < 1<<16:
-		return []byte{byte(v >> 8), byte(v)}
-	case v < 1<<24:
-		return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
-	}
-	return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"io"
 	"strconv"
 	"strings"
@@ -211,7 +212,7 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 	if d.maxSize > 0 {
 		if s1, err := r.Options().GetUint32(message.Size1); err == nil && int(s1) > d.maxSize {
 			_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, nil,
-				message.Option{ID: message.Size1, Value: encodeUint(uint32(d.maxSize))})
+				coapopt.Uint(message.Size1, uint32(d.maxSize)))
 			return
 		}
 	}
@@ -231,7 +232,7 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 		answer = d.blockSZX
 	}
 	bv, _ := blockwise.EncodeBlockOption(answer, num*int64(szx.Size())/int64(answer.Size()), more)
-	opt := message.Option{ID: message.Block1, Value: encodeUint(bv)}
+	opt := coapopt.Uint(message.Block1, bv)
 	if more {
 		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, opt)
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"io"
 	"net"
 	"net/http"
@@ -146,8 +147,8 @@ func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], 
 	}
 	_ = w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(buf[:n]),
 		message.Option{ID: message.ETag, Value: im.ETag},
-		message.Option{ID: message.Block2, Value: encodeUint(bv)},
-		message.Option{ID: message.Size2, Value: encodeUint(uint32(min(im.Size, 1<<32-1)))},
+		coapopt.Uint(message.Block2, bv),
+		coapopt.Uint(message.Size2, uint32(min(im.Size, 1<<32-1))),
 	)
 }
 

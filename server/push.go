@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"io"
 	"os"
@@ -56,9 +57,9 @@ func (s *Server) Push(ctx context.Context, ep, file string, progress func(sent, 
 		if err != nil {
 			return fmt.Errorf("server: push to %s: %w", ep, err)
 		}
-		opts := []message.Option{{ID: message.Block1, Value: encodeUint(bv)}}
+		opts := []message.Option{coapopt.Uint(message.Block1, bv)}
 		if num == 0 {
-			opts = append(opts, message.Option{ID: message.Size1, Value: encodeUint(uint32(min(total, 1<<32-1)))})
+			opts = append(opts, coapopt.Uint(message.Size1, uint32(min(total, 1<<32-1))))
 		}
 		req := request{op: "push", ep: ep, path: pathPackage, code: codes.PUT, format: content.Opaque,
 			payload: buf[:n], accept: AnyFormat, opts: opts}

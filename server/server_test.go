@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"io"
 	"log/slog"
@@ -312,7 +313,7 @@ func TestBlock2ETagAndSize(t *testing.T) {
 	ctx := ctxT(t)
 	for num, want := range []int{512, 512, 512, 512, 512, 440} {
 		bv, _ := encodeBlock2(5, num) // SZX 5 is 512 bytes
-		resp, err := d.conn().Get(ctx, "/fw/"+im.ID, message.Option{ID: message.Block2, Value: encodeUint(bv)})
+		resp, err := d.conn().Get(ctx, "/fw/"+im.ID, coapopt.Uint(message.Block2, bv))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +325,7 @@ func TestBlock2ETagAndSize(t *testing.T) {
 		}
 	}
 	bv, _ := encodeBlock2(5, 6)
-	resp, err := d.conn().Get(ctx, "/fw/"+im.ID, message.Option{ID: message.Block2, Value: encodeUint(bv)})
+	resp, err := d.conn().Get(ctx, "/fw/"+im.ID, coapopt.Uint(message.Block2, bv))
 	if err != nil || resp.Code() != codes.BadOption {
 		t.Errorf("block past the end: %v %v", resp, err)
 	}
