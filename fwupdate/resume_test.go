@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -329,4 +330,87 @@ func TestPushLargeImageFlatMemory(t *testing.T) {
 		t.Errorf("peak heap in use %d MiB while pushing 64 MiB", p>>20)
 	}
 	t.Logf("peak heap in use: %.1f MiB for a 64 MiB image", float64(peak.Load())/(1<<20))
+}
+
+// Suspend pauses a pull without leaving Downloading; Reconnect resumes it
+// where it stopped.
+func TestSuspendReconnect(t *testing.T) {
+	img := image(1<<20, 13)
+	uri, ranges := throttled(t, img, `"s1"`)
+	srv := lwm2mtest.Start(t, "")
+	h := &bufHandlers{}
+	obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "suspend")
+	writeURI(t, run, uri)
+	for h.written.Load() < 200_000 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	obj.Suspend()
+	held := h.written.Load()
+	if st, _ := obj.State(); st != fwupdate.StateDownloading {
+		t.Fatalf("state %v after Suspend, want Downloading", st)
+	}
+	obj.Reconnect()
+	waitObj(t, obj, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+	if h.sum() != sha256.Sum256(img) {
+		t.Fatal("image after Suspend and Reconnect differs from the source")
+	}
+	got := ranges()
+	if len(got) != 2 || got[1] != fmt.Sprintf("bytes=%d-", held) {
+		t.Fatalf("Range headers %q, want a second request from byte %d", got, held)
+	}
+}
+
+// HTTPS with the server's certificate trusted through SecurityConfig; the
+// same server untrusted ends with Connection lost.
+func TestPullHTTPS(t *testing.T) {
+	img := image(200_000, 14)
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "fw", time.Time{}, bytes.NewReader(img))
+	}))
+	defer ts.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	for _, tc := range []struct {
+		name   string
+		sec    *download.Security
+		state  fwupdate.State
+		result fwupdate.Result
+	}{
+		{"trusted", &download.Security{RootCAs: pool}, fwupdate.StateDownloaded, fwupdate.ResultInitial},
+		{"untrusted", nil, fwupdate.StateIdle, fwupdate.ResultConnectionLost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := lwm2mtest.Start(t, "")
+			h := &bufHandlers{sec: tc.sec}
+			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "https-"+tc.name)
+			writeURI(t, run, ts.URL+"/fw")
+			waitObj(t, obj, tc.state, tc.result)
+			if tc.state == fwupdate.StateDownloaded && h.sum() != sha256.Sum256(img) {
+				t.Fatal("image hash differs")
+			}
+		})
+	}
+}
+
+// A wrong PSK fails the DTLS handshake with libcoap's server: Result 4.
+func TestPullWrongPSK(t *testing.T) {
+	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
+	port := libcoaptest.StartServer(t, bin, "-k", "right-key", "-h", "dev")
+	libcoaptest.PutFile(t, port, "fw", image(1000, 15))
+	srv := lwm2mtest.Start(t, "")
+	h := &bufHandlers{sec: &download.Security{PSKIdentity: "dev", PSK: []byte("wrong-key")}}
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "wrongpsk", Server: srv.URI(), Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := downloadFast
+	req.Timeout = 2 * time.Second
+	req.Retries = 0
+	obj, err := fwupdate.Install(c, h, fwupdate.Config{Download: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := lwm2mtest.RunClient(t, srv, c, "wrongpsk")
+	writeURI(t, run, fmt.Sprintf("coaps://127.0.0.1:%d/fw", port+1))
+	waitObj(t, obj, fwupdate.StateIdle, fwupdate.ResultConnectionLost)
 }

@@ -655,3 +655,44 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("read over IPv6: %v %q", err, r.Payload)
 	}
 }
+
+func TestRegistrationUpdateTrigger(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: time.Hour})
+	if r := h.do(codes.POST, "/1/0/8", -1, nil); r.Code != codes.Changed {
+		t.Fatalf("execute /1/0/8: %v", r.Code)
+	}
+	for {
+		up, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatal("no Registration Update after /1/0/8")
+		}
+		if up.Update {
+			return
+		}
+	}
+}
+
+func TestDisable(t *testing.T) {
+	h := start(t, lwm2m.Config{Lifetime: time.Hour})
+	if r := h.do(codes.PUT, "/1/0/5", 0, []byte("1")); r.Code != codes.Changed {
+		t.Fatalf("write Disable Timeout: %v", r.Code)
+	}
+	if r := h.do(codes.POST, "/1/0/4", -1, nil); r.Code != codes.Changed {
+		t.Fatalf("execute /1/0/4: %v", r.Code)
+	}
+	// De-register, then register again once the Disable Timeout ends.
+	var deregistered bool
+	for {
+		r, err := h.srv.Next(h.ctx())
+		if err != nil {
+			t.Fatalf("after Disable: de-registered %v, then no Register", deregistered)
+		}
+		if r.Conn == nil && r.Location == h.reg.Location {
+			deregistered = true
+			continue
+		}
+		if deregistered && !r.Update && r.Conn != nil {
+			return
+		}
+	}
+}
