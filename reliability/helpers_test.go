@@ -424,7 +424,9 @@ func (h *countingHandler) Handle(ctx context.Context, r slog.Record) error {
 	h.mu.Lock()
 	h.byMsg[r.Message]++
 	h.byLvl[r.Level]++
-	h.lvl[r.Message] = max(h.lvl[r.Message], r.Level)
+	if l, ok := h.lvl[r.Message]; !ok || r.Level > l {
+		h.lvl[r.Message] = r.Level
+	}
 	h.mu.Unlock()
 	if h.next != nil && h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)

@@ -41,6 +41,9 @@ type hostileCase struct {
 	build func(s *rawServer) [][]byte
 	// after checks the object state the input must leave, if any.
 	after func(t *testing.T, s *rawServer)
+	// accepted: the request is well formed and its 2.04 is right; the
+	// failure comes later, in the Update Result.
+	accepted bool
 }
 
 const hostileRepeats = 20
@@ -148,7 +151,7 @@ func hostileCases(t *testing.T) []hostileCase {
 				encode(s.req(codes.PUT, "/5/0/13", 0, big)),
 				encode(s.req(codes.POST, "/1/0", 11542, big)),
 			}
-		}, after: wantResult(fwupdate.ResultInvalidURI)},
+		}},
 		{name: "Block1 with absurd size", build: block(7, 0, true, 1024)},
 		{name: "Block1 with absurd number", build: block(blockwise.SZX1024, 1<<20-1, true, 1024)},
 		{name: "Block1 payload beyond its size", build: block(blockwise.SZX16, 0, true, 1024)},
@@ -193,8 +196,8 @@ func hostileCases(t *testing.T) []hostileCase {
 				encode(s.req(codes.POST, "/1/0", 112, cborMap)),
 			}
 		}},
-		{name: "Package URI at a closed CoAP port", build: uri("coap://" + closed + "/fw"), after: wantResult(fwupdate.ResultConnectionLost)},
-		{name: "Package URI at a closed HTTP port", build: uri("http://" + tcpClosed + "/fw"), after: wantResult(fwupdate.ResultConnectionLost)},
+		{name: "Package URI at a closed CoAP port", build: uri("coap://" + closed + "/fw"), accepted: true, after: wantResult(fwupdate.ResultConnectionLost)},
+		{name: "Package URI at a closed HTTP port", build: uri("http://" + tcpClosed + "/fw"), accepted: true, after: wantResult(fwupdate.ResultConnectionLost)},
 	}
 }
 
@@ -237,7 +240,7 @@ func TestHostileInput(t *testing.T) {
 				}
 				for _, a := range answers {
 					answered++
-					if a.Type != message.Reset && a.Code != codes.Empty && a.Code < codes.BadRequest {
+					if a.Type != message.Reset && a.Code != codes.Empty && a.Code < codes.BadRequest && !(tc.accepted && a.Code == codes.Changed) {
 						t.Errorf("hostile input answered %v (%v), want an error, a reset or nothing", a.Code, a.Type)
 					}
 				}
