@@ -140,7 +140,7 @@ func BenchmarkCoAPBlockCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 		var sink discardSink
-		t := &transfer{sink: &sink, pos: -1, size: -1}
+		t := &transfer{sink: &sink, pos: -1, size: -1, buf: make([]byte, 0, sinkBufSize)}
 		if err := runBlocks(context.Background(), c, c.szx, t); err != nil {
 			b.Fatal(err)
 		}

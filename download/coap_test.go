@@ -29,6 +29,7 @@ type coapServer struct {
 	separate  bool                            // answer with an empty ACK, then a CON response
 	maxSZX    uint32                          // largest block size exponent the server uses
 	onBlock   func(s *coapServer, num uint32) // called (locked) before answering
+	drop      func(num uint32) bool           // called (locked); true: ignore the request
 	requests  int
 	acks      int // empty ACKs received for our CON responses
 }
@@ -105,6 +106,10 @@ func (s *coapServer) serve() {
 					num = num << (szx - s.maxSZX)
 					szx = s.maxSZX
 				}
+			}
+			if s.drop != nil && s.drop(num) {
+				s.mu.Unlock()
+				continue
 			}
 			if s.onBlock != nil {
 				s.onBlock(s, num)
@@ -369,5 +374,57 @@ func TestURIErrors(t *testing.T) {
 	}
 	if got := fmt.Sprint(Schemes()); got != "[coap coaps coap+tcp coaps+tcp http https]" {
 		t.Errorf("Schemes() = %s", got)
+	}
+}
+
+// A connection lost mid-transfer resumes exactly where the sink stands,
+// although blocks reach the sink gathered into larger writes.
+func TestCoAPLostConnectionResumesAfterBufferedWrites(t *testing.T) {
+	for _, window := range []int{1, 8} {
+		t.Run(fmt.Sprintf("window%d", window), func(t *testing.T) {
+			data := randomBytes(t, 100*1024+99)
+			s := newCoAPServer(t, data, "e")
+			silent := 0
+			s.configure(func(s *coapServer) {
+				s.drop = func(num uint32) bool {
+					// Block 37 goes unanswered until the first attempt has given up.
+					if num == 37 && silent < 5 {
+						silent++
+						return true
+					}
+					return false
+				}
+			})
+			tx := TxParams{AckTimeout: 5 * time.Millisecond, AckRandomFactor: 1, MaxRetransmit: 4}
+			var sink memSink
+			res, err := Get(getCtx(t), Request{URI: s.uri("/fw"), Tx: tx, Window: window, Retries: 2, RetryDelay: time.Millisecond}, &sink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(sink.bytes(), data) || res.Bytes != int64(len(data)) {
+				t.Fatal("image differs")
+			}
+			// The second attempt continues where the sink stands: no new
+			// Open, and block 0 is not fetched again.
+			if len(sink.opens) != 1 {
+				t.Errorf("opens = %+v, want just the first", sink.opens)
+			}
+			if silent != 5 {
+				t.Errorf("block 37 was dropped %d times, want 5 (the first attempt gave up)", silent)
+			}
+			seen := s.seen()
+			zeros := 0
+			for _, num := range seen {
+				if num == 0 {
+					zeros++
+				}
+			}
+			if zeros != 1 {
+				t.Errorf("block 0 fetched %d times: %v", zeros, seen)
+			}
+			if sink.maxWrite > sinkBufSize || sink.writes >= 101 {
+				t.Errorf("%d writes, largest %d: want fewer writes than blocks, none over %d", sink.writes, sink.maxWrite, sinkBufSize)
+			}
+		})
 	}
 }

@@ -14,6 +14,8 @@ type memSink struct {
 	buf   bytes.Buffer
 	opens []openCall
 	fail  error // returned by Write when set
+
+	writes, maxWrite int // number of Write calls and the largest
 }
 
 type openCall struct {
@@ -41,6 +43,8 @@ func (s *memSink) Write(p []byte) (int, error) {
 	if s.fail != nil {
 		return 0, s.fail
 	}
+	s.writes++
+	s.maxWrite = max(s.maxWrite, len(p))
 	return s.buf.Write(p)
 }
 
