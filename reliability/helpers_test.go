@@ -288,14 +288,18 @@ type device struct {
 	done   chan struct{}
 }
 
-func newDevice(t testing.TB, srv *lwServer, serverURI string, log *slog.Logger, fw fwupdate.Config) *device {
+func newDevice(t testing.TB, srv *lwServer, serverURI string, log *slog.Logger, fw fwupdate.Config, opts ...func(*lwm2m.Config)) *device {
 	t.Helper()
 	if log == nil {
 		log = lwm2mtest.Logger(t)
 	}
 	ep := fmt.Sprintf("rel-%d", rand.Uint32())
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: serverURI, Logger: log, Tx: clientTx(),
-		RetryMin: 50 * time.Millisecond, RetryMax: 800 * time.Millisecond})
+	cfg := lwm2m.Config{Endpoint: ep, Server: serverURI, Logger: log, Tx: clientTx(),
+		RetryMin: 50 * time.Millisecond, RetryMax: 800 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := lwm2m.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
