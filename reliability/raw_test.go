@@ -201,12 +201,18 @@ func (s *rawServer) await(match func(message.Message) bool, d time.Duration) (me
 // its answer: the client's answers to whatever was sent before.
 func (s *rawServer) probe() (codes.Code, []message.Message, error) {
 	m := s.req(codes.GET, "/5/0/3", -1, nil)
-	s.send(encode(m))
+	b := encode(m)
+	s.send(b)
 	var others []message.Message
 	tm := time.NewTimer(10 * time.Second)
 	defer tm.Stop()
+	// Resend as CoAP does (same MID): under a flood the kernel may drop it.
+	re := time.NewTicker(500 * time.Millisecond)
+	defer re.Stop()
 	for {
 		select {
+		case <-re.C:
+			s.send(b)
 		case r := <-s.in:
 			if bytes.Equal(r.Token, m.Token) {
 				// Collect stragglers answered concurrently.
