@@ -59,7 +59,7 @@ func TestFloodMemory(t *testing.T) {
 	before := heapAfterGC()
 	for i := range total {
 		s.send(kinds[rng.IntN(len(kinds))]())
-		if i%500 == 499 {
+		if i%200 == 199 {
 			// Pace the flood so the socket buffer does not simply drop it.
 			if code, _, err := s.probe(); err != nil || code != codes.Content {
 				t.Fatalf("after %d requests the client stopped serving: %v %v", i+1, code, err)

@@ -207,7 +207,7 @@ func (s *rawServer) probe() (codes.Code, []message.Message, error) {
 	tm := time.NewTimer(10 * time.Second)
 	defer tm.Stop()
 	// Resend as CoAP does (same MID): under a flood the kernel may drop it.
-	re := time.NewTicker(500 * time.Millisecond)
+	re := time.NewTicker(100 * time.Millisecond)
 	defer re.Stop()
 	for {
 		select {
