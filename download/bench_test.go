@@ -144,6 +144,9 @@ func BenchmarkCoAPBlockCPU(b *testing.B) {
 		if err := runBlocks(context.Background(), c, c.szx, t); err != nil {
 			b.Fatal(err)
 		}
+		if err := t.flush(); err != nil {
+			b.Fatal(err)
+		}
 		if sink.n != int64(blocks)*1024 {
 			b.Fatalf("got %d bytes", sink.n)
 		}
