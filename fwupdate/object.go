@@ -417,7 +417,9 @@ func (o *Object) writeURI(s string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if res, err := validateURI(s); err != nil {
-		o.log.Warn("fwupdate: package URI refused", "err", err)
+		// Debug, not Warn: a peer repeating a bad URI must not flood the
+		// log; the transition logs the new Update Result once.
+		o.log.Debug("fwupdate: package URI refused", "err", err)
 		return codeErr(o.transition(evURIBad, res))
 	}
 	r := o.transition(evURI, 0)

@@ -93,6 +93,9 @@ func (c *Client) logRequestError(r *pool.Message, code codes.Code) {
 }
 
 func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Message) response {
+	if supernumerary(r.Options()) {
+		return errResponse(codes.BadOption)
+	}
 	ps, err := r.Options().Path()
 	if err != nil {
 		return errResponse(codes.BadOption)
@@ -515,3 +518,16 @@ func (c *Client) delete(ctx context.Context, p model.Path) response {
 }
 
 func (c *Client) String() string { return fmt.Sprintf("lwm2m.Client(%s)", c.cfg.Endpoint) }
+
+// supernumerary reports a critical option that may appear once but appears
+// again: RFC 7252 §5.4.5 treats the extra occurrence as unrecognized, and
+// an unrecognized critical option in a request gets 4.02 (§5.4.1).
+func supernumerary(opts message.Options) bool {
+	for i := 1; i < len(opts); i++ {
+		id := opts[i].ID
+		if id&1 == 1 && id == opts[i-1].ID && id != message.IfMatch && id != message.URIPath && id != message.URIQuery {
+			return true
+		}
+	}
+	return false
+}

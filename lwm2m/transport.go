@@ -13,6 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/monitor/inactivity"
 	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
 	"github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 	"github.com/plgd-dev/go-coap/v3/udp/server"
@@ -39,6 +40,9 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
 		options.WithBlockwise(false, 0, 0),
 		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
+		// go-coap retransmits from its periodic runner, which ticks every
+		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
+		options.WithPeriodicRunner(periodic.New(ctx.Done(), max(tx.AckTimeout/4, 10*time.Millisecond))),
 		options.WithErrors(errs),
 	} {
 		o.UDPClientApply(&cfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
@@ -168,6 +169,9 @@ func (s *Server) Listen() error {
 		// Devices talk rarely; keep the per-peer state (and its
 		// observations) alive across long quiet periods.
 		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
+		// go-coap retransmits from its periodic runner, which ticks every
+		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
+		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
 	attrs := []any{"coap", l.LocalAddr().String(), "registrations", len(stored)}

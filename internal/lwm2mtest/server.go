@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
@@ -44,6 +45,8 @@ type Server struct {
 	byEP   map[string]*Registration
 	next   int
 	notify chan Registration
+	stop   chan struct{}
+	once   sync.Once
 	// Refuse, if set, answers every registration request with this code.
 	Refuse codes.Code
 }
@@ -62,7 +65,10 @@ func Start(t testing.TB, addr string) *Server {
 	s := &Server{t: t, ln: ln, byEP: map[string]*Registration{}, notify: make(chan Registration, 64)}
 	r := mux.NewRouter()
 	r.DefaultHandle(mux.HandlerFunc(s.handle))
+	s.stop = make(chan struct{})
 	s.srv = udp.NewServer(options.WithMux(r), options.WithBlockwise(false, 0, 0),
+		// Retransmit on time: go-coap's default runner ticks every 4 s.
+		options.WithPeriodicRunner(periodic.New(s.stop, 20*time.Millisecond)),
 		options.WithErrors(func(error) {}))
 	go s.srv.Serve(ln)
 	t.Cleanup(s.Close)
@@ -77,6 +83,7 @@ func (s *Server) URI() string { return "coap://" + s.Addr() }
 
 // Close stops the server.
 func (s *Server) Close() {
+	s.once.Do(func() { close(s.stop) })
 	s.srv.Stop()
 	s.ln.Close()
 }
