@@ -79,7 +79,8 @@ func zoneID(ip netip.Addr) uint32 {
 // nearly every block. The read blocks at most one tick, and a preemption
 // signal interrupts it with EINTR (SO_RCVTIMEO turns off SA_RESTART), so
 // the goroutine still stops for the GC and the scheduler: the loops below
-// return to Go code between calls.
+// return to Go code between calls. (recvfrom(2) is on signal(7)'s list of
+// calls that a socket timeout makes fail with EINTR.)
 func (u *udpDatagram) send(b []byte) error {
 	for {
 		_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
@@ -96,7 +97,7 @@ func (u *udpDatagram) send(b []byte) error {
 
 func (u *udpDatagram) recv(b []byte, deadline time.Time) (int, error) {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
 		switch errno {
 		case 0:
 			return int(n), nil

@@ -93,10 +93,10 @@ func (s *batchServer) serve() {
 			if err != nil {
 				panic(err)
 			}
-			s.pc.WriteTo(out[:k], h.addr)
-			s.mu.Lock()
+			s.mu.Lock() // counted before it is sent, so the client cannot be quicker
 			s.answered++
 			s.mu.Unlock()
+			s.pc.WriteTo(out[:k], h.addr)
 		}
 		held = held[:0]
 	}
