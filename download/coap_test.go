@@ -36,7 +36,12 @@ type coapServer struct {
 
 func newCoAPServer(t testing.TB, data []byte, etag string) *coapServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return newCoAPServerOn(t, "127.0.0.1:0", data, etag)
+}
+
+func newCoAPServerOn(t testing.TB, addr string, data []byte, etag string) *coapServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,5 +432,22 @@ func TestCoAPLostConnectionResumesAfterBufferedWrites(t *testing.T) {
 				t.Errorf("%d writes, largest %d: want fewer writes than blocks, none over %d", sink.writes, sink.maxWrite, sinkBufSize)
 			}
 		})
+	}
+}
+
+func TestCoAPIPv6Loopback(t *testing.T) {
+	if c, err := net.ListenPacket("udp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	data := randomBytes(t, 5*1024+1)
+	s := newCoAPServerOn(t, "[::1]:0", data, "e")
+	var sink memSink
+	if _, err := Get(getCtx(t), Request{URI: s.uri("/fw"), Tx: fastTx(), Window: 2}, &sink); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.bytes(), data) {
+		t.Fatal("image differs")
 	}
 }
