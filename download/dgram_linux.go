@@ -73,17 +73,15 @@ func zoneID(ip netip.Addr) uint32 {
 	return 0
 }
 
-// send and recv use raw system calls, which do not tell the scheduler
-// that the thread may block: with a normal one, the scheduler hands the P
-// to another thread whenever a round trip takes over 20µs, that is, on
-// nearly every block. The read blocks at most one tick, and a preemption
-// signal interrupts it with EINTR (SO_RCVTIMEO turns off SA_RESTART), so
-// the goroutine still stops for the GC and the scheduler: the loops below
-// return to Go code between calls. (recvfrom(2) is on signal(7)'s list of
-// calls that a socket timeout makes fail with EINTR.)
+// send and recv are ordinary blocking system calls: the scheduler knows
+// the thread may block and hands its P to other goroutines meanwhile. Raw
+// system calls would keep the P for the whole round trip, which starves
+// every other goroutine of the process — an in-process server, or the
+// other downloads of a gateway — until a preemption signal breaks the read.
+// The read blocks at most one tick (SO_RCVTIMEO), so deadlines hold.
 func (u *udpDatagram) send(b []byte) error {
 	for {
-		_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		_, _, errno := syscall.Syscall(syscall.SYS_WRITE, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
 		switch errno {
 		case 0:
 			return nil
@@ -97,7 +95,7 @@ func (u *udpDatagram) send(b []byte) error {
 
 func (u *udpDatagram) recv(b []byte, deadline time.Time) (int, error) {
 	for {
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(u.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
 		switch errno {
 		case 0:
 			return int(n), nil
