@@ -70,15 +70,10 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("dial %s: %w", c.host, err)
 	}
 	defer conn.Close()
-	go func() {
-		// The dialled connection runs its own read loop; stop the session
-		// if it dies (for example a DTLS alert).
-		select {
-		case <-conn.Done():
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
+	// The dialled connection runs its own read loop; stop the session if
+	// it dies (for example a DTLS alert).
+	stopWatch := context.AfterFunc(conn.Context(), cancel)
+	defer stopWatch()
 	c.mu.Lock()
 	c.conn = conn
 	c.mu.Unlock()

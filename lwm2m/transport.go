@@ -13,7 +13,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/monitor/inactivity"
 	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
 	"github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 	"github.com/plgd-dev/go-coap/v3/udp/server"
@@ -42,7 +41,7 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
 		// go-coap retransmits from its periodic runner, which ticks every
 		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
-		options.WithPeriodicRunner(periodic.New(ctx.Done(), max(tx.AckTimeout/4, 10*time.Millisecond))),
+		options.WithPeriodicRunner(timerRunner(max(tx.AckTimeout/4, 10*time.Millisecond))),
 		options.WithErrors(errs),
 	} {
 		o.UDPClientApply(&cfg)
@@ -67,6 +66,23 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		}
 	}()
 	return cc, nil
+}
+
+// timerRunner is a go-coap periodic runner that costs no goroutine while
+// idle: each registered function runs from a timer until it returns
+// false. A fleet of clients in one process keeps thousands of these.
+func timerRunner(tick time.Duration) func(f func(now time.Time) bool) {
+	return func(f func(now time.Time) bool) {
+		if f == nil {
+			return
+		}
+		var t *time.Timer
+		t = time.AfterFunc(tick, func() {
+			if f(time.Now()) {
+				t.Reset(tick)
+			}
+		})
+	}
 }
 
 // dedupEntries bounds the responses kept for duplicate detection. A server

@@ -227,7 +227,13 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 	defer dropObservations(true)
 	poll := func() error {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// One exchange may take MAX_TRANSMIT_WAIT under load (a fleet
+		// updating at once loses datagrams); RequestTimeout allows for it.
+		d := s.RequestTimeout
+		if d <= 0 {
+			d = 30 * time.Second
+		}
+		rctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		for _, p := range []model.Path{pathState, pathResult} {
 			c, err := s.Read(rctx, ep, p, content.TextPlain)

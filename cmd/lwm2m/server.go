@@ -485,11 +485,15 @@ func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, 
 	if resp.StatusCode != http.StatusOK {
 		return srvAPIError(resp)
 	}
-	sc := bufio.NewScanner(resp.Body)
+	// A json.Decoder, not a line scanner: the results line of a large
+	// fleet is longer than any fixed line buffer.
+	dec := json.NewDecoder(resp.Body)
 	lastPct := map[string]int64{}
-	for sc.Scan() {
+	for {
 		var line server.APIUpdateLine
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+		if err := dec.Decode(&line); err == io.EOF {
+			break
+		} else if err != nil {
 			return err
 		}
 		if p := line.Progress; p != nil {
@@ -526,9 +530,6 @@ func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, 
 			}
 			return nil
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return err
 	}
 	return errors.New("the server ended the update without a result")
 }
