@@ -99,6 +99,10 @@ type Security struct {
 	PSK         []byte
 	// Certificates are client certificates presented to the server.
 	Certificates []tls.Certificate
+	// ServerCertificate pins a coaps server: the DER of its certificate or
+	// of its public key (LwM2M Certificate Usage 3, as /0/x/4 does); no
+	// chain or name check. It takes precedence over RootCAs for coaps.
+	ServerCertificate []byte
 	// RootCAs verifies the server; nil means the system roots.
 	RootCAs *x509.CertPool
 	// ServerName overrides the name checked in the server's certificate.

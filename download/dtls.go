@@ -21,6 +21,7 @@ func dialDTLS(ctx context.Context, u *url.URL, req *Request) (net.Conn, error) {
 		PSKIdentity:  []byte(sec.PSKIdentity),
 		PSK:          sec.PSK,
 		Certificates: sec.Certificates,
+		ServerCert:   sec.ServerCertificate,
 		RootCAs:      sec.RootCAs,
 		ServerName:   sec.ServerName,
 		ConnectionID: true,

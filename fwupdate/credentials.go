@@ -49,12 +49,11 @@ func serverCredentials(c *lwm2m.Client, packageURI string) *download.Security {
 		if err != nil || len(cr.PublicKeyID) == 0 {
 			return nil
 		}
-		sec := &download.Security{Certificates: []tls.Certificate{{Certificate: [][]byte{cr.PublicKeyID}, PrivateKey: key}}}
-		if cert, err := x509.ParseCertificate(cr.ServerKey); err == nil {
-			sec.RootCAs = x509.NewCertPool()
-			sec.RootCAs.AddCert(cert)
+		// The server is pinned as the LwM2M connection pins it (/0/x/4).
+		return &download.Security{
+			Certificates:      []tls.Certificate{{Certificate: [][]byte{cr.PublicKeyID}, PrivateKey: key}},
+			ServerCertificate: cr.ServerKey,
 		}
-		return sec
 	}
 	return nil
 }
@@ -79,5 +78,5 @@ func noCredentials(packageURI string, sec *download.Security) bool {
 	if err != nil || !strings.HasPrefix(strings.ToLower(u.Scheme), "coaps") {
 		return false
 	}
-	return sec == nil || (len(sec.PSK) == 0 && len(sec.Certificates) == 0 && sec.RootCAs == nil)
+	return sec == nil || (len(sec.PSK) == 0 && len(sec.Certificates) == 0 && sec.RootCAs == nil && len(sec.ServerCertificate) == 0)
 }
