@@ -3,6 +3,7 @@ package download
 import (
 	"context"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
 	"testing"
 )
 
@@ -11,10 +12,10 @@ import (
 //
 //	go test -run '^$' -bench CoAPPullLibcoap -cpuprofile cpu.out ./download
 func BenchmarkCoAPPullLibcoap(b *testing.B) {
-	server := needBinary(b, "coap-server-notls")
-	port := startLibcoap(b, server)
+	server := libcoaptest.NeedBinary(b, "coap-server-notls")
+	port := libcoaptest.StartServer(b, server)
 	data := randomBytes(b, 1<<20)
-	putFile(b, port, data)
+	libcoaptest.PutFile(b, port, "fw", data)
 	uri := fmt.Sprintf("coap://127.0.0.1:%d/fw", port)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
@@ -33,10 +34,10 @@ func BenchmarkCoAPPullLibcoap(b *testing.B) {
 // BenchmarkCoAPSPullLibcoap pulls 1 MiB per op over DTLS with a PSK from
 // coap-server-openssl, stop-and-wait.
 func BenchmarkCoAPSPullLibcoap(b *testing.B) {
-	server := needBinary(b, "coap-server-openssl")
-	port := startLibcoap(b, server, "-k", "secretPSK", "-h", "CoAP")
+	server := libcoaptest.NeedBinary(b, "coap-server-openssl")
+	port := libcoaptest.StartServer(b, server, "-k", "secretPSK", "-h", "CoAP")
 	data := randomBytes(b, 1<<20)
-	putFile(b, port, data)
+	libcoaptest.PutFile(b, port, "fw", data)
 	uri := fmt.Sprintf("coaps://127.0.0.1:%d/fw", port+1)
 	sec := &Security{PSKIdentity: "bench", PSK: []byte("secretPSK")}
 	b.ReportAllocs()

@@ -130,7 +130,7 @@ func BenchmarkCoAPBlockCPU(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(1024)
 	u, _ := parseURI("coap://127.0.0.1/fw")
-	req := Request{BlockSize: 1024, Tx: TxParams{}.withDefaults(), Timeout: time.Second}
+	req := Request{BlockSize: 1024, Tx: TxParams{}.Defaults(), Timeout: time.Second}
 	// Block numbers have 20 bits: download in images of up to 64Ki blocks.
 	for left := b.N; left > 0; {
 		blocks := uint32(min(left, 1<<16))

@@ -18,6 +18,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
 
 // Sentinel errors. Get wraps them with detail; test with errors.Is.
@@ -109,26 +111,10 @@ type Security struct {
 	ServerName string
 }
 
-// TxParams are the CoAP transmission parameters of RFC 7252 §4.8.
-// A zero field takes the RFC's default.
-type TxParams struct {
-	AckTimeout      time.Duration // default 2s
-	AckRandomFactor float64       // default 1.5
-	MaxRetransmit   int           // default 4
-}
-
-func (p TxParams) withDefaults() TxParams {
-	if p.AckTimeout <= 0 {
-		p.AckTimeout = 2 * time.Second
-	}
-	if p.AckRandomFactor < 1 {
-		p.AckRandomFactor = 1.5
-	}
-	if p.MaxRetransmit <= 0 {
-		p.MaxRetransmit = 4
-	}
-	return p
-}
+// TxParams are the CoAP transmission parameters of RFC 7252 §4.8, the
+// same as the LwM2M server connection's. A zero field takes the RFC's
+// default.
+type TxParams = lwm2m.TxParams
 
 // Result describes a finished download.
 type Result struct {
@@ -165,7 +151,7 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 	if req.Logger == nil {
 		req.Logger = slog.New(slog.DiscardHandler)
 	}
-	req.Tx = req.Tx.withDefaults()
+	req.Tx = req.Tx.Defaults()
 
 	var fetch func(context.Context, *url.URL, *Request, *transfer) error
 	switch u.Scheme {

@@ -30,7 +30,8 @@ type TxParams struct {
 	MaxRetransmit   int           // MAX_RETRANSMIT, default 4
 }
 
-func (t TxParams) withDefaults() TxParams {
+// Defaults returns t with its zero fields set to RFC 7252's values.
+func (t TxParams) Defaults() TxParams {
 	if t.AckTimeout <= 0 {
 		t.AckTimeout = 2 * time.Second
 	}
@@ -46,7 +47,7 @@ func (t TxParams) withDefaults() TxParams {
 // MaxTransmitWait is how long a confirmable request may wait for its
 // answer (RFC 7252 §4.8.2, MAX_TRANSMIT_WAIT).
 func (t TxParams) MaxTransmitWait() time.Duration {
-	t = t.withDefaults()
+	t = t.Defaults()
 	return time.Duration(float64(t.AckTimeout) * float64(int(1)<<(t.MaxRetransmit+1)-1) * t.AckRandomFactor)
 }
 
@@ -158,7 +159,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BlockTimeout <= 0 {
 		cfg.BlockTimeout = exchangeLifetime
 	}
-	cfg.Tx = cfg.Tx.withDefaults()
+	cfg.Tx = cfg.Tx.Defaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -64,35 +64,55 @@ func FreePort(t testing.TB) int {
 
 // StartServer runs a libcoap server binary (coap-server-notls, -openssl,
 // -gnutls) on 127.0.0.1 with dynamic resources (-d 10) and returns its
-// port; DTLS and TLS listen on port+1. It stops when the test ends.
+// port; DTLS and TLS listen on port+1. It stops when the test ends. A port
+// found free may be taken before the server binds it, so a server that
+// does not come up is tried again on another port.
 func StartServer(t testing.TB, bin string, args ...string) int {
 	t.Helper()
+	var out bytes.Buffer
+	for range 3 {
+		if port, ok := tryServer(t, bin, &out, args...); ok {
+			return port
+		}
+	}
+	t.Fatalf("%s did not start:\n%s", bin, out.String())
+	return 0
+}
+
+func tryServer(t testing.TB, bin string, out *bytes.Buffer, args ...string) (int, bool) {
 	port := FreePort(t)
 	args = append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "10"}, args...)
 	cmd := exec.Command(bin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out.Reset()
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", bin, out.String())
-		}
-	})
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() { cmd.Process.Kill(); <-exited }
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return 0, false
+		default:
+		}
 		c, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			return port // taken: the server listens
+		if err != nil { // taken: the server listens
+			t.Cleanup(func() {
+				stop()
+				if t.Failed() {
+					t.Logf("%s output:\n%s", bin, out.String())
+				}
+			})
+			return port, true
 		}
 		c.Close()
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s did not start", bin)
-	return 0
+	stop()
+	return 0, false
 }
 
 // PutFile stores data at coap://127.0.0.1:port/path with coap-client-notls,

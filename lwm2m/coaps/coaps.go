@@ -202,14 +202,6 @@ func serverAddr(uri string) (string, error) {
 
 // txOption applies the RFC 7252 §4.8 defaults to the zero fields of t.
 func txOption(t lwm2m.TxParams) options.TransmissionOpt {
-	if t.AckTimeout <= 0 {
-		t.AckTimeout = 2 * time.Second
-	}
-	if t.AckRandomFactor < 1 {
-		t.AckRandomFactor = 1.5
-	}
-	if t.MaxRetransmit <= 0 {
-		t.MaxRetransmit = 4
-	}
+	t = t.Defaults()
 	return options.WithTransmission(1, t.AckTimeout, uint32(t.MaxRetransmit), t.AckRandomFactor)
 }

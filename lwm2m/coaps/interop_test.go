@@ -1,86 +1,21 @@
 package coaps_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
-
-// needBinary skips (locally) or fails (in CI) when a libcoap tool is missing.
-func needBinary(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("%s not installed", name)
-		}
-		t.Fatalf("%s not installed: %v", name, err)
-	}
-	return p
-}
-
-// startLibcoap runs a libcoap server on 127.0.0.1 and returns its DTLS
-// port, which libcoap puts one above the CoAP port.
-func startLibcoap(t *testing.T, bin string, args ...string) int {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		pc.Close()
-		if port >= 65535 {
-			continue
-		}
-		cmd := exec.Command(bin, append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "10"}, args...)...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-			if t.Failed() {
-				t.Logf("%s output:\n%s", bin, out.String())
-			}
-		})
-		// Listening means the DTLS port can no longer be bound here.
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-			select {
-			case <-exited:
-				deadline = time.Time{} // port taken: try another
-				continue
-			default:
-			}
-			c, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port+1))
-			if err != nil {
-				return port + 1
-			}
-			c.Close()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	t.Fatalf("%s did not start", bin)
-	return 0
-}
 
 // The dialer's PSK handshake interoperates with OpenSSL and GnuTLS: a PUT
 // then a GET over the session return the same bytes, and a wrong key fails
@@ -88,8 +23,8 @@ func startLibcoap(t *testing.T, bin string, args ...string) int {
 func TestInteropLibcoapPSK(t *testing.T) {
 	for _, bin := range []string{"coap-server-openssl", "coap-server-gnutls"} {
 		t.Run(bin, func(t *testing.T) {
-			server := needBinary(t, bin)
-			port := startLibcoap(t, server, "-k", "secretPSK", "-h", "CoAP")
+			server := libcoaptest.NeedBinary(t, bin)
+			port := libcoaptest.StartServer(t, server, "-k", "secretPSK", "-h", "CoAP") + 1 // DTLS listens one above CoAP
 			uri := fmt.Sprintf("coaps://127.0.0.1:%d", port)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
