@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"io"
 	"net"
 	"net/http"
@@ -14,9 +13,7 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
@@ -99,57 +96,19 @@ func (s *Server) lookupImage(id string) (*image, bool) {
 	return im, ok
 }
 
-// handleImage serves GET /fw/{id} block by block (RFC 7959, 2.4), reading
-// only the requested block from the file. Every block carries the ETag and
-// Size2 so that a client can detect a changed image and resume.
+// handleImage serves GET /fw/{id} on the registration socket too, for
+// URIs written before the image socket existed; serveImages does the work.
 func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, id string) {
-	if r.Code() != codes.GET {
-		setCode(w, codes.MethodNotAllowed)
-		return
+	req := message.Message{Code: r.Code(), Options: r.Options()}
+	var resp message.Message
+	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, 12))
+	var rd io.ReadSeeker
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	im, ok := s.lookupImage(id)
-	if !ok {
-		setCode(w, codes.NotFound)
-		return
+	if err := w.SetResponse(code, message.AppOctets, rd, resp.Options...); err != nil {
+		s.logger().Debug("image response", "id", id, "err", err)
 	}
-	szx, num := blockwise.SZX1024, int64(0)
-	if v, err := r.Options().GetUint32(message.Block2); err == nil {
-		z, n, _, err := blockwise.DecodeBlockOption(v)
-		if err != nil {
-			setCode(w, codes.BadOption)
-			return
-		}
-		num = n
-		// BERT is for TCP only (RFC 8323, 6); UDP gets 1024 at most.
-		if z < blockwise.SZX1024 {
-			szx = z
-		}
-	}
-	size := int64(szx.Size())
-	off := num * size
-	if off > im.Size || (off == im.Size && im.Size > 0) {
-		// RFC 7959, 2.2: a block beyond the end is a Bad Option.
-		setCode(w, codes.BadOption)
-		return
-	}
-	buf := make([]byte, min(size, im.Size-off))
-	n, err := im.f.ReadAt(buf, off)
-	if err != nil && n < len(buf) {
-		s.logger().Error("reading image", "id", id, "off", off, "err", err)
-		setCode(w, codes.InternalServerError)
-		return
-	}
-	more := off+int64(n) < im.Size
-	bv, err := blockwise.EncodeBlockOption(szx, num, more)
-	if err != nil {
-		setCode(w, codes.BadOption)
-		return
-	}
-	_ = w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(buf[:n]),
-		message.Option{ID: message.ETag, Value: im.ETag},
-		coapopt.Uint(message.Block2, bv),
-		coapopt.Uint(message.Size2, uint32(min(im.Size, 1<<32-1))),
-	)
 }
 
 // ImageHandler returns an http.Handler that serves published images at
@@ -177,7 +136,7 @@ func (s *Server) imageURI(ep string, im Image, scheme string) (string, error) {
 	var port string
 	switch scheme {
 	case "coap":
-		a := s.LocalAddr()
+		a := s.ImageLocalAddr()
 		if a == nil {
 			return "", ErrNotListening
 		}

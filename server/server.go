@@ -49,6 +49,9 @@ type Server struct {
 	// Listen. A device may register over DTLS under any endpoint name;
 	// its identity is recorded in the Registration.
 	PSKs map[string][]byte
+	// ImageAddr is the UDP address that serves published images over
+	// CoAP (Block2). Empty means the CoAP address's host with a free port.
+	ImageAddr string
 	// HTTPAddr, when set, is where Serve also serves published images
 	// over HTTP (with Range requests) for pull updates.
 	HTTPAddr string
@@ -75,6 +78,7 @@ type Server struct {
 	coap     *udpserver.Server
 	lis      *coapnet.UDPConn
 	httpLis  net.Listener
+	imgLis   *net.UDPConn
 	dtls     *dtlsserver.Server
 	dtlsLis  *coapnet.DTLSListener
 	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
@@ -140,10 +144,26 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
+	imgAddr := s.ImageAddr
+	if imgAddr == "" {
+		host, _, _ := net.SplitHostPort(l.LocalAddr().String())
+		imgAddr = net.JoinHostPort(host, "0")
+	}
+	ua, err := net.ResolveUDPAddr("udp", imgAddr)
+	var il *net.UDPConn
+	if err == nil {
+		il, err = net.ListenUDP("udp", ua)
+	}
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("server: listen for images %s: %w", imgAddr, err)
+	}
+	s.imgLis = il
 	if s.HTTPAddr != "" {
 		hl, err := net.Listen("tcp", s.HTTPAddr)
 		if err != nil {
 			l.Close()
+			il.Close()
 			return fmt.Errorf("server: listen http %s: %w", s.HTTPAddr, err)
 		}
 		s.httpLis = hl
@@ -152,6 +172,7 @@ func (s *Server) Listen() error {
 	if s.DTLSAddr != "" {
 		if err := s.listenDTLS(); err != nil {
 			l.Close()
+			il.Close()
 			if s.httpLis != nil {
 				s.httpLis.Close()
 				s.httpLis, s.httpSrv = nil, nil
@@ -174,7 +195,7 @@ func (s *Server) Listen() error {
 		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
-	attrs := []any{"coap", l.LocalAddr().String(), "registrations", len(stored)}
+	attrs := []any{"coap", l.LocalAddr().String(), "images", il.LocalAddr().String(), "registrations", len(stored)}
 	if s.dtlsLis != nil {
 		attrs = append(attrs, "coaps", s.dtlsLis.Addr().String(), "psk_identities", len(s.PSKs))
 	}
@@ -190,6 +211,17 @@ func (s *Server) LocalAddr() net.Addr {
 		return nil
 	}
 	return s.lis.LocalAddr()
+}
+
+// ImageLocalAddr returns the UDP address that serves images over CoAP, or
+// nil before Listen.
+func (s *Server) ImageLocalAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.imgLis == nil {
+		return nil
+	}
+	return s.imgLis.LocalAddr()
 }
 
 // HTTPLocalAddr returns the bound HTTP image address, or nil when none.
@@ -213,7 +245,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	cs, l, done := s.coap, s.lis, s.done
 	hs, hl := s.httpSrv, s.httpLis
 	ds, dl := s.dtls, s.dtlsLis
+	il := s.imgLis
 	s.mu.Unlock()
+	go s.serveImages(il)
 
 	errc := make(chan error, 3)
 	go func() { errc <- cs.Serve(l) }()
@@ -267,12 +301,13 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.done)
-	cs, l, hs, ds, dl := s.coap, s.lis, s.httpSrv, s.dtls, s.dtlsLis
+	cs, l, hs, ds, dl, il := s.coap, s.lis, s.httpSrv, s.dtls, s.dtlsLis, s.imgLis
 	imgs := s.images
 	s.images = nil
 	s.mu.Unlock()
 	cs.Stop()
 	l.Close() // Stop closes it only once Serve has run
+	il.Close()
 	if ds != nil {
 		ds.Stop()
 		dl.Close() // Stop closes it only once Serve has run
