@@ -6,18 +6,23 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
-	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -289,18 +294,54 @@ func TestBlock2WithLibcoap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := filepath.Join(t.TempDir(), "out.bin")
-		cmd := exec.CommandContext(ctxT(t), bin, "-b", "1024", "-o", out,
-			"coap://"+s.LocalAddr().String()+"/fw/"+im.ID)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("coap-client: %v %s", err, b)
-		}
-		got, _ := os.ReadFile(out)
-		if sha256.Sum256(got) != sum {
-			t.Errorf("size %d: libcoap fetched %d bytes with another hash", size, len(got))
+		// The image socket, which Package URIs name, and the registration
+		// socket, which also answers /fw.
+		for _, addr := range []net.Addr{s.ImageLocalAddr(), s.LocalAddr()} {
+			out := filepath.Join(t.TempDir(), "out.bin")
+			cmd := exec.CommandContext(ctxT(t), bin, "-b", "1024", "-o", out,
+				"coap://"+addr.String()+"/fw/"+im.ID)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("coap-client: %v %s", err, b)
+			}
+			got, _ := os.ReadFile(out)
+			if sha256.Sum256(got) != sum {
+				t.Errorf("size %d from %v: libcoap fetched %d bytes with another hash", size, addr, len(got))
+			}
 		}
 	}
 }
+
+// The image socket keeps nothing per request: serving a 32 MiB image
+// leaves the heap as it was.
+func TestImageSocketFlatMemory(t *testing.T) {
+	s := startServer(t, &Server{})
+	f, sum := writeImage(t, 32<<20)
+	im, err := s.Publish(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h := sha256.New()
+	_, err = download.Get(ctxT(t), download.Request{URI: "coap://" + s.ImageLocalAddr().String() + "/fw/" + im.ID}, hashSink{h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if [32]byte(h.Sum(nil)) != sum {
+		t.Fatal("image fetched with another hash")
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grow := int64(after.HeapInuse) - int64(before.HeapInuse); grow > 4<<20 {
+		t.Errorf("heap grew by %d MiB serving a 32 MiB image", grow>>20)
+	}
+}
+
+type hashSink struct{ h hash.Hash }
+
+func (s hashSink) Open(context.Context, []byte, int64, int64) error { s.h.Reset(); return nil }
+func (s hashSink) Write(p []byte) (int, error)                      { return s.h.Write(p) }
 
 func TestBlock2ETagAndSize(t *testing.T) {
 	s := startServer(t, &Server{})
