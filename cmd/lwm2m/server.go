@@ -93,6 +93,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	coapsAddr := fs.String("coaps", "", "UDP `address` for CoAP over DTLS with PSK (needs -psk-file); e.g. "+server.DefaultDTLSAddr)
 	pskFile := fs.String("psk-file", "", "DTLS credentials `file`: one identity:hexkey per line, # comments")
 	httpAddr := fs.String("http", "", "TCP `address` to serve firmware images over HTTP (for -method pull-http)")
+	imageAddr := fs.String("coap-images", "", "UDP `address` that serves images over CoAP (default: the -coap host, a free port)")
 	db := fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)")
 	host := fs.String("public-host", "", "`host` that devices reach this server at, for package URIs")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -118,7 +119,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	s := &server.Server{Addr: *coapAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log}
+	s := &server.Server{Addr: *coapAddr, ImageAddr: *imageAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log}
 	if (*coapsAddr == "") != (*pskFile == "") {
 		fmt.Fprintln(stderr, "lwm2m server: -coaps and -psk-file go together")
 		return 2
@@ -157,7 +158,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String())
 	// One line that scripts (and tests) can parse to learn the bound ports.
-	ready := fmt.Sprintf("listening coap=%s api=http://%s", s.LocalAddr(), l.Addr())
+	ready := fmt.Sprintf("listening coap=%s api=http://%s images=%s", s.LocalAddr(), l.Addr(), s.ImageLocalAddr())
 	if a := s.DTLSLocalAddr(); a != nil {
 		ready += " coaps=" + a.String()
 	}
