@@ -414,3 +414,34 @@ func TestPullWrongPSK(t *testing.T) {
 	writeURI(t, run, fmt.Sprintf("coaps://127.0.0.1:%d/fw", port+1))
 	waitObj(t, obj, fwupdate.StateIdle, fwupdate.ResultConnectionLost)
 }
+
+// A reboot mid-download over CoAP resumes at the block after the persisted
+// offset: the server sees the block numbers continue, not start over.
+func TestResumeAfterRebootCoAP(t *testing.T) {
+	img := image(400_000, 16)
+	uri, nums := blockServer(t, img, []byte("etag-1"))
+	srv := lwm2mtest.Start(t, "")
+	store := fwupdate.FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+	h := &bufHandlers{}
+	obj, run := boot(t, srv, h, store, "resume-coap")
+	writeURI(t, run, uri)
+	for h.written.Load() < 150_000 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	obj.Close()
+	run.Stop()
+	firstRun := len(nums())
+	h.written.Store(0)
+	obj2, _ := boot(t, srv, h, store, "resume-coap")
+	waitObj(t, obj2, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+	if h.sum() != sha256.Sum256(img) {
+		t.Fatal("resumed image differs from the source")
+	}
+	all := nums()
+	if len(h.resumes) != 1 || h.resumes[0]%1024 != 0 {
+		t.Fatalf("resumes %v, want one at a block boundary", h.resumes)
+	}
+	if want := h.resumes[0] / 1024; all[firstRun] != want {
+		t.Fatalf("after the reboot the first block asked for is %d, want %d (continuing)", all[firstRun], want)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 )
 
 // runDownload implements "lwm2m download URI -o FILE". A partial FILE is
@@ -31,6 +32,7 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		certFile  = fs.String("cert", "", "client certificate PEM `FILE` (coaps, coaps+tcp, https)")
 		keyFile   = fs.String("key", "", "client private key PEM `FILE`")
 		caFile    = fs.String("ca", "", "PEM `FILE` of CAs that sign the server's certificate (default: system roots)")
+		pinFile   = fs.String("server-cert", "", "coaps server certificate `FILE` (PEM or DER) to pin, as lwm2m client does")
 		blockSize = fs.Int("block-size", 1024, "CoAP block size, a power of two from 16 to 1024")
 		retries   = fs.Int("retries", 3, "reconnect attempts after a lost connection")
 		window    = fs.Int("window", 1, "CoAP block requests in flight")
@@ -68,7 +70,7 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if *verbose {
 		req.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	sec, err := dlSecurity(*pskID, *pskHex, *certFile, *keyFile, *caFile)
+	sec, err := dlSecurity(*pskID, *pskHex, *certFile, *keyFile, *caFile, *pinFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
 		return 2
@@ -109,8 +111,8 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	return 0
 }
 
-func dlSecurity(pskID, pskHex, certFile, keyFile, caFile string) (*download.Security, error) {
-	if pskID == "" && pskHex == "" && certFile == "" && keyFile == "" && caFile == "" {
+func dlSecurity(pskID, pskHex, certFile, keyFile, caFile, pinFile string) (*download.Security, error) {
+	if pskID == "" && pskHex == "" && certFile == "" && keyFile == "" && caFile == "" && pinFile == "" {
 		return nil, nil
 	}
 	sec := &download.Security{PSKIdentity: pskID}
@@ -130,6 +132,13 @@ func dlSecurity(pskID, pskHex, certFile, keyFile, caFile string) (*download.Secu
 			return nil, err
 		}
 		sec.Certificates = []tls.Certificate{cert}
+	}
+	if pinFile != "" {
+		der, err := coaps.LoadServerCertificate(pinFile)
+		if err != nil {
+			return nil, fmt.Errorf("-server-cert: %w", err)
+		}
+		sec.ServerCertificate = der
 	}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
