@@ -3,11 +3,19 @@ package fwupdate_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -444,4 +452,67 @@ func TestResumeAfterRebootCoAP(t *testing.T) {
 	if want := h.resumes[0] / 1024; all[firstRun] != want {
 		t.Fatalf("after the reboot the first block asked for is %d, want %d (continuing)", all[firstRun], want)
 	}
+}
+
+// Pull over coaps+tcp (CoAP over TLS, RFC 8323) and coaps with a
+// certificate from libcoap's OpenSSL server, trusted through
+// SecurityConfig.
+func TestPullCertificatesFromLibcoap(t *testing.T) {
+	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
+	dir := t.TempDir()
+	certPEM, keyPEM, pool := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -n: the server does not ask for a client certificate.
+	port := libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
+	img := image(200_000, 17)
+	libcoaptest.PutFile(t, port, "fw", img)
+	for _, scheme := range []string{"coaps+tcp", "coaps"} {
+		t.Run(scheme, func(t *testing.T) {
+			srv := lwm2mtest.Start(t, "")
+			h := &bufHandlers{sec: &download.Security{RootCAs: pool, ServerName: "localhost"}}
+			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "cert-"+strings.ReplaceAll(scheme, "+", "-"))
+			writeURI(t, run, fmt.Sprintf("%s://127.0.0.1:%d/fw", scheme, port+1))
+			waitObj(t, obj, fwupdate.StateDownloaded, fwupdate.ResultInitial)
+			if h.sum() != sha256.Sum256(img) {
+				t.Fatal("image hash differs from the source")
+			}
+		})
+	}
+}
+
+// selfSigned makes an ECDSA P-256 certificate for localhost and 127.0.0.1.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), pool
 }

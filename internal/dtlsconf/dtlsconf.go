@@ -119,10 +119,12 @@ func (c *Config) Options(host string) ([]dtls.ClientOption, error) {
 			dtls.WithCipherSuites(PSKSuites...),
 		), nil
 	}
-	opts = append(opts,
-		dtls.WithCertificates(c.Certificates...),
-		dtls.WithCipherSuites(CertSuites...),
-	)
+	opts = append(opts, dtls.WithCipherSuites(CertSuites...))
+	if len(c.Certificates) > 0 {
+		// pion refuses an empty list; a client without a certificate
+		// just verifies the server (a download from a public server).
+		opts = append(opts, dtls.WithCertificates(c.Certificates...))
+	}
 	if len(c.ServerCert) > 0 {
 		pin := bytes.Clone(c.ServerCert)
 		// The pin replaces chain building: a self-signed LwM2M server
