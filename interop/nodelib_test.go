@@ -2,7 +2,6 @@ package interop
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -67,7 +68,7 @@ type script struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	steps  chan step
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 }
 
 // startScript runs server.js with args and reads its steps.
@@ -76,7 +77,7 @@ func startScript(t *testing.T, node, dir string, args ...string) *script {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	args = append([]string{filepath.Join("nodelib", "server.js"), "--lib", dir, "--port", "0", "--timeout", "60"}, args...)
 	cmd := exec.CommandContext(ctx, node, args...)
-	s := &script{t: t, cmd: cmd, steps: make(chan step, 32), stderr: &syncBuffer{}}
+	s := &script{t: t, cmd: cmd, steps: make(chan step, 32), stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = s.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -143,23 +144,6 @@ func (s *script) wait() {
 	if err := s.cmd.Wait(); err != nil {
 		s.t.Fatalf("server.js: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 type testWriter struct{ t *testing.T }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
@@ -37,24 +39,6 @@ var buildDevice = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
-
-// syncBuffer collects a child's stderr.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // slowWriter sends a response body in 4 KiB pieces, 2 ms apart.
 type slowWriter struct{ http.ResponseWriter }
@@ -86,7 +70,7 @@ type crashRig struct {
 	im       server.Image
 	dir, ep  string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *syncbuf.Buffer
 	lastAddr string
 }
 
@@ -125,7 +109,7 @@ func (r *crashRig) fresh(name string) {
 	r.dir = r.t.TempDir()
 	r.ep = "crash-" + name
 	r.lastAddr = ""
-	r.log = &syncBuffer{}
+	r.log = &syncbuf.Buffer{}
 }
 
 // start runs the device and waits for its (new) registration.

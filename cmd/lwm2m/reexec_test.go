@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
@@ -56,7 +57,7 @@ func TestUpgradeReexecsTestBinary(t *testing.T) {
 	cmd := exec.Command(exe, "client", "-endpoint", "reexec", "-server", "coap://"+srv.LocalAddr().String(),
 		"-state-dir", filepath.Join(dir, "state"), "-firmware-version", "1.0")
 	cmd.Env = append(os.Environ(), "LWM2M_TEST_AS_PROGRAM=1")
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -130,22 +131,4 @@ func TestSettleFailedUpgrade(t *testing.T) {
 	if now.Version != "1.0" {
 		t.Errorf("reports firmware %q, want the old 1.0", now.Version)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
 }

@@ -12,31 +12,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 
 	"github.com/lwm2m-fota/lwm2m/server"
 )
 
 // e2eBuffer collects a process's output; safe for concurrent use.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *e2eBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *e2eBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type e2eBuffer struct{ syncbuf.Buffer }
 
 // tail returns the last n bytes, for failure reports.
 func (b *e2eBuffer) tail(n int) string {
