@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	tcpcoder "github.com/plgd-dev/go-coap/v3/tcp/coder"
@@ -82,6 +84,13 @@ func tlsConfig(u *url.URL, sec *Security) *tls.Config {
 		cfg.Certificates = sec.Certificates
 		if sec.ServerName != "" {
 			cfg.ServerName = sec.ServerName
+		}
+		if pin := sec.ServerCertificate; len(pin) > 0 {
+			// The pin replaces chain and name checks, as over DTLS.
+			cfg.InsecureSkipVerify = true
+			cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+				return dtlsconf.VerifyPin(pin, raw)
+			}
 		}
 	}
 	return cfg

@@ -472,16 +472,54 @@ func TestPullCertificatesFromLibcoap(t *testing.T) {
 	port := libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
 	img := image(200_000, 17)
 	libcoaptest.PutFile(t, port, "fw", img)
-	for _, scheme := range []string{"coaps+tcp", "coaps"} {
-		t.Run(scheme, func(t *testing.T) {
+	block, _ := pem.Decode(certPEM)
+	for _, tc := range []struct {
+		scheme, trust string
+		sec           *download.Security
+	}{
+		{"coaps+tcp", "ca", &download.Security{RootCAs: pool, ServerName: "localhost"}},
+		{"coaps", "ca", &download.Security{RootCAs: pool, ServerName: "localhost"}},
+		{"coaps+tcp", "pin", &download.Security{ServerCertificate: block.Bytes}},
+		{"coaps", "pin", &download.Security{ServerCertificate: block.Bytes}},
+	} {
+		scheme := tc.scheme
+		t.Run(scheme+"/"+tc.trust, func(t *testing.T) {
 			srv := lwm2mtest.Start(t, "")
-			h := &bufHandlers{sec: &download.Security{RootCAs: pool, ServerName: "localhost"}}
-			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "cert-"+strings.ReplaceAll(scheme, "+", "-"))
+			h := &bufHandlers{sec: tc.sec}
+			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "cert-"+strings.ReplaceAll(scheme, "+", "-")+"-"+tc.trust)
 			writeURI(t, run, fmt.Sprintf("%s://127.0.0.1:%d/fw", scheme, port+1))
 			waitObj(t, obj, fwupdate.StateDownloaded, fwupdate.ResultInitial)
 			if h.sum() != sha256.Sum256(img) {
 				t.Fatal("image hash differs from the source")
 			}
+		})
+	}
+}
+
+// A pin that does not match the server's certificate fails the download
+// with Connection lost, over TLS and DTLS alike.
+func TestPullWrongPinFails(t *testing.T) {
+	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
+	dir := t.TempDir()
+	certPEM, keyPEM, _ := selfSigned(t)
+	otherPEM, _, _ := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
+	libcoaptest.PutFile(t, port, "fw", image(5000, 18))
+	other, _ := pem.Decode(otherPEM)
+	for _, scheme := range []string{"coaps+tcp", "coaps"} {
+		t.Run(scheme, func(t *testing.T) {
+			srv := lwm2mtest.Start(t, "")
+			h := &bufHandlers{sec: &download.Security{ServerCertificate: other.Bytes}}
+			obj, run := boot(t, srv, h, &fwupdate.MemoryStore{}, "wrongpin-"+strings.ReplaceAll(scheme, "+", "-"))
+			writeURI(t, run, fmt.Sprintf("%s://127.0.0.1:%d/fw", scheme, port+1))
+			waitObj(t, obj, fwupdate.StateIdle, fwupdate.ResultConnectionLost)
 		})
 	}
 }

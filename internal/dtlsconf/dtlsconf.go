@@ -132,7 +132,7 @@ func (c *Config) Options(host string) ([]dtls.ClientOption, error) {
 		return append(opts,
 			dtls.WithInsecureSkipVerify(true),
 			dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
-				return verifyPin(pin, raw)
+				return VerifyPin(pin, raw)
 			}),
 		), nil
 	}
@@ -146,7 +146,11 @@ func (c *Config) Options(host string) ([]dtls.ClientOption, error) {
 // errPinMismatch is wrapped in ErrCertificate.
 var errPinMismatch = errors.New("does not match the pinned server certificate")
 
-func verifyPin(pin []byte, raw [][]byte) error {
+// VerifyPin checks a peer's certificate chain raw against a pinned
+// certificate or SubjectPublicKeyInfo (LwM2M Certificate Usage 3): the
+// leaf must be the pinned certificate or carry the pinned key. TLS over
+// TCP uses it too.
+func VerifyPin(pin []byte, raw [][]byte) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("%w: server sent no certificate", ErrCertificate)
 	}

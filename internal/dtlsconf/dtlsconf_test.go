@@ -32,17 +32,17 @@ func TestVerifyPin(t *testing.T) {
 	leaf, _ := x509.ParseCertificate(cert)
 
 	for name, pin := range map[string][]byte{"certificate": cert, "public key": leaf.RawSubjectPublicKeyInfo, "renewed": renewed} {
-		if err := verifyPin(pin, [][]byte{cert}); err != nil {
+		if err := VerifyPin(pin, [][]byte{cert}); err != nil {
 			t.Errorf("%s pin: %v", name, err)
 		}
 	}
-	if err := verifyPin(other, [][]byte{cert}); !errors.Is(err, ErrCertificate) {
+	if err := VerifyPin(other, [][]byte{cert}); !errors.Is(err, ErrCertificate) {
 		t.Errorf("other key: err = %v, want ErrCertificate", err)
 	}
-	if err := verifyPin(cert, nil); !errors.Is(err, ErrCertificate) {
+	if err := VerifyPin(cert, nil); !errors.Is(err, ErrCertificate) {
 		t.Errorf("no certificate: err = %v, want ErrCertificate", err)
 	}
-	if err := verifyPin(cert, [][]byte{[]byte("junk")}); !errors.Is(err, ErrCertificate) {
+	if err := VerifyPin(cert, [][]byte{[]byte("junk")}); !errors.Is(err, ErrCertificate) {
 		t.Errorf("junk certificate: err = %v, want ErrCertificate", err)
 	}
 }
