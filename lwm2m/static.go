@@ -109,7 +109,7 @@ func (s *Static) store(p model.Path, recs []model.Record) {
 		m = make(map[uint16][]model.Record)
 		s.inst[p.Instance()] = m
 	}
-	changed := !recordsEqual(m[p.Resource()], recs)
+	changed := !slices.EqualFunc(m[p.Resource()], recs, model.Record.Equal)
 	m[p.Resource()] = recs
 	n := s.notifier
 	s.mu.Unlock()
@@ -122,10 +122,6 @@ func (s *Static) store(p model.Path, recs []model.Record) {
 	if changed {
 		n.Changed(p)
 	}
-}
-
-func recordsEqual(a, b []model.Record) bool {
-	return slices.EqualFunc(a, b, func(x, y model.Record) bool { return x.Path == y.Path && x.Value.Equal(y.Value) })
 }
 
 // Get returns a single-instance resource's value.

@@ -3,6 +3,7 @@ package content
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -33,17 +34,7 @@ func fwTypes(p model.Path) (model.Type, bool) {
 	return 0, false
 }
 
-func equalRecords(a, b []model.Record) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Path != b[i].Path || !a[i].Value.Equal(b[i].Value) {
-			return false
-		}
-	}
-	return true
-}
+func equalRecords(a, b []model.Record) bool { return slices.EqualFunc(a, b, model.Record.Equal) }
 
 var fwRecords = []model.Record{
 	{Path: model.NewPath(5, 0, 1), Value: model.String("coap://[::1]:5683/fw")},

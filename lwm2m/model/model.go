@@ -383,3 +383,6 @@ type Record struct {
 	Path  Path
 	Value Value
 }
+
+// Equal reports whether r and s have the same path and value.
+func (r Record) Equal(s Record) bool { return r.Path == s.Path && r.Value.Equal(s.Value) }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,17 +35,7 @@ func rec(path string, v model.Value) model.Record {
 	return model.Record{Path: p, Value: v}
 }
 
-func equalRecords(a, b []model.Record) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Path != b[i].Path || !a[i].Value.Equal(b[i].Value) {
-			return false
-		}
-	}
-	return true
-}
+func equalRecords(a, b []model.Record) bool { return slices.EqualFunc(a, b, model.Record.Equal) }
 
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,17 +48,7 @@ func rec(path string, v model.Value) model.Record {
 	return model.Record{Path: p, Value: v}
 }
 
-func equalRecords(a, b []model.Record) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Path != b[i].Path || !a[i].Value.Equal(b[i].Value) {
-			return false
-		}
-	}
-	return true
-}
+func equalRecords(a, b []model.Record) bool { return slices.EqualFunc(a, b, model.Record.Equal) }
 
 // The Device object instance read of LwM2M 1.1 Core §7.4.3.2 (Table
 // 7.4.3.2-1), built from the spec's resource table.
