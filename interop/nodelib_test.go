@@ -192,6 +192,14 @@ func TestNodeLibLocationInOneOption(t *testing.T) {
 	testNodeLibServer(t, node, dir)
 }
 
+// TestNodeLibDraftWriteFormat lets the library write and execute with its
+// own default Content-Format, 1541 from the LwM2M 1.0 drafts, which the
+// client takes as text/plain.
+func TestNodeLibDraftWriteFormat(t *testing.T) {
+	node, dir := nodeLibDir(t)
+	testNodeLibServer(t, node, dir, "--write-format", "application-vnd-oma-lwm2m/text")
+}
+
 func testNodeLibServer(t *testing.T, node, dir string, args ...string) {
 	srv := startScript(t, node, dir, args...)
 	port := srv.expect("listening").Port

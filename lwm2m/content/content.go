@@ -35,11 +35,30 @@ const (
 	SenMLCBOR  Format = 112   // application/senml+cbor
 	TLV        Format = 11542 // application/vnd.oma.lwm2m+tlv
 	LwM2MJSON  Format = 11543 // application/vnd.oma.lwm2m+json (LwM2M 1.0; recognised, not supported)
+
+	// The numbers of the LwM2M 1.0 drafts, which some servers still send
+	// (lwm2m-node-lib writes 1541 by default). They mean the same formats.
+	LegacyText Format = 1541
+	LegacyTLV  Format = 1542
+	LegacyJSON Format = 1543
 )
+
+// canonical maps a draft number to its registered one.
+func (f Format) canonical() Format {
+	switch f {
+	case LegacyText:
+		return TextPlain
+	case LegacyTLV:
+		return TLV
+	case LegacyJSON:
+		return LwM2MJSON
+	}
+	return f
+}
 
 // String returns the media type of f, or "Format(n)" for one we do not know.
 func (f Format) String() string {
-	switch f {
+	switch f.canonical() {
 	case TextPlain:
 		return "text/plain"
 	case LinkFormat:
@@ -61,7 +80,7 @@ func (f Format) String() string {
 // Supported reports whether Encode and Decode handle f. Link format is
 // not among them: Discover and Register use package corelink directly.
 func (f Format) Supported() bool {
-	switch f {
+	switch f.canonical() {
 	case TextPlain, Opaque, SenMLJSON, SenMLCBOR, TLV:
 		return true
 	}
@@ -70,7 +89,7 @@ func (f Format) Supported() bool {
 
 // Multi reports whether f can carry several records (TLV and SenML).
 func Multi(f Format) bool {
-	switch f {
+	switch f.canonical() {
 	case TLV, SenMLJSON, SenMLCBOR:
 		return true
 	}
@@ -81,6 +100,7 @@ func Multi(f Format) bool {
 // in format f. Text and opaque carry exactly one record at base; opaque
 // only an Opaque value, whose bytes are returned without a copy.
 func Encode(f Format, base model.Path, recs []model.Record) ([]byte, error) {
+	f = f.canonical()
 	switch f {
 	case TLV:
 		return tlv.Encode(base, recs)
@@ -114,6 +134,7 @@ func Encode(f Format, base model.Path, recs []model.Record) ([]byte, error) {
 // resource or resource-instance base, and opaque an Opaque (or unknown)
 // resource; anything else is ErrUnsupported.
 func Decode(f Format, base model.Path, data []byte, types model.TypeResolver) ([]model.Record, error) {
+	f = f.canonical()
 	switch f {
 	case TLV:
 		return tlv.Decode(base, data, types)

@@ -208,3 +208,30 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The LwM2M 1.0 draft numbers decode and encode as their registered formats.
+func TestLegacyFormats(t *testing.T) {
+	types := func(model.Path) (model.Type, bool) { return model.TypeInteger, true }
+	recs, err := Decode(LegacyText, model.NewPath(1, 0, 1), []byte("120"), types)
+	if err != nil || len(recs) != 1 || recs[0].Value.Int != 120 {
+		t.Fatalf("1541: %v %v", recs, err)
+	}
+	want := []model.Record{{Path: model.NewPath(1, 0, 1), Value: model.Int(120)}}
+	tlvBody, err := Encode(TLV, model.NewPath(1, 0), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := Encode(LegacyTLV, model.NewPath(1, 0), want)
+	if err != nil || string(legacy) != string(tlvBody) {
+		t.Fatalf("1542 encodes %x (%v), want the TLV %x", legacy, err, tlvBody)
+	}
+	if got, err := Decode(LegacyTLV, model.NewPath(1, 0), tlvBody, types); err != nil || !equalRecords(got, want) {
+		t.Fatalf("1542 decodes %v (%v)", got, err)
+	}
+	if _, err := Decode(LegacyJSON, model.NewPath(1, 0), []byte("{}"), types); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("1543: %v, want ErrUnsupported", err)
+	}
+	if LegacyTLV.String() != TLV.String() || !Multi(LegacyTLV) || !LegacyText.Supported() {
+		t.Error("legacy numbers do not describe their formats")
+	}
+}
