@@ -148,24 +148,18 @@ func (o *Object) finishPull(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return // cancelled: whoever cancelled decides the state
 	}
+	// A download error defaults to Connection lost; a package that
+	// StreamFinish refuses, to Integrity check failure.
+	dflt := ResultConnectionLost
 	if err == nil {
-		err = o.h.StreamFinish()
-		if err != nil {
-			o.log.Warn("fwupdate: package refused", "err", err)
-			err = fmt.Errorf("%w", err)
-			o.mu.Lock()
-			o.dl = nil
-			o.transition(evFailed, resultOf(err, ResultIntegrity))
-			o.mu.Unlock()
-			return
-		}
+		err, dflt = o.h.StreamFinish(), ResultIntegrity
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dl = nil
 	if err != nil {
 		o.log.Warn("fwupdate: download failed", "uri", o.p.URI, "err", err)
-		o.transition(evFailed, resultOf(err, ResultConnectionLost))
+		o.transition(evFailed, resultOf(err, dflt))
 		return
 	}
 	o.transition(evDownloaded, 0)

@@ -18,7 +18,7 @@ import (
 // answer for EXCHANGE_LIFETIME to absorb duplicates, which holds a whole
 // image in memory per device that pulls it, and it hands each request
 // between goroutines. Here one goroutine reads a request, reads the block
-// from the file and answers, with no allocation per block.
+// from the file and answers, reusing its buffers.
 
 // serveImages answers GET /fw/{id} with Block2 on l until l is closed.
 func (s *Server) serveImages(l *net.UDPConn) {
