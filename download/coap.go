@@ -49,7 +49,7 @@ func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, 
 		}
 		return &netDatagram{conn: conn}, nil
 	}
-	return dialUDP(ctx, hostPort(u, "5683"), pollTick(req.Tx))
+	return dialUDP(ctx, hostPort(u, "5683"), req.Tx)
 }
 
 func hostPort(u *url.URL, defPort string) string {

@@ -1,10 +1,16 @@
 package download
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 )
 
 // datagramConn carries whole CoAP datagrams to and from one server.
@@ -49,9 +55,42 @@ func (d *netDatagram) recv(b []byte, deadline time.Time) (int, error) {
 func (d *netDatagram) interrupt()   { d.conn.Close() }
 func (d *netDatagram) close() error { return d.conn.Close() }
 
-// pollTick is how often a blocking UDP read wakes up to look at its
-// deadline: fine enough for retransmission timing, rare enough to cost
-// nothing while a response is awaited.
-func pollTick(tx TxParams) time.Duration {
-	return min(max(tx.AckTimeout/8, time.Millisecond), 50*time.Millisecond)
+// dialUDP resolves the host of hostport and connects a UDP socket to it:
+// one read outside Go's netpoller (package udpsock) where the platform has
+// it, a net.Conn elsewhere.
+func dialUDP(ctx context.Context, hostport string, tx TxParams) (datagramConn, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidURI, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%w: port %q", ErrInvalidURI, portStr)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return nil, transient(fmt.Errorf("download: resolve %s: %w", host, err))
+	}
+	raddr := netip.AddrPortFrom(ips[0], uint16(port))
+	c, err := udpsock.Dial(netip.AddrPort{}, raddr, udpsock.Tick(tx.AckTimeout))
+	if errors.Is(err, udpsock.ErrUnsupported) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "udp", raddr.String())
+		if err != nil {
+			return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))
+		}
+		return &netDatagram{conn: conn}, nil
+	}
+	if err != nil {
+		return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))
+	}
+	return sockDatagram{c}, nil
 }
+
+// sockDatagram adapts a udpsock.Conn.
+type sockDatagram struct{ c *udpsock.Conn }
+
+func (d sockDatagram) send(b []byte) error                            { return d.c.Write(b) }
+func (d sockDatagram) recv(b []byte, deadline time.Time) (int, error) { return d.c.Read(b, deadline) }
+func (d sockDatagram) interrupt()                                     { d.c.Interrupt() }
+func (d sockDatagram) close() error                                   { return d.c.Close() }

@@ -1,0 +1,26 @@
+// Package udpsock is a connected UDP socket that Go's netpoller never
+// sees: it is read and written with blocking system calls.
+//
+// Stop-and-wait CoAP spends its life waiting for one datagram. Through the
+// netpoller every datagram costs an epoll_wait, a failed first read, a
+// goroutine park and wake-up, and often a futex wake of an idle runtime
+// thread on the core the peer needs. A blocking read costs one system call.
+// The Block2 download loop (package download), the client's Block1 receive
+// path (package lwm2m) and the server's push (package server) use it.
+package udpsock
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrUnsupported is returned by Dial where the platform has no
+// implementation; callers fall back to a net.Conn.
+var ErrUnsupported = errors.New("udpsock: not supported on this platform")
+
+// Tick returns how often a blocking read wakes up to look at its deadline
+// when the acknowledgement timeout is ackTimeout: fine enough for
+// retransmission timing (RFC 7252 §4.2), rare enough to cost nothing.
+func Tick(ackTimeout time.Duration) time.Duration {
+	return min(max(ackTimeout/8, time.Millisecond), 50*time.Millisecond)
+}

@@ -1,0 +1,192 @@
+package udpsock
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Conn is a connected UDP socket. Write may be called from any goroutine;
+// Read from one goroutine at a time.
+type Conn struct {
+	fd     int
+	tick   time.Duration
+	local  netip.AddrPort
+	remote netip.AddrPort
+
+	mu   sync.Mutex // guards fd against Close racing with Interrupt
+	done bool
+}
+
+// Dial connects a new socket to raddr. With a valid laddr the socket is
+// first bound to it with SO_REUSEADDR and SO_REUSEPORT, so that it can
+// share the port of a listener that set them too (see ReusePort): Linux
+// then delivers raddr's datagrams to the connected socket, which scores
+// above an unconnected one. tick is how often a read wakes to look at its
+// deadline.
+func Dial(laddr, raddr netip.AddrPort, tick time.Duration) (*Conn, error) {
+	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
+	family := syscall.AF_INET
+	if raddr.Addr().Is6() {
+		family = syscall.AF_INET6
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_UDP)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	c := &Conn{fd: fd, tick: tick, remote: raddr}
+	if err := c.setup(family, laddr); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) setup(family int, laddr netip.AddrPort) error {
+	tv := syscall.NsecToTimeval(c.tick.Nanoseconds())
+	if err := syscall.SetsockoptTimeval(c.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if laddr.IsValid() {
+		if err := reusePort(c.fd); err != nil {
+			return err
+		}
+		if err := syscall.Bind(c.fd, sockaddr(family, laddr)); err != nil {
+			return os.NewSyscallError("bind", err)
+		}
+	}
+	if err := syscall.Connect(c.fd, sockaddr(family, c.remote)); err != nil {
+		return os.NewSyscallError("connect", err)
+	}
+	sa, err := syscall.Getsockname(c.fd)
+	if err != nil {
+		return os.NewSyscallError("getsockname", err)
+	}
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		c.local = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet6:
+		c.local = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return nil
+}
+
+func sockaddr(family int, ap netip.AddrPort) syscall.Sockaddr {
+	ip := ap.Addr()
+	if family == syscall.AF_INET {
+		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.Unmap().As4()}
+	}
+	return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16(), ZoneId: zoneID(ip)}
+}
+
+func zoneID(ip netip.Addr) uint32 {
+	if z := ip.Zone(); z != "" {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			return uint32(ifi.Index)
+		}
+	}
+	return 0
+}
+
+func reusePort(fd int) error {
+	for _, opt := range []int{syscall.SO_REUSEADDR, 0xf /* SO_REUSEPORT */} {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, 1); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
+// ReusePort is a net.ListenConfig Control function that lets a listener
+// share its port with sockets from Dial that are connected to one peer.
+func ReusePort(_, _ string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) { err = reusePort(int(fd)) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// LocalAddr is the address the socket is bound to.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// RemoteAddr is the peer the socket is connected to.
+func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+
+// Write sends one datagram. It is an ordinary system call: the scheduler
+// may hand the goroutine's P to others while a full send buffer blocks it.
+func (c *Conn) Write(b []byte) error {
+	for {
+		_, _, errno := syscall.Syscall(syscall.SYS_WRITE, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return nil
+		case syscall.EINTR:
+			continue
+		default:
+			return os.NewSyscallError("write", errno)
+		}
+	}
+}
+
+// Read reads one datagram into b. It returns an error wrapping
+// os.ErrDeadlineExceeded once deadline has passed with nothing read, and
+// 0 bytes after Interrupt. An ICMP error for an earlier datagram comes
+// back as an error too (ECONNREFUSED).
+//
+// The read is an ordinary blocking system call: when a round trip takes
+// longer than 20 µs sysmon hands the goroutine's P to other goroutines.
+// A raw system call would keep the P for the whole round trip and starve
+// the rest of the process (an in-process server, the other downloads of a
+// gateway). SO_RCVTIMEO wakes the read every tick so the deadline holds.
+func (c *Conn) Read(b []byte, deadline time.Time) (int, error) {
+	for {
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case syscall.EINTR:
+			yield() // let a pending preemption happen
+		case syscall.EAGAIN:
+			yield()
+			if !time.Now().Before(deadline) {
+				return 0, os.ErrDeadlineExceeded
+			}
+		default:
+			return 0, os.NewSyscallError("recvfrom", errno)
+		}
+	}
+}
+
+// yield is a function call the compiler keeps, so that its prologue
+// checks for a preemption request.
+//
+//go:noinline
+func yield() {}
+
+// Interrupt makes a pending or later Read return at once (0 bytes): after
+// shutdown(2) a blocking read returns 0. It may be called from any
+// goroutine, also after Close.
+func (c *Conn) Interrupt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.done {
+		syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	}
+}
+
+// Close releases the socket. Only the goroutine that reads may call it,
+// once it has stopped reading.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return nil
+	}
+	c.done = true
+	return syscall.Close(c.fd)
+}

@@ -1,0 +1,121 @@
+package udpsock_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
+)
+
+func dial(t *testing.T, laddr, raddr netip.AddrPort) *udpsock.Conn {
+	t.Helper()
+	c, err := udpsock.Dial(laddr, raddr, 5*time.Millisecond)
+	if errors.Is(err, udpsock.ErrUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func listen(t *testing.T, lc net.ListenConfig, addr string) *net.UDPConn {
+	t.Helper()
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc.(*net.UDPConn)
+}
+
+func TestRoundTripDeadlineInterrupt(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) {
+			peer := listen(t, net.ListenConfig{}, addr)
+			c := dial(t, netip.AddrPort{}, peer.LocalAddr().(*net.UDPAddr).AddrPort())
+			if err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 64)
+			n, from, err := peer.ReadFromUDPAddrPort(b)
+			if err != nil || string(b[:n]) != "ping" || from != c.LocalAddr() {
+				t.Fatalf("peer got %q from %v (local %v): %v", b[:n], from, c.LocalAddr(), err)
+			}
+			peer.WriteToUDPAddrPort([]byte("pong"), from)
+			n, err = c.Read(b, time.Now().Add(5*time.Second))
+			if err != nil || string(b[:n]) != "pong" {
+				t.Fatalf("Read = %q, %v", b[:n], err)
+			}
+
+			// Nothing more comes: the deadline ends the read.
+			if _, err := c.Read(b, time.Now().Add(20*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read past deadline: %v, want ErrDeadlineExceeded", err)
+			}
+
+			// Interrupt wakes a read whose deadline is far away.
+			done := make(chan error, 1)
+			go func() {
+				n, err := c.Read(b, time.Now().Add(time.Hour))
+				if err == nil && n != 0 {
+					err = errors.New("read data after Interrupt")
+				}
+				done <- err
+			}()
+			time.Sleep(10 * time.Millisecond)
+			c.Interrupt()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Interrupt did not wake Read")
+			}
+		})
+	}
+}
+
+// A socket connected to one peer on a listener's port gets that peer's
+// datagrams; other peers still reach the listener. The server's push
+// relies on this.
+func TestSharedPortPrefersConnected(t *testing.T) {
+	lis := listen(t, net.ListenConfig{Control: udpsock.ReusePort}, "127.0.0.1:0")
+	laddr := lis.LocalAddr().(*net.UDPAddr).AddrPort()
+	dev := listen(t, net.ListenConfig{}, "127.0.0.1:0")
+	other := listen(t, net.ListenConfig{}, "127.0.0.1:0")
+	c := dial(t, laddr, dev.LocalAddr().(*net.UDPAddr).AddrPort())
+	if c.LocalAddr() != laddr {
+		t.Fatalf("LocalAddr = %v, want the listener's %v", c.LocalAddr(), laddr)
+	}
+
+	b := make([]byte, 64)
+	for i := range 20 {
+		dev.WriteToUDPAddrPort([]byte{'d', byte(i)}, laddr)
+		n, err := c.Read(b, time.Now().Add(5*time.Second))
+		if err != nil || n != 2 || b[0] != 'd' || b[1] != byte(i) {
+			t.Fatalf("connected socket read %q, %v", b[:n], err)
+		}
+	}
+	other.WriteToUDPAddrPort([]byte("o"), laddr)
+	lis.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := lis.ReadFromUDPAddrPort(b)
+	if err != nil || string(b[:n]) != "o" || from != other.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Fatalf("listener read %q from %v: %v", b[:n], from, err)
+	}
+
+	// What the connected socket sends comes from the listener's address.
+	if err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, from, err := dev.ReadFromUDPAddrPort(b); err != nil || from != laddr {
+		t.Fatalf("device got a datagram from %v, want %v: %v", from, laddr, err)
+	}
+}
