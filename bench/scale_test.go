@@ -31,6 +31,8 @@ type device struct {
 	sum  func() []byte
 	obj  *fwupdate.Object
 	done [32]byte
+	// finished, if set, hears of each package StreamFinish completes.
+	finished func(sum [32]byte)
 }
 
 func (d *device) StreamOpen(context.Context, string, []byte) error {
@@ -50,6 +52,9 @@ func (d *device) StreamFinish() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	copy(d.done[:], d.sum())
+	if d.finished != nil {
+		d.finished(d.done)
+	}
 	return nil
 }
 func (d *device) Reset() error { return nil }
