@@ -20,6 +20,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/writeback"
 )
 
 // fileDevice is the reference device's side of the Firmware Update object:
@@ -36,7 +37,8 @@ type fileDevice struct {
 	exec       func(argv0 string, argv []string, env []string) error // syscall.Exec; tests replace it
 
 	mu     sync.Mutex
-	f      *os.File
+	f      *os.File // the package as it arrives, written through w
+	w      *writeback.Writer
 	header fwpkg.Header
 }
 
@@ -68,7 +70,7 @@ func (d *fileDevice) StreamOpen(_ context.Context, uri string, _ []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
 	}
-	d.f = f
+	d.f, d.w = f, writeback.New(f, 0)
 	return nil
 }
 
@@ -94,7 +96,7 @@ func (d *fileDevice) StreamResume(_ context.Context, _ string, _ []byte, offset 
 		f.Close()
 		return err
 	}
-	d.f = f
+	d.f, d.w = f, writeback.New(f, offset)
 	return nil
 }
 
@@ -104,7 +106,7 @@ func (d *fileDevice) StreamWrite(chunk []byte) error {
 	if d.f == nil {
 		return errors.New("no package open")
 	}
-	if _, err := d.f.Write(chunk); err != nil {
+	if _, err := d.w.Write(chunk); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
 		}

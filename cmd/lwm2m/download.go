@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/internal/writeback"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 )
 
@@ -157,6 +158,7 @@ func dlSecurity(pskID, pskHex, certFile, keyFile, caFile, pinFile string) (*down
 // transfer in FILE.etag, so an interrupted download can be resumed.
 type fileSink struct {
 	f        *os.File
+	w        *writeback.Writer
 	etagPath string
 	held     int64 // bytes present when opened
 	etag     []byte
@@ -190,13 +192,14 @@ func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) erro
 	if err := os.WriteFile(s.etagPath, etag, 0o644); err != nil {
 		return err
 	}
+	s.w = writeback.New(s.f, offset)
 	s.written.Store(offset)
 	s.size.Store(size)
 	return nil
 }
 
 func (s *fileSink) Write(p []byte) (int, error) {
-	n, err := s.f.Write(p)
+	n, err := s.w.Write(p)
 	s.written.Add(int64(n))
 	return n, err
 }
