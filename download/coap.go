@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
@@ -49,15 +49,7 @@ func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, 
 		}
 		return &netDatagram{conn: conn}, nil
 	}
-	return dialUDP(ctx, hostPort(u, "5683"), req.Tx)
-}
-
-func hostPort(u *url.URL, defPort string) string {
-	port := u.Port()
-	if port == "" {
-		port = defPort
-	}
-	return net.JoinHostPort(u.Hostname(), port)
+	return dialUDP(ctx, coapuri.HostPort(u), req.Tx)
 }
 
 // Block2 request and response handling over a datagram conn (UDP or DTLS),

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 )
 
@@ -28,7 +29,7 @@ func dialDTLS(ctx context.Context, u *url.URL, req *Request) (net.Conn, error) {
 	}
 	hctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()
-	conn, err := dtlsconf.Dial(hctx, hostPort(u, "5684"), cfg)
+	conn, err := dtlsconf.Dial(hctx, coapuri.HostPort(u), cfg)
 	switch {
 	case err == nil:
 		return conn, nil

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -60,7 +61,7 @@ func dialStream(ctx context.Context, u *url.URL, req *Request) (net.Conn, error)
 	defer cancel()
 	if u.Scheme == "coap+tcp" {
 		var d net.Dialer
-		conn, err := d.DialContext(dctx, "tcp", hostPort(u, "5683"))
+		conn, err := d.DialContext(dctx, "tcp", coapuri.HostPort(u))
 		if err != nil {
 			return nil, transient(fmt.Errorf("download: dial %s: %w", u.Host, err))
 		}
@@ -69,7 +70,7 @@ func dialStream(ctx context.Context, u *url.URL, req *Request) (net.Conn, error)
 	cfg := tlsConfig(u, req.Security)
 	cfg.NextProtos = []string{"coap"} // ALPN id of RFC 8323 §4.3
 	d := tls.Dialer{Config: cfg}
-	conn, err := d.DialContext(dctx, "tcp", hostPort(u, "5684"))
+	conn, err := d.DialContext(dctx, "tcp", coapuri.HostPort(u))
 	if err != nil {
 		return nil, dialTLSError(u, err)
 	}

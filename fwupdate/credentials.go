@@ -5,17 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
-
-// defaultPorts of the schemes whose credentials can be shared with the
-// LwM2M server connection.
-var defaultPorts = map[string]string{"coap": "5683", "coaps": "5684", "coap+tcp": "5683", "coaps+tcp": "5684"}
 
 // serverCredentials returns the LwM2M server account's credentials for a
 // download from the same host and port, so that a server that hosts its
@@ -27,14 +23,7 @@ func serverCredentials(c *lwm2m.Client, packageURI string) *download.Security {
 	if err1 != nil || err2 != nil || !strings.HasPrefix(pu.Scheme, "coaps") || su.Scheme != "coaps" {
 		return nil
 	}
-	hostPort := func(u *url.URL) string {
-		p := u.Port()
-		if p == "" {
-			p = defaultPorts[u.Scheme]
-		}
-		return net.JoinHostPort(u.Hostname(), p)
-	}
-	if hostPort(pu) != hostPort(su) {
+	if coapuri.HostPort(pu) != coapuri.HostPort(su) {
 		return nil
 	}
 	cr := c.Credentials()

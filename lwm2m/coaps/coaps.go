@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/pion/dtls/v3"
@@ -193,11 +194,7 @@ func serverAddr(uri string) (string, error) {
 	if u.Scheme != "coaps" || u.Hostname() == "" {
 		return "", fmt.Errorf("%w: server URI %q is not coaps://host[:port]", ErrConfig, uri)
 	}
-	port := u.Port()
-	if port == "" {
-		port = "5684" // RFC 7252 §12.7
-	}
-	return net.JoinHostPort(u.Hostname(), port), nil
+	return coapuri.HostPort(u), nil
 }
 
 // txOption applies the RFC 7252 §4.8 defaults to the zero fields of t.
