@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,11 +39,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads")
 		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
 		verbose    = fs.Bool("v", false, "debug logs")
-		pskID      = fs.String("psk-identity", "", "DTLS PSK `identity` for a coaps:// server")
-		pskHex     = fs.String("psk-key", "", "DTLS PSK as `HEX` for a coaps:// server")
-		certFile   = fs.String("cert", "", "client certificate PEM `FILE` for a coaps:// server")
-		keyFile    = fs.String("key", "", "client private key PEM `FILE`")
-		serverCert = fs.String("server-cert", "", "server certificate `FILE` (PEM or DER) to pin")
+		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
@@ -96,7 +90,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	var creds *lwm2m.Credentials
 	if strings.HasPrefix(*serverURI, "coaps:") {
-		sec, err := secureConfig(*serverURI, *pskID, *pskHex, *certFile, *keyFile, *serverCert, log)
+		sec, err := secureConfig(*serverURI, cred, log)
 		if err == nil {
 			cfg.Dial, err = coaps.Dialer(sec)
 		}
@@ -205,26 +199,17 @@ func (p *progressBar) update(written, total int64) {
 }
 
 // secureConfig builds the DTLS transport of a coaps:// server from flags.
-func secureConfig(server, pskID, pskHex, certFile, keyFile, serverCert string, log *slog.Logger) (coaps.Config, error) {
+func secureConfig(server string, f credFlags, log *slog.Logger) (coaps.Config, error) {
 	cfg := coaps.Config{Server: server, Logger: log}
+	c, err := f.load()
+	if err != nil {
+		return cfg, err
+	}
 	switch {
-	case pskHex != "":
-		psk, err := hex.DecodeString(pskHex)
-		if err != nil || len(psk) == 0 {
-			return cfg, fmt.Errorf("-psk-key: want hex digits")
-		}
-		cfg.PSKIdentity, cfg.PSK = []byte(pskID), psk
-	case certFile != "" || keyFile != "":
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("-cert/-key: %w", err)
-		}
-		cfg.Certificate = &cert
-		if serverCert != "" {
-			if cfg.ServerCertificate, err = coaps.LoadServerCertificate(serverCert); err != nil {
-				return cfg, err
-			}
-		}
+	case c.psk != nil:
+		cfg.PSKIdentity, cfg.PSK = c.pskID, c.psk
+	case c.cert != nil:
+		cfg.Certificate, cfg.ServerCertificate = c.cert, c.pin
 	default:
 		return cfg, errors.New("a coaps:// server needs -psk-identity and -psk-key, or -cert and -key")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/internal/writeback"
-	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 )
 
 // runDownload implements "lwm2m download URI -o FILE". A partial FILE is
@@ -28,12 +26,8 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.SetOutput(stderr)
 	var (
 		out       = fs.String("o", "", "write the image to `FILE` (required)")
-		pskID     = fs.String("psk-identity", "", "DTLS PSK `identity` (coaps)")
-		pskHex    = fs.String("psk-key", "", "DTLS PSK as `HEX` (coaps)")
-		certFile  = fs.String("cert", "", "client certificate PEM `FILE` (coaps, coaps+tcp, https)")
-		keyFile   = fs.String("key", "", "client private key PEM `FILE`")
+		cred      = addCredFlags(fs, "(coaps)", "(coaps, coaps+tcp, https)")
 		caFile    = fs.String("ca", "", "PEM `FILE` of CAs that sign the server's certificate (default: system roots)")
-		pinFile   = fs.String("server-cert", "", "coaps server certificate `FILE` (PEM or DER) to pin, as lwm2m client does")
 		blockSize = fs.Int("block-size", 1024, "CoAP block size, a power of two from 16 to 1024")
 		retries   = fs.Int("retries", 3, "reconnect attempts after a lost connection")
 		window    = fs.Int("window", 1, "CoAP block requests in flight")
@@ -71,7 +65,7 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if *verbose {
 		req.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	sec, err := dlSecurity(*pskID, *pskHex, *certFile, *keyFile, *caFile, *pinFile)
+	sec, err := dlSecurity(cred, *caFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
 		return 2
@@ -112,34 +106,17 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	return 0
 }
 
-func dlSecurity(pskID, pskHex, certFile, keyFile, caFile, pinFile string) (*download.Security, error) {
-	if pskID == "" && pskHex == "" && certFile == "" && keyFile == "" && caFile == "" && pinFile == "" {
+func dlSecurity(f credFlags, caFile string) (*download.Security, error) {
+	if !f.set() && caFile == "" {
 		return nil, nil
 	}
-	sec := &download.Security{PSKIdentity: pskID}
-	if pskHex != "" {
-		psk, err := hex.DecodeString(pskHex)
-		if err != nil {
-			return nil, fmt.Errorf("-psk-key: %w", err)
-		}
-		sec.PSK = psk
+	c, err := f.load()
+	if err != nil {
+		return nil, err
 	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("-cert and -key go together")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, err
-		}
-		sec.Certificates = []tls.Certificate{cert}
-	}
-	if pinFile != "" {
-		der, err := coaps.LoadServerCertificate(pinFile)
-		if err != nil {
-			return nil, fmt.Errorf("-server-cert: %w", err)
-		}
-		sec.ServerCertificate = der
+	sec := &download.Security{PSKIdentity: string(c.pskID), PSK: c.psk, ServerCertificate: c.pin}
+	if c.cert != nil {
+		sec.Certificates = []tls.Certificate{*c.cert}
 	}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
