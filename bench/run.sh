@@ -167,6 +167,15 @@ pair "CoAP/UDP 256 KiB over 20 ms each way, window 8 vs 1" 0.25 "-window 1" "≥
 	-- "$LWM2M" download "$XU" -window 8 -o "$W/ours" \
 	-- "$LWM2M" download "$XU" -window 1 -o "$W/anchor"
 
+echo "CoAP push, 16 MiB..." >&2
+# Our server pushes into our client (its own process) and coap-client PUTs
+# into coap-server, alternately, in one go test run (bench/push_test.go).
+PUSH=$(cd "$ROOT" && go test -run '^$' -bench 'Push/processes=2' -benchtime "${REPEAT}x" ./bench | grep '^BenchmarkPush')
+echo "$PUSH" >&2
+read -r ours_mbs anchor_mbs push_ratio < <(echo "$PUSH" | awk '{for (i = 1; i < NF; i++) { if ($(i+1) == "MB/s") o = $i; if ($(i+1) == "libcoap-MB/s") a = $i; if ($(i+1) == "x-libcoap") r = $i } } END {print o, a, r}')
+row "CoAP push 16 MiB, our server into our client (Block1)" "$(calc "16 * 1.048576 / $ours_mbs" %.3f) s ($ours_mbs MB/s)" \
+	"coap-client-notls -m put -b 1024 into coap-server-notls $(calc "16 * 1.048576 / $anchor_mbs" %.3f) s" "$(calc "$push_ratio")×" "≥ 1.0×"
+
 echo "peak RSS, 1 MiB vs 256 MiB..." >&2
 # peak_kib CMD...: peak RSS of CMD in KiB.
 peak_kib() {
