@@ -19,13 +19,14 @@ func dialDTLS(ctx context.Context, u *url.URL, req *Request) (net.Conn, error) {
 		return nil, fmt.Errorf("%w: coaps needs a PSK or certificates", ErrConnection)
 	}
 	cfg := &dtlsconf.Config{
-		PSKIdentity:  []byte(sec.PSKIdentity),
-		PSK:          sec.PSK,
-		Certificates: sec.Certificates,
-		ServerCert:   sec.ServerCertificate,
-		RootCAs:      sec.RootCAs,
-		ServerName:   sec.ServerName,
-		ConnectionID: true,
+		PSKIdentity:   []byte(sec.PSKIdentity),
+		PSK:           sec.PSK,
+		Certificates:  sec.Certificates,
+		ServerCert:    sec.ServerCertificate,
+		RootCAs:       sec.RootCAs,
+		ServerName:    sec.ServerName,
+		ConnectionID:  true,
+		BlockingReads: true,
 	}
 	hctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()

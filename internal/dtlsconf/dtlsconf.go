@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/pion/dtls/v3"
 	dtlsnet "github.com/pion/dtls/v3/pkg/net"
 	"github.com/pion/dtls/v3/pkg/protocol/alert"
@@ -89,6 +91,13 @@ type Config struct {
 	// FlightInterval is the first retransmission timeout of a handshake
 	// flight; it doubles up to 60 s (RFC 6347 §4.2.4.1). Default 1 s.
 	FlightInterval time.Duration
+
+	// BlockingReads reads the socket with blocking system calls outside
+	// Go's netpoller (package udpsock), for a short transfer that waits on
+	// one datagram at a time: a firmware download. The reading thread is
+	// then busy for the life of the connection, which suits a download and
+	// not an idle client. Ignored where udpsock is not supported.
+	BlockingReads bool
 }
 
 // PSKMode reports whether c selects PSK mode.
@@ -185,14 +194,13 @@ func Dial(ctx context.Context, addr string, c *Config) (*dtls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
-	uc, err := d.DialContext(ctx, "udp", addr)
+	pc, raddr, err := dialUDP(ctx, addr, c.BlockingReads)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dtls.ClientWithOptions(dtlsnet.PacketConnFromConn(uc), uc.RemoteAddr(), opts...)
+	conn, err := dtls.ClientWithOptions(pc, raddr, opts...)
 	if err != nil {
-		uc.Close()
+		pc.Close()
 		return nil, err
 	}
 	if err := conn.HandshakeContext(ctx); err != nil {
@@ -200,6 +208,27 @@ func Dial(ctx context.Context, addr string, c *Config) (*dtls.Conn, error) {
 		return nil, classify(ctx, c, addr, err)
 	}
 	return conn, nil
+}
+
+// dialUDP connects a UDP socket to addr, for pion to read.
+func dialUDP(ctx context.Context, addr string, blocking bool) (net.PacketConn, net.Addr, error) {
+	var d net.Dialer
+	uc, err := d.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !blocking {
+		return dtlsnet.PacketConnFromConn(uc), uc.RemoteAddr(), nil
+	}
+	// The address is resolved; a blocking socket replaces the probe.
+	raddr := uc.RemoteAddr().(*net.UDPAddr).AddrPort()
+	uc.Close()
+	sc, err := udpsock.Dial(netip.AddrPort{}, raddr, 10*time.Millisecond)
+	if err != nil {
+		return dialUDP(ctx, addr, false)
+	}
+	pc := udpsock.NewPacketConn(sc)
+	return pc, pc.RemoteAddr(), nil
 }
 
 // remoteAlert is satisfied by pion's (unexported) error for an alert

@@ -9,7 +9,7 @@ import (
 )
 
 // Conn is not implemented on this platform; Dial returns ErrUnsupported.
-type Conn struct{}
+type Conn struct{ tick time.Duration }
 
 func Dial(laddr, raddr netip.AddrPort, tick time.Duration) (*Conn, error) {
 	return nil, ErrUnsupported

@@ -119,3 +119,41 @@ func TestSharedPortPrefersConnected(t *testing.T) {
 		t.Fatalf("device got a datagram from %v, want %v: %v", from, laddr, err)
 	}
 }
+
+func TestPacketConn(t *testing.T) {
+	peer := listen(t, net.ListenConfig{}, "127.0.0.1:0")
+	p := udpsock.NewPacketConn(dial(t, netip.AddrPort{}, peer.LocalAddr().(*net.UDPAddr).AddrPort()))
+	if _, err := p.WriteTo([]byte("hi"), nil); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	_, from, _ := peer.ReadFromUDPAddrPort(b)
+	peer.WriteToUDPAddrPort([]byte("ho"), from)
+	n, addr, err := p.ReadFrom(b)
+	if err != nil || string(b[:n]) != "ho" || addr.String() != peer.LocalAddr().String() {
+		t.Fatalf("ReadFrom = %q from %v, %v", b[:n], addr, err)
+	}
+
+	// A deadline set while a read waits ends it.
+	errc := make(chan error, 1)
+	go func() { _, _, err := p.ReadFrom(b); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	p.SetReadDeadline(time.Now())
+	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadFrom after SetReadDeadline: %v, want ErrDeadlineExceeded", err)
+	}
+
+	// Close ends a waiting read and later ones.
+	p.SetReadDeadline(time.Time{})
+	go func() { _, _, err := p.ReadFrom(b); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ReadFrom during Close: %v, want net.ErrClosed", err)
+	}
+	if _, _, err := p.ReadFrom(b); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ReadFrom after Close: %v", err)
+	}
+}
