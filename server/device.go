@@ -97,11 +97,14 @@ func (s *Server) withTimeout(ctx context.Context) (context.Context, context.Canc
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
 	}
-	d := s.RequestTimeout
-	if d <= 0 {
-		d = 30 * time.Second
+	return context.WithTimeout(ctx, s.requestTimeout())
+}
+
+func (s *Server) requestTimeout() time.Duration {
+	if s.RequestTimeout > 0 {
+		return s.RequestTimeout
 	}
-	return context.WithTimeout(ctx, d)
+	return 30 * time.Second
 }
 
 // request is one CoAP exchange with a device.

@@ -42,6 +42,9 @@ type fakeDevice struct {
 	executed  chan struct{}
 	failWith  int // Update Result after reboot; 0 means success
 	execs     int
+	// onBlock, when set, runs with d.mu held before block num of a
+	// push is answered.
+	onBlock func(cc *udpclient.Conn, num int64)
 }
 
 func newFakeDevice(t *testing.T, serverAddr, ep string) *fakeDevice {
@@ -220,6 +223,9 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 		d.fw.Reset()
 		d.setLocked("/5/0/5", "0")
 		d.setLocked("/5/0/3", "1")
+	}
+	if d.onBlock != nil {
+		d.onBlock(d.cc, num)
 	}
 	off := num * int64(szx.Size())
 	if off != int64(d.fw.Len()) {

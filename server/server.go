@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
+
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 )
 
 // Errors returned by the Server.
@@ -86,6 +89,32 @@ type Server struct {
 	closed   bool
 	done     chan struct{}
 	now      func() time.Time
+	tx       txParams // zero: RFC 7252's defaults
+	// pushDial opens a push's socket; nil means udpsock.Dial. Tests
+	// replace it.
+	pushDial func(laddr, raddr netip.AddrPort, tick time.Duration) (*udpsock.Conn, error)
+}
+
+// txParams are the CoAP transmission parameters of RFC 7252 §4.8, for
+// go-coap's exchanges and for a push alike.
+type txParams struct {
+	ackTimeout    time.Duration
+	randomFactor  float64
+	maxRetransmit int
+}
+
+// defaults returns t with its zero fields set to RFC 7252's values.
+func (t txParams) defaults() txParams {
+	if t.ackTimeout <= 0 {
+		t.ackTimeout = 2 * time.Second
+	}
+	if t.randomFactor < 1 {
+		t.randomFactor = 1.5
+	}
+	if t.maxRetransmit <= 0 {
+		t.maxRetransmit = 4
+	}
+	return t
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -140,10 +169,13 @@ func (s *Server) Listen() error {
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	l, err := coapnet.NewListenUDP("udp", addr)
+	// A push binds a socket connected to the device to this port.
+	lc := net.ListenConfig{Control: udpsock.ReusePort}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
+	l := coapnet.NewUDPConn("udp", pc.(*net.UDPConn))
 	imgAddr := s.ImageAddr
 	if imgAddr == "" {
 		host, _, _ := net.SplitHostPort(l.LocalAddr().String())
@@ -182,6 +214,7 @@ func (s *Server) Listen() error {
 	}
 	s.lis = l
 	log := s.logger()
+	tx := s.tx.defaults()
 	s.coap = coapudp.NewServer(
 		options.WithHandlerFunc(s.handle),
 		// Firmware moves through our own Block1/Block2 code so that
@@ -193,6 +226,7 @@ func (s *Server) Listen() error {
 		// go-coap retransmits from its periodic runner, which ticks every
 		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
 		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
+		options.WithTransmission(1, tx.ackTimeout, uint32(tx.maxRetransmit), tx.randomFactor),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
 	attrs := []any{"coap", l.LocalAddr().String(), "images", il.LocalAddr().String(), "registrations", len(stored)}

@@ -1,0 +1,324 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
+)
+
+// A push over plain UDP runs a stop-and-wait Block1 loop (RFC 7959 §2.5)
+// on a socket connected to the device and bound to the listener's port
+// (udpsock.ReusePort), read with blocking system calls. Through go-coap
+// every block would cross the listener's read loop, the session, the
+// response channel and the pushing goroutine, each a netpoller wake-up;
+// here one goroutine writes a block and reads its answer.
+//
+// While the socket exists Linux delivers all of the device's datagrams to
+// it, not to the listener. Those that are not the answer to the current
+// block (notifications, Updates, retransmissions, answers to requests of
+// other goroutines) go to the device's go-coap connection as if its
+// listener had read them; go-coap answers through the listener, which
+// has the same address.
+
+// pushSender returns the fast sender for ep when it can have one, else
+// the go-coap one.
+func (s *Server) pushSender(ctx context.Context, ep string) block1Sender {
+	p, err := s.dialPush(ctx, ep)
+	if err != nil {
+		s.logger().Debug("push over go-coap", "ep", ep, "why", err)
+		return coapSender{s: s, ep: ep}
+	}
+	return p
+}
+
+// sockPush sends the blocks of one push over its own socket.
+type sockPush struct {
+	s       *Server
+	ep      string
+	cc      *udpclient.Conn
+	sock    *udpsock.Conn
+	tx      txParams
+	quit    chan struct{}
+	token   [8]byte // a random prefix from go-coap, then a counter (RFC 7252 §5.3.1)
+	seq     uint32
+	heard   bool // the device has answered a request on this socket
+	opts    message.Options
+	optBuf  [12]byte
+	out, in []byte
+	msg     message.Message
+}
+
+func (s *Server) dialPush(ctx context.Context, ep string) (*sockPush, error) {
+	reg, ok := s.Registration(ep)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	if reg.Secure {
+		return nil, errors.New("device is on DTLS")
+	}
+	cc, err := s.conn(ep)
+	if err != nil {
+		return nil, err
+	}
+	ra, ok := cc.RemoteAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("remote address %v is not UDP", cc.RemoteAddr())
+	}
+	raddr := netip.AddrPortFrom(ra.AddrPort().Addr().Unmap(), ra.AddrPort().Port())
+	s.mu.Lock()
+	l := s.lis
+	s.mu.Unlock()
+	la, ok := l.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("listener address %v is not UDP", l.LocalAddr())
+	}
+	// go-coap's connection reports the listener's address, so on a
+	// wildcard listener the socket binds to the wildcard of the device's
+	// family and connect(2) picks the source address by route.
+	laddr := la.AddrPort()
+	if laddr.Addr().IsUnspecified() {
+		wild := netip.IPv6Unspecified()
+		if raddr.Addr().Is4() {
+			wild = netip.IPv4Unspecified()
+		}
+		laddr = netip.AddrPortFrom(wild, laddr.Port())
+	}
+	tx := s.tx.defaults()
+	dial := s.pushDial
+	if dial == nil {
+		dial = udpsock.Dial
+	}
+	sock, err := dial(laddr, raddr, udpsock.Tick(tx.ackTimeout))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := cc.GetToken()
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	p := &sockPush{s: s, ep: ep, cc: cc, sock: sock, tx: tx, quit: make(chan struct{}),
+		out: make([]byte, 1280), in: make([]byte, 1<<16),
+		opts: make(message.Options, 0, 8), msg: message.Message{Options: make(message.Options, 0, 32)}}
+	copy(p.token[:4], tok)
+	// A blocking read does not watch ctx: wake it when the push ends.
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.done:
+		case <-p.quit:
+			return
+		}
+		sock.Interrupt()
+	}()
+	return p, nil
+}
+
+func (p *sockPush) close() {
+	close(p.quit)
+	p.sock.Close()
+}
+
+// stopped reports why a read returned nothing: the push's context ended
+// or the server closed. nil means an empty datagram.
+func (p *sockPush) stopped(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-p.s.done:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
+
+// put sends b as a confirmable PUT and waits for its answer, retransmitting
+// with exponential back-off (RFC 7252 §4.2). An empty ACK means a separate
+// response follows (§5.2.2); it must come within the request timeout.
+func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
+	p.seq++
+	binary.BigEndian.PutUint32(p.token[4:], p.seq)
+	mid := uint16(p.cc.GetMessageID())
+	out, err := p.encode(b, mid)
+	if err != nil {
+		return block1Answer{}, p.errorf("%w", err)
+	}
+	now := time.Now()
+	deadline := now.Add(p.s.requestTimeout())
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	timeout := time.Duration(float64(p.tx.ackTimeout) * (1 + rand.Float64()*(p.tx.randomFactor-1)))
+	next := now.Add(timeout)
+	acked := false
+	retransmits := 0
+	if err := p.send(out); err != nil {
+		return block1Answer{}, err
+	}
+	for {
+		wait := next
+		if acked || deadline.Before(wait) {
+			wait = deadline
+		}
+		n, err := p.sock.Read(p.in, wait)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			now := time.Now()
+			if !now.Before(deadline) {
+				if err := p.stopped(ctx); err != nil {
+					return block1Answer{}, err
+				}
+				return block1Answer{}, p.errorf("no answer to block %d: %w", b.num, context.DeadlineExceeded)
+			}
+			if now.Before(next) {
+				continue
+			}
+			if retransmits >= p.tx.maxRetransmit {
+				return block1Answer{}, p.errorf("no answer to block %d after %d retransmissions: %w", b.num, retransmits, context.DeadlineExceeded)
+			}
+			retransmits++
+			timeout *= 2
+			next = now.Add(timeout)
+			if err := p.send(out); err != nil {
+				return block1Answer{}, err
+			}
+			continue
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// An ICMP error for an earlier datagram: to CoAP, a loss.
+			continue
+		case err != nil:
+			return block1Answer{}, p.errorf("%w", err)
+		case n == 0:
+			if err := p.stopped(ctx); err != nil {
+				return block1Answer{}, err
+			}
+			continue
+		}
+		a, done, err := p.accept(p.in[:n], mid, b.szx, &acked)
+		if err != nil || done {
+			return a, err
+		}
+	}
+}
+
+// accept looks at one datagram from the device. It returns done with the
+// answer when the datagram answers the current request.
+func (p *sockPush) accept(dgram []byte, mid uint16, szx blockwise.SZX, acked *bool) (block1Answer, bool, error) {
+	m := &p.msg
+	m.Options = m.Options[:0]
+	_, err := coder.DefaultCoder.Decode(dgram, m)
+	if err == nil && uint16(m.MessageID) == mid {
+		switch {
+		case m.Type == message.Reset:
+			return block1Answer{}, false, p.errorf("the device reset the request")
+		case m.Type == message.Acknowledgement && m.Code == codes.Empty:
+			*acked, p.heard = true, true
+			return block1Answer{}, false, nil
+		case m.Type == message.Acknowledgement && p.isAnswer(m):
+			p.heard = true
+			return parseBlock1Answer(m.Code, m.Options, szx), true, nil
+		}
+	}
+	if err == nil && isResponse(m.Code) && p.ours(m.Token) {
+		// A separate response to this or an earlier block, possibly a
+		// retransmission: acknowledge it (RFC 7252 §5.2.2).
+		if m.Type == message.Confirmable {
+			ack := [4]byte{0x60, 0, byte(m.MessageID >> 8), byte(m.MessageID)}
+			if err := p.send(ack[:]); err != nil {
+				return block1Answer{}, false, err
+			}
+		}
+		if m.Type != message.Acknowledgement && p.isAnswer(m) {
+			p.heard = true
+			return parseBlock1Answer(m.Code, m.Options, szx), true, nil
+		}
+		return block1Answer{}, false, nil // a late answer to an earlier block
+	}
+	if !p.heard {
+		// The socket was bound to the listener's port before it was
+		// connected, and the read does not say who sent a datagram: until
+		// the device has answered, what is queued may be another peer's.
+		// Dropping it is a loss to whoever sent it.
+		p.s.logger().Debug("push: dropped a datagram queued before the device answered", "ep", p.ep, "len", len(dgram))
+		return block1Answer{}, false, nil
+	}
+	// Anything else is for go-coap, as its listener would have read it.
+	if err := p.cc.Process(nil, dgram); err != nil {
+		p.s.logger().Debug("push: go-coap could not process a datagram", "ep", p.ep, "err", err)
+	}
+	return block1Answer{}, false, nil
+}
+
+// isAnswer reports whether m carries the current request's token.
+func (p *sockPush) isAnswer(m *message.Message) bool {
+	return isResponse(m.Code) && bytes.Equal(m.Token, p.token[:])
+}
+
+// ours reports whether tok is a token of this push.
+func (p *sockPush) ours(tok []byte) bool {
+	return len(tok) == len(p.token) && bytes.Equal(tok[:4], p.token[:4])
+}
+
+func isResponse(c codes.Code) bool { return c>>5 >= 2 && c>>5 <= 5 }
+
+// encode builds the PUT of b into p.out. Options go in number order
+// (RFC 7252 §3.1): Uri-Path 11, Content-Format 12, Block1 27, Size1 60.
+func (p *sockPush) encode(b *block1, mid uint16) ([]byte, error) {
+	bv, err := blockwise.EncodeBlockOption(b.szx, b.num, b.more)
+	if err != nil {
+		return nil, err
+	}
+	p.opts = append(p.opts[:0],
+		message.Option{ID: message.URIPath, Value: segment5},
+		message.Option{ID: message.URIPath, Value: segment0},
+		message.Option{ID: message.URIPath, Value: segment0},
+		message.Option{ID: message.ContentFormat, Value: putUint(p.optBuf[0:4], uint32(message.AppOctets))},
+		message.Option{ID: message.Block1, Value: putUint(p.optBuf[4:8], bv)},
+	)
+	if b.num == 0 {
+		p.opts = append(p.opts, message.Option{ID: message.Size1, Value: putUint(p.optBuf[8:12], uint32(min(b.total, 1<<32-1)))})
+	}
+	req := message.Message{Token: p.token[:], Options: p.opts, Code: codes.PUT,
+		MessageID: int32(mid), Type: message.Confirmable, Payload: b.payload}
+	n, err := coder.DefaultCoder.Encode(req, p.out)
+	if errors.Is(err, message.ErrTooSmall) {
+		p.out = make([]byte, n)
+		n, err = coder.DefaultCoder.Encode(req, p.out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p.out[:n], nil
+}
+
+var segment5, segment0 = []byte("5"), []byte("0")
+
+// send writes one datagram. A refused send reports an ICMP error for an
+// earlier one; like a lost datagram, retransmission deals with it.
+func (p *sockPush) send(b []byte) error {
+	if err := p.sock.Write(b); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+		return p.errorf("%w", err)
+	}
+	return nil
+}
+
+func (p *sockPush) errorf(format string, args ...any) error {
+	return fmt.Errorf("server: push %s on %s: "+format, append([]any{pathPackage, p.ep}, args...)...)
+}
