@@ -436,3 +436,14 @@ func TestPushCancel(t *testing.T) {
 	}
 	_ = os.Remove(f)
 }
+
+// The CoAP port is shared with a push's sockets (SO_REUSEPORT), yet a
+// second server cannot take it.
+func TestListenPortInUse(t *testing.T) {
+	s := startServer(t, &Server{})
+	s2 := &Server{Addr: s.LocalAddr().String(), Logger: testLogger(t)}
+	if err := s2.Listen(); err == nil {
+		s2.Close()
+		t.Fatalf("a second server listens on %v", s.LocalAddr())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -169,13 +170,11 @@ func (s *Server) Listen() error {
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	// A push binds a socket connected to the device to this port.
-	lc := net.ListenConfig{Control: udpsock.ReusePort}
-	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	pc, err := listenShared(addr)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
-	l := coapnet.NewUDPConn("udp", pc.(*net.UDPConn))
+	l := coapnet.NewUDPConn("udp", pc)
 	imgAddr := s.ImageAddr
 	if imgAddr == "" {
 		host, _, _ := net.SplitHostPort(l.LocalAddr().String())
@@ -235,6 +234,30 @@ func (s *Server) Listen() error {
 	}
 	s.logger().Info("lwm2m server listening", attrs...)
 	return nil
+}
+
+// listenShared opens the CoAP socket with SO_REUSEPORT, so that a push
+// can bind a socket connected to one device to the same port. A plain
+// bind first claims the port: SO_REUSEPORT alone would let a second
+// server on the same port start and share the traffic.
+func listenShared(addr string) (*net.UDPConn, error) {
+	probe, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		probe.Close()
+		return nil, err
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+	lc := net.ListenConfig{Control: udpsock.ReusePort}
+	pc, err := lc.ListenPacket(context.Background(), "udp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // LocalAddr returns the bound CoAP address, or nil before Listen.
