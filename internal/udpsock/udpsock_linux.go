@@ -144,8 +144,31 @@ func (c *Conn) Write(b []byte) error {
 // the rest of the process (an in-process server, the other downloads of a
 // gateway). SO_RCVTIMEO wakes the read every tick so the deadline holds.
 func (c *Conn) Read(b []byte, deadline time.Time) (int, error) {
+	return c.read(b, deadline, nil)
+}
+
+// ReadFrom is Read that also returns the sender. A connected socket only
+// receives from its peer, except for what was queued before it was
+// connected: a socket that shares a listener's port (Dial with laddr) may
+// hold another peer's datagram from that moment.
+func (c *Conn) ReadFrom(b []byte, deadline time.Time) (int, netip.AddrPort, error) {
+	var rsa syscall.RawSockaddrAny
+	n, err := c.read(b, deadline, &rsa)
+	if err != nil || n == 0 {
+		return n, netip.AddrPort{}, err
+	}
+	return n, addrPort(&rsa), nil
+}
+
+func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (int, error) {
+	var from, fromLen uintptr
+	var l uint32
+	if rsa != nil {
+		l = syscall.SizeofSockaddrAny
+		from, fromLen = uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&l))
+	}
 	for {
-		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, from, fromLen)
 		switch errno {
 		case 0:
 			return int(n), nil
@@ -160,6 +183,21 @@ func (c *Conn) Read(b []byte, deadline time.Time) (int, error) {
 			return 0, os.NewSyscallError("recvfrom", errno)
 		}
 	}
+}
+
+// addrPort decodes a sockaddr_in or sockaddr_in6 without allocating.
+func addrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }
 
 // yield is a function call the compiler keeps, so that its prologue

@@ -22,5 +22,8 @@ func (c *Conn) LocalAddr() netip.AddrPort                      { return netip.Ad
 func (c *Conn) RemoteAddr() netip.AddrPort                     { return netip.AddrPort{} }
 func (c *Conn) Write(b []byte) error                           { return ErrUnsupported }
 func (c *Conn) Read(b []byte, deadline time.Time) (int, error) { return 0, ErrUnsupported }
-func (c *Conn) Interrupt()                                     {}
-func (c *Conn) Close() error                                   { return nil }
+func (c *Conn) ReadFrom(b []byte, deadline time.Time) (int, netip.AddrPort, error) {
+	return 0, netip.AddrPort{}, ErrUnsupported
+}
+func (c *Conn) Interrupt()   {}
+func (c *Conn) Close() error { return nil }

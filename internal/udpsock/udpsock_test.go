@@ -53,6 +53,11 @@ func TestRoundTripDeadlineInterrupt(t *testing.T) {
 			if err != nil || string(b[:n]) != "pong" {
 				t.Fatalf("Read = %q, %v", b[:n], err)
 			}
+			peer.WriteToUDPAddrPort([]byte("again"), from)
+			n, src, err := c.ReadFrom(b, time.Now().Add(5*time.Second))
+			if want := peer.LocalAddr().(*net.UDPAddr).AddrPort(); err != nil || string(b[:n]) != "again" || src != want {
+				t.Fatalf("ReadFrom = %q from %v, %v; want from %v", b[:n], src, err, want)
+			}
 
 			// Nothing more comes: the deadline ends the read.
 			if _, err := c.Read(b, time.Now().Add(20*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -103,9 +108,14 @@ func TestSharedPortPrefersConnected(t *testing.T) {
 			t.Fatalf("connected socket read %q, %v", b[:n], err)
 		}
 	}
+	dev.WriteToUDPAddrPort([]byte("f"), laddr)
+	n, from, err := c.ReadFrom(b, time.Now().Add(5*time.Second))
+	if err != nil || string(b[:n]) != "f" || from != dev.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Fatalf("ReadFrom = %q from %v, %v; want the device's %v", b[:n], from, err, dev.LocalAddr())
+	}
 	other.WriteToUDPAddrPort([]byte("o"), laddr)
 	lis.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := lis.ReadFromUDPAddrPort(b)
+	n, from, err = lis.ReadFromUDPAddrPort(b)
 	if err != nil || string(b[:n]) != "o" || from != other.LocalAddr().(*net.UDPAddr).AddrPort() {
 		t.Fatalf("listener read %q from %v: %v", b[:n], from, err)
 	}
