@@ -57,7 +57,6 @@ type sockPush struct {
 	quit    chan struct{}
 	token   [8]byte // a random prefix from go-coap, then a counter (RFC 7252 §5.3.1)
 	seq     uint32
-	heard   bool // the device has answered a request on this socket
 	opts    message.Options
 	optBuf  [12]byte
 	out, in []byte
@@ -177,7 +176,7 @@ func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
 		if acked || deadline.Before(wait) {
 			wait = deadline
 		}
-		n, err := p.sock.Read(p.in, wait)
+		n, src, err := p.sock.ReadFrom(p.in, wait)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			now := time.Now()
@@ -211,6 +210,13 @@ func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
 			}
 			continue
 		}
+		if src != p.sock.RemoteAddr() {
+			// Queued between bind and connect: another peer's datagram
+			// sent to the listener's port. Dropping it is a loss to whoever
+			// sent it, which CoAP over UDP absorbs.
+			p.s.logger().Debug("push: dropped a datagram from another peer", "ep", p.ep, "from", src, "len", n)
+			continue
+		}
 		a, done, err := p.accept(p.in[:n], mid, b.szx, &acked)
 		if err != nil || done {
 			return a, err
@@ -229,10 +235,9 @@ func (p *sockPush) accept(dgram []byte, mid uint16, szx blockwise.SZX, acked *bo
 		case m.Type == message.Reset:
 			return block1Answer{}, false, p.errorf("the device reset the request")
 		case m.Type == message.Acknowledgement && m.Code == codes.Empty:
-			*acked, p.heard = true, true
+			*acked = true
 			return block1Answer{}, false, nil
 		case m.Type == message.Acknowledgement && p.isAnswer(m):
-			p.heard = true
 			return parseBlock1Answer(m.Code, m.Options, szx), true, nil
 		}
 	}
@@ -246,18 +251,9 @@ func (p *sockPush) accept(dgram []byte, mid uint16, szx blockwise.SZX, acked *bo
 			}
 		}
 		if m.Type != message.Acknowledgement && p.isAnswer(m) {
-			p.heard = true
 			return parseBlock1Answer(m.Code, m.Options, szx), true, nil
 		}
 		return block1Answer{}, false, nil // a late answer to an earlier block
-	}
-	if !p.heard {
-		// The socket was bound to the listener's port before it was
-		// connected, and the read does not say who sent a datagram: until
-		// the device has answered, what is queued may be another peer's.
-		// Dropping it is a loss to whoever sent it.
-		p.s.logger().Debug("push: dropped a datagram queued before the device answered", "ep", p.ep, "len", len(dgram))
-		return block1Answer{}, false, nil
 	}
 	// Anything else is for go-coap, as its listener would have read it.
 	if err := p.cc.Process(nil, dgram); err != nil {
