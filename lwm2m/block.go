@@ -33,6 +33,8 @@ var errTransferReplaced = errors.New("lwm2m: block-wise transfer replaced by a n
 type blockTransfers struct {
 	mu  sync.Mutex
 	cur *transfer
+	// fastBlocks counts the blocks block1Fast took, for tests.
+	fastBlocks int
 }
 
 type transfer struct {
@@ -57,33 +59,62 @@ func (t *transfer) abort(err error) {
 	t.done = true
 }
 
+// block1 is one block of a Block1 write, checked against its option.
+type block1 struct {
+	szx     blockwise.SZX
+	num     int64
+	more    bool
+	payload []byte
+}
+
+func (k block1) size() int { return int(k.szx.Size()) }
+
+// parseBlock1 decodes a Block1 option value and checks the payload
+// against it. A failure is the code to answer.
+func parseBlock1(v uint32, payload []byte) (block1, codes.Code) {
+	szx, num, more, err := blockwise.DecodeBlockOption(v)
+	if err != nil || szx > blockwise.SZX1024 {
+		// SZX 7 is BERT, for TCP only (RFC 8323 §6).
+		return block1{}, codes.BadOption
+	}
+	k := block1{szx: szx, num: num, more: more, payload: payload}
+	if more && len(payload) != k.size() {
+		// RFC 7959 §2.2: every block but the last is exactly the block size.
+		return block1{}, codes.BadRequest
+	}
+	if len(payload) > k.size() {
+		return block1{}, codes.RequestEntityTooLarge
+	}
+	return k, 0
+}
+
+// expects reports whether k is the block t waits for next at p: not a
+// retransmission, a gap, a new transfer or a changed block size. Such a
+// block is the steady state of a transfer, which the fast path of
+// block1Fast takes too.
+func (t *transfer) expects(p model.Path, k block1) bool {
+	return t != nil && t.path == p && !t.done && k.num > 0 && k.num == t.next && k.size() == t.size
+}
+
 func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p model.Path, f content.Format, r *pool.Message) response {
 	v, err := r.Options().GetUint32(message.Block1)
 	if err != nil {
 		return errResponse(codes.BadOption)
 	}
-	szx, num, more, err := blockwise.DecodeBlockOption(v)
-	if err != nil || szx > blockwise.SZX1024 {
-		// SZX 7 is BERT, for TCP only (RFC 8323 §6).
-		return errResponse(codes.BadOption)
-	}
-	size := szx.Size()
 	payload, err := r.ReadBody()
 	if err != nil {
 		return errResponse(codes.BadRequest)
 	}
-	if more && len(payload) != int(size) {
-		// RFC 7959 §2.2: every block but the last is exactly the block size.
-		return errResponse(codes.BadRequest)
+	k, code := parseBlock1(v, payload)
+	if code != 0 {
+		return errResponse(code)
 	}
-	if len(payload) > int(size) {
-		return errResponse(codes.RequestEntityTooLarge)
-	}
+	num := k.num
 
-	if num == 0 && !more {
+	if num == 0 && !k.more {
 		// The whole body in one block: an ordinary write.
 		rsp := c.applyWrite(ctx, o, p, f, payload)
-		rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, szx, 0, false))
+		rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, k.szx, 0, false))
 		return rsp
 	}
 	b.mu.Lock()
@@ -91,11 +122,12 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	t := b.cur
 	same := t != nil && t.path == p
 	switch {
+	case t.expects(p, k):
 	case same && !t.done && num < t.next && (num > 0 || t.next == 1):
 		// A retransmission of a block already taken (with a new message
 		// ID; go-coap answers same-ID duplicates itself): acknowledge it
 		// again without writing it twice.
-		return continueResponse(szx, num)
+		return continueResponse(k.szx, num)
 	case same && t.done && num > 0 && num == t.next-1:
 		return t.lastRsp
 	case num == 0:
@@ -107,13 +139,13 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 			b.cur = nil
 			return rsp
 		}
-		nt.size = int(size)
+		nt.size = k.size()
 		b.cur = nt
 		t = nt
-	case !same || t.done || num != t.next || int(size) != t.size:
+	default:
 		// A gap, a block of a transfer we do not hold, or a block size
 		// changed mid-transfer: the image is incomplete (RFC 7959 §2.9.2).
-		if t != nil && same {
+		if same {
 			t.abort(fmt.Errorf("%w: expected block %d, got %d", ErrIncomplete, t.next, num))
 			b.cur = nil
 		}
@@ -121,17 +153,12 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 		return errResponse(codes.RequestEntityIncomplete)
 	}
 
-	if err := t.take(payload, c.cfg.MaxAssembledWrite); err != nil {
-		t.abort(err)
-		b.cur = nil
+	if err := b.advance(c, t, k); err != nil {
 		return errResponse(codeOf(err))
 	}
-	t.next = num + 1
-	if more {
-		t.timer.Reset(c.cfg.BlockTimeout)
-		return continueResponse(szx, num)
+	if k.more {
+		return continueResponse(k.szx, num)
 	}
-	t.timer.Stop()
 	var rsp response
 	if t.stream != nil {
 		t.done = true // Close owns the outcome now; Abort must not follow
@@ -141,9 +168,27 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 		t.buf = nil
 		t.done = true
 	}
-	rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, szx, num, false))
+	rsp.opts = append(rsp.opts, coapopt.Block(message.Block1, k.szx, num, false))
 	t.lastRsp = rsp
 	return rsp
+}
+
+// advance takes k, the block t expects next, with b.mu held: the core
+// that receive and the fast path share. After an error the transfer is
+// aborted and gone.
+func (b *blockTransfers) advance(c *Client, t *transfer, k block1) error {
+	if err := t.take(k.payload, c.cfg.MaxAssembledWrite); err != nil {
+		t.abort(err)
+		b.cur = nil
+		return err
+	}
+	t.next = k.num + 1
+	if k.more {
+		t.timer.Reset(c.cfg.BlockTimeout)
+	} else {
+		t.timer.Stop()
+	}
+	return nil
 }
 
 func continueResponse(szx blockwise.SZX, num int64) response {

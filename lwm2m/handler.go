@@ -68,7 +68,8 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	ctx := r.Context()
 	resp := c.serve(ctx, w.Conn(), r)
 	if resp.code >= codes.BadRequest {
-		c.logRequestError(r, resp.code)
+		p, _ := r.Options().Path()
+		c.logRefused(r.Code(), p, resp.code)
 	}
 	var body *bytes.Reader
 	if resp.hasBody {
@@ -85,11 +86,10 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	}
 }
 
-// logRequestError logs a refused request at Debug: a hostile peer must not
+// logRefused logs a refused request at Debug: a hostile peer must not
 // be able to flood the log, and the server sees the code anyway.
-func (c *Client) logRequestError(r *pool.Message, code codes.Code) {
-	p, _ := r.Options().Path()
-	c.log.Debug("lwm2m: request refused", "method", r.Code(), "path", p, "code", code)
+func (c *Client) logRefused(method codes.Code, path string, code codes.Code) {
+	c.log.Debug("lwm2m: request refused", "method", method, "path", path, "code", code)
 }
 
 func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Message) response {
@@ -323,21 +323,9 @@ func (c *Client) typesOf(p model.Path) (model.Type, bool) {
 
 // write serves Write (PUT replace, POST partial update), including block-wise.
 func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, replace bool) response {
-	if p.Len() < 2 {
-		return errResponse(codes.MethodNotAllowed)
-	}
-	o, ok := c.object(p.Object())
-	if !ok || !hasInstance(o, p.Instance()) {
-		return errResponse(codes.NotFound)
-	}
-	if p.Len() >= 3 {
-		d, ok := resourceDef(o, p)
-		if !ok {
-			return errResponse(codes.NotFound)
-		}
-		if d.Ops&OpWrite == 0 {
-			return errResponse(codes.MethodNotAllowed)
-		}
+	o, code := c.writable(p)
+	if code != 0 {
+		return errResponse(code)
 	}
 	f, ok := formatOf(r)
 	if !ok {
@@ -354,6 +342,30 @@ func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, repla
 		return errResponse(codes.BadRequest)
 	}
 	return c.applyWrite(ctx, o, p, f, payload)
+}
+
+// writable applies the rules of a Write to p: the object, the instance
+// and a writable resource must exist (LwM2M 1.1 Core §5.4.3). It returns
+// the object, or the code that refuses the Write. Every block of a
+// block-wise write passes them, also on the fast path.
+func (c *Client) writable(p model.Path) (Object, codes.Code) {
+	if p.Len() < 2 {
+		return nil, codes.MethodNotAllowed
+	}
+	o, ok := c.object(p.Object())
+	if !ok || !hasInstance(o, p.Instance()) {
+		return nil, codes.NotFound
+	}
+	if p.Len() >= 3 {
+		d, ok := resourceDef(o, p)
+		if !ok {
+			return nil, codes.NotFound
+		}
+		if d.Ops&OpWrite == 0 {
+			return nil, codes.MethodNotAllowed
+		}
+	}
+	return o, 0
 }
 
 // applyWrite decodes a complete payload and hands it to the object.

@@ -83,7 +83,8 @@ type Versioner interface {
 // retransmitted blocks and answers gaps with 4.08 itself; a Stream sees each
 // byte once.
 type Stream interface {
-	// Write takes the next chunk.
+	// Write takes the next chunk. It may run in the connection's read
+	// loop, so it must not wait for anything from the server.
 	Write(chunk []byte) error
 	// Close is called after the last block; the transfer is complete.
 	Close() error

@@ -3,11 +3,14 @@ package lwm2m
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -19,13 +22,21 @@ import (
 )
 
 // dialUDP connects to the server over UDP. It builds the go-coap
-// connection as udp.Dial does, with one difference: the duplicate-detection
-// cache. go-coap's default keeps every response for EXCHANGE_LIFETIME keyed
-// by message ID alone, so a server that pushes more than 65536 blocks in
-// four minutes (a 64 MiB image) reuses an ID and gets an old answer back,
-// and the cache grows with the request rate. Ours is bounded and also
-// compares the token, which a real retransmission repeats (RFC 7252 §4.5).
-func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error)) (*client.Conn, error) {
+// connection as udp.Dial does, with two differences.
+//
+// The duplicate-detection cache: go-coap's default keeps every response
+// for EXCHANGE_LIFETIME keyed by message ID alone, so a server that
+// pushes more than 65536 blocks in four minutes (a 64 MiB image) reuses
+// an ID and gets an old answer back, and the cache grows with the request
+// rate. Ours is bounded and also compares the token, which a real
+// retransmission repeats (RFC 7252 §4.5).
+//
+// The socket: where package udpsock works, a udpSession reads it with
+// blocking system calls instead of Go's netpoller, and answers the middle
+// blocks of a block-wise write itself (fast, may be nil). Through the
+// netpoller every block of a push cost wake-ups and hand-offs between
+// threads that took more time than the rest of the work.
+func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
@@ -47,9 +58,22 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		o.UDPClientApply(&cfg)
 	}
 	cfg.CreateInactivityMonitor = func() client.InactivityMonitor { return inactivity.NewNilMonitor[*client.Conn]() }
-	l := coapnet.NewUDPConn("udp", conn, coapnet.WithErrors(errs))
-	session := server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
-		cfg.MaxMessageSize, cfg.MTU, true, errs)
+
+	// The net.Dialer resolved the host and picked the address as before;
+	// the blocking socket connects to the same one.
+	var session client.Session
+	sock, err := udpsock.Dial(netip.AddrPort{}, conn.RemoteAddr().(*net.UDPAddr).AddrPort(), sessionTick)
+	if err == nil {
+		conn.Close()
+		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
+	} else {
+		if !errors.Is(err, udpsock.ErrUnsupported) {
+			errs(fmt.Errorf("blocking socket unavailable, using the netpoller: %w", err))
+		}
+		l := coapnet.NewUDPConn("udp", conn, coapnet.WithErrors(errs))
+		session = server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
+			cfg.MaxMessageSize, cfg.MTU, true, errs)
+	}
 	cc := client.NewConnWithOpts(session, &cfg,
 		client.WithBlockWise(func(*client.Conn) *blockwise.BlockWise[*client.Conn] { return nil }),
 		client.WithInactivityMonitor(cfg.CreateInactivityMonitor()),
