@@ -499,34 +499,6 @@ func TestUDPSessionClose(t *testing.T) {
 	}
 }
 
-// Beyond cap(blockingSessions), a connection reads through the netpoller.
-func TestBlockingSessionsBounded(t *testing.T) {
-	needSock(t)
-	p := newPeer(t)
-	var taken int
-	for len(blockingSessions) < cap(blockingSessions) {
-		blockingSessions <- struct{}{}
-		taken++
-	}
-	defer func() {
-		for range taken {
-			<-blockingSessions
-		}
-	}()
-	cc, err := dialUDP(t.Context(), p.conn.LocalAddr().String(), noHandler, TxParams{}.Defaults(), func(error) {}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if _, ok := cc.Session().(*udpSession); ok {
-		t.Fatal("a blocking session beyond the bound")
-	}
-	go cc.Ping(t.Context())
-	if m := p.read(10 * time.Second); m == nil || !m.IsPing(false) {
-		t.Fatalf("got %v, want a ping through the netpoller session", m)
-	}
-}
-
 // An ICMP port unreachable (the server restarting) does not end the
 // session: once the server is back, the same connection works.
 func TestUDPSessionSurvivesICMP(t *testing.T) {

@@ -278,5 +278,5 @@ func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	if c.cfg.Dial != nil {
 		return c.cfg.Dial(ctx, c.handle)
 	}
-	return dialUDP(ctx, c.host, c.handle, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, func() *block1Fast { return newBlock1Fast(c) })
+	return dialUDP(ctx, c.host, c.handle, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, newBlock1Fast(c))
 }

@@ -33,11 +33,10 @@ import (
 //
 // The socket: where package udpsock works, a udpSession reads it with
 // blocking system calls instead of Go's netpoller, and answers the middle
-// blocks of a block-wise write itself (newFast makes the fast path; nil
-// for none). Through the netpoller every block of a push cost wake-ups
-// and hand-offs between threads that took more time than the rest of the
-// work.
-func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error), newFast func() *block1Fast) (*client.Conn, error) {
+// blocks of a block-wise write itself (fast, may be nil). Through the
+// netpoller every block of a push cost wake-ups and hand-offs between
+// threads that took more time than the rest of the work.
+func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
@@ -63,14 +62,14 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 	// The net.Dialer resolved the host and picked the address as before;
 	// the blocking socket connects to the same one.
 	var session client.Session
-	if sock, ok := dialBlocking(conn.RemoteAddr().(*net.UDPAddr).AddrPort(), errs); ok {
+	sock, err := udpsock.Dial(netip.AddrPort{}, conn.RemoteAddr().(*net.UDPAddr).AddrPort(), sessionTick)
+	if err == nil {
 		conn.Close()
-		var fast *block1Fast
-		if newFast != nil {
-			fast = newFast()
-		}
 		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
 	} else {
+		if !errors.Is(err, udpsock.ErrUnsupported) {
+			errs(fmt.Errorf("blocking socket unavailable, using the netpoller: %w", err))
+		}
 		l := coapnet.NewUDPConn("udp", conn, coapnet.WithErrors(errs))
 		session = server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
 			cfg.MaxMessageSize, cfg.MTU, true, errs)
@@ -91,34 +90,6 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		}
 	}()
 	return cc, nil
-}
-
-// blockingSessions bounds the udpSessions of the process. Each holds an
-// OS thread in its read while idle, with some 40 KiB of stacks: nothing
-// for a device, which runs one client, or a gateway, which runs a few,
-// but more than the whole rest of a client in a process that simulates a
-// fleet of thousands. Connections beyond the bound use go-coap's
-// netpoller session as before.
-var blockingSessions = make(chan struct{}, 16)
-
-// dialBlocking connects a udpsock.Conn to raddr, if the platform has them
-// and the process has fewer than cap(blockingSessions). Closing the
-// connection gives its place back.
-func dialBlocking(raddr netip.AddrPort, errs func(error)) (*udpsock.Conn, bool) {
-	select {
-	case blockingSessions <- struct{}{}:
-	default:
-		return nil, false
-	}
-	sock, err := udpsock.Dial(netip.AddrPort{}, raddr, sessionTick)
-	if err != nil {
-		<-blockingSessions
-		if !errors.Is(err, udpsock.ErrUnsupported) {
-			errs(fmt.Errorf("blocking socket unavailable, using the netpoller: %w", err))
-		}
-		return nil, false
-	}
-	return sock, true
 }
 
 // timerRunner is a go-coap periodic runner that costs no goroutine while

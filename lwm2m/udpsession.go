@@ -233,7 +233,6 @@ func (s *udpSession) shutdown() {
 	s.closed = true
 	s.sock.Close()
 	s.wmu.Unlock()
-	<-blockingSessions
 	s.mu.Lock()
 	fs := s.onClose
 	s.onClose = nil
