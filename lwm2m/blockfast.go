@@ -121,6 +121,15 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 	return true, write(f.out[:n])
 }
 
+// busy reports whether a block-wise write is in progress, whose next
+// blocks the read loop should expect soon.
+func (f *block1Fast) busy() bool {
+	b := &f.c.blocks
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cur != nil && !b.cur.done
+}
+
 // pathIs reports whether the Uri-Path options of opts are p's levels in
 // the canonical decimal form that model.ParsePath reads back as p.
 func (f *block1Fast) pathIs(opts message.Options, p model.Path) bool {

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -603,4 +606,41 @@ var benchOpts = [5]message.Option{
 	{ID: message.URIPath, Value: []byte("0")},
 	{ID: message.ContentFormat, Value: []byte{byte(content.Opaque)}},
 	{ID: message.Block1},
+}
+
+// An idle session waits in the netpoller: a fleet of clients in one
+// process does not hold an OS thread each.
+func TestIdleSessionsHoldNoThread(t *testing.T) {
+	needSock(t)
+	threads := func() int {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Skip("no /proc/self/status")
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				return n
+			}
+		}
+		t.Skip("no thread count in /proc/self/status")
+		return 0
+	}
+	p := newPeer(t)
+	before := threads()
+	const n = 64
+	for range n {
+		cc, err := dialUDP(t.Context(), p.conn.LocalAddr().String(), noHandler, TxParams{}.Defaults(), func(error) {}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if _, ok := cc.Session().(*udpSession); !ok {
+			t.Fatalf("session is %T, want *udpSession", cc.Session())
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // every Run is in its read
+	if grown := threads() - before; grown >= n/4 {
+		t.Fatalf("%d idle sessions added %d threads", n, grown)
+	}
 }

@@ -49,10 +49,9 @@ type udpSession struct {
 	io ioSync
 }
 
-// sessionTick is how often an idle read wakes to look at the context.
-// Close and the end of the context interrupt the read anyway; the tick
-// only bounds the cost of a missed wake-up, and a fleet of idle clients
-// in one process must not spin.
+// sessionTick is how often a blocking read during a transfer wakes to
+// see whether the transfer is still running. Close and the end of the
+// context interrupt any read at once.
 const sessionTick = time.Second
 
 func newUDPSession(ctx context.Context, sock *udpsock.Conn, maxMessageSize uint32, mtu uint16, errs func(error), fast *block1Fast) *udpSession {
@@ -163,8 +162,19 @@ func (s *udpSession) Run(cc *client.Conn) error {
 	// of being silently truncated and processed.
 	buf := make([]byte, int(s.mtu)+1)
 	for {
-		// A zero deadline: an idle read returns after one tick.
-		n, err := s.sock.Read(buf, time.Time{})
+		var n int
+		var err error
+		if s.fast != nil && s.fast.busy() {
+			// Blocks of a write are coming: wait for each in a blocking
+			// read, which wakes faster than the netpoller (package
+			// udpsock). It holds an OS thread, so only while a transfer
+			// runs; the deadline makes the loop look again.
+			n, err = s.sock.Read(buf, time.Now().Add(sessionTick))
+		} else {
+			// Idle: wait in the netpoller, which holds no thread, so that
+			// a fleet of clients in one process costs no thread each.
+			n, err = s.sock.ReadIdle(buf)
+		}
 		s.io.received()
 		if s.base.Err() != nil {
 			return nil

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -17,6 +18,11 @@ type Conn struct {
 	tick   time.Duration
 	local  netip.AddrPort
 	remote netip.AddrPort
+
+	// idle is a duplicate of fd registered with the netpoller, for
+	// ReadIdle; nil while reads block (see ReadIdle).
+	idle        *os.File
+	interrupted atomic.Bool
 
 	mu   sync.Mutex // guards fd against Close racing with Interrupt
 	done bool
@@ -127,6 +133,9 @@ func (c *Conn) Write(b []byte) error {
 			return nil
 		case syscall.EINTR:
 			continue
+		case syscall.EAGAIN:
+			// Non-blocking while in ReadIdle, and the send buffer is full.
+			waitWritable(c.fd)
 		default:
 			return os.NewSyscallError("write", errno)
 		}
@@ -161,6 +170,9 @@ func (c *Conn) ReadFrom(b []byte, deadline time.Time) (int, netip.AddrPort, erro
 }
 
 func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (int, error) {
+	if err := c.leaveIdle(); err != nil {
+		return 0, err
+	}
 	var from, fromLen uintptr
 	var l uint32
 	if rsa != nil {
@@ -200,6 +212,74 @@ func addrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// ReadIdle reads one datagram, waiting for it in Go's netpoller: no OS
+// thread is held while nothing comes. It suits a connection that is idle
+// most of the time (an LwM2M client between requests); Read suits one
+// that waits for answer after answer. Interrupt wakes it (0 bytes). The
+// first ReadIdle after a Read, and the first Read after a ReadIdle, cost
+// a few system calls to switch the socket's mode.
+func (c *Conn) ReadIdle(b []byte) (int, error) {
+	if c.idle == nil {
+		// The netpoller needs O_NONBLOCK, which the duplicate shares with
+		// fd; Go's poller deregisters the duplicate when it is closed.
+		fd, err := syscall.Dup(c.fd)
+		if err != nil {
+			return 0, os.NewSyscallError("dup", err)
+		}
+		syscall.CloseOnExec(fd)
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			syscall.Close(fd)
+			return 0, os.NewSyscallError("fcntl", err)
+		}
+		c.idle = os.NewFile(uintptr(fd), "udp")
+	}
+	rc, err := c.idle.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n uintptr
+	var errno syscall.Errno
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_DONTWAIT, 0, 0)
+		if errno == syscall.EAGAIN && c.interrupted.Load() {
+			// After shutdown(2) a non-blocking read still says EAGAIN.
+			n, errno = 0, 0
+		}
+		return errno != syscall.EAGAIN && errno != syscall.EINTR
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, os.NewSyscallError("recvfrom", errno)
+	}
+	return int(n), nil
+}
+
+// leaveIdle makes reads block again after ReadIdle.
+func (c *Conn) leaveIdle() error {
+	if c.idle == nil {
+		return nil
+	}
+	err := c.idle.Close()
+	c.idle = nil
+	if err != nil {
+		return err
+	}
+	return os.NewSyscallError("fcntl", syscall.SetNonblock(c.fd, false))
+}
+
+// waitWritable waits up to a second for room in fd's send buffer.
+func waitWritable(fd int) {
+	pfd := [1]struct {
+		fd      int32
+		events  int16
+		revents int16
+	}{{fd: int32(fd), events: 0x4 /* POLLOUT */}}
+	ts := syscall.NsecToTimespec(int64(time.Second))
+	syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+}
+
 // yield is a function call the compiler keeps, so that its prologue
 // checks for a preemption request.
 //
@@ -210,6 +290,7 @@ func yield() {}
 // shutdown(2) a blocking read returns 0. It may be called from any
 // goroutine, also after Close.
 func (c *Conn) Interrupt() {
+	c.interrupted.Store(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.done {
@@ -226,5 +307,8 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.done = true
+	if c.idle != nil {
+		c.idle.Close()
+	}
 	return syscall.Close(c.fd)
 }

@@ -25,5 +25,6 @@ func (c *Conn) Read(b []byte, deadline time.Time) (int, error) { return 0, ErrUn
 func (c *Conn) ReadFrom(b []byte, deadline time.Time) (int, netip.AddrPort, error) {
 	return 0, netip.AddrPort{}, ErrUnsupported
 }
-func (c *Conn) Interrupt()   {}
-func (c *Conn) Close() error { return nil }
+func (c *Conn) ReadIdle(b []byte) (int, error) { return 0, ErrUnsupported }
+func (c *Conn) Interrupt()                     {}
+func (c *Conn) Close() error                   { return nil }

@@ -167,3 +167,52 @@ func TestPacketConn(t *testing.T) {
 		t.Fatalf("ReadFrom after Close: %v", err)
 	}
 }
+
+// ReadIdle and Read take turns on one socket; Interrupt wakes ReadIdle.
+func TestReadIdle(t *testing.T) {
+	peer := listen(t, net.ListenConfig{}, "127.0.0.1:0")
+	c := dial(t, netip.AddrPort{}, peer.LocalAddr().(*net.UDPAddr).AddrPort())
+	c.Write([]byte("hello"))
+	b := make([]byte, 64)
+	_, dev, err := peer.ReadFromUDPAddrPort(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		peer.WriteToUDPAddrPort([]byte{'i', byte(i)}, dev)
+		if n, err := c.ReadIdle(b); err != nil || n != 2 || b[1] != byte(i) {
+			t.Fatalf("ReadIdle = %q, %v", b[:n], err)
+		}
+		// Writes work in either mode.
+		if err := c.Write([]byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		peer.WriteToUDPAddrPort([]byte{'r', byte(i)}, dev)
+		if n, err := c.Read(b, time.Now().Add(5*time.Second)); err != nil || n != 2 || b[1] != byte(i) {
+			t.Fatalf("Read after ReadIdle = %q, %v", b[:n], err)
+		}
+		// Read blocks again: with nothing sent, its deadline ends it.
+		if _, err := c.Read(b, time.Now().Add(10*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read after ReadIdle with nothing to read: %v", err)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		n, err := c.ReadIdle(b)
+		if err == nil && n != 0 {
+			err = errors.New("data after Interrupt")
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.Interrupt()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Interrupt did not wake ReadIdle")
+	}
+}
