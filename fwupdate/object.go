@@ -267,7 +267,11 @@ func (o *Object) ID() uint16 { return ObjectID }
 // Version implements lwm2m.Versioner: the object registers as </5>;ver=1.1.
 func (o *Object) Version() string { return ObjectVersion }
 
-func (o *Object) Instances() []uint16 { return []uint16{0} }
+func (o *Object) Instances() []uint16 { return instance0 }
+
+// instance0 is the single instance of /5; the client asks for it on every
+// block of a push.
+var instance0 = []uint16{0}
 
 var resources = []lwm2m.Resource{
 	{ID: ResPackage, Type: model.TypeOpaque, Ops: lwm2m.OpWrite},

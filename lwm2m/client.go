@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -130,14 +130,7 @@ func New(cfg Config) (*Client, error) {
 	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Dial != nil) {
 		return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
 	}
-	host := u.Host
-	if u.Port() == "" {
-		port := "5683"
-		if u.Scheme == "coaps" {
-			port = "5684"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
+	host := coapuri.HostPort(u)
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = 86400 * time.Second
 	}

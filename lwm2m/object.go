@@ -38,6 +38,8 @@ type Object interface {
 	// ID is the object ID, such as 3 for Device.
 	ID() uint16
 	// Instances lists the instance IDs present now, in ascending order.
+	// The client only reads the slice, so an object may return the same
+	// one every time.
 	Instances() []uint16
 	// Resources describes the resources present in instance inst.
 	Resources(inst uint16) []Resource
