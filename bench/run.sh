@@ -68,14 +68,15 @@ calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# libcoap server: UDP and TCP on PORT, DTLS on PORT+1 with PSK "secretPSK".
+# start_coap_server VAR BIN: run libcoap's BIN with UDP and TCP on a free
+# port, DTLS on the next one with PSK "secretPSK", and set VAR to the port.
+# Not in a $(...) subshell, so that cleanup knows the server's PID.
 start_coap_server() {
-	local bin=$1 port
+	local -n port=$1
 	port=$("$HELPER" freeport)
-	"$bin" -A 127.0.0.1 -p "$port" -d 40 -k secretPSK -h CoAP >/dev/null 2>&1 &
+	"$2" -A 127.0.0.1 -p "$port" -d 40 -k secretPSK -h CoAP >/dev/null 2>&1 &
 	PIDS+=($!)
 	sleep 0.3
-	echo "$port"
 }
 
 put() { # put PORT FILE
@@ -112,7 +113,7 @@ pair() {
 		"$alabel $(printf '%.3f s' "$ma")" "$(ratio "$ma" "$mo")×" "$target"
 }
 
-PORT=$(start_coap_server coap-server-notls)
+start_coap_server PORT coap-server-notls
 put "$PORT" "$W/img16"
 U="coap://127.0.0.1:$PORT/fw"
 
@@ -133,7 +134,7 @@ pair "CoAP+TCP (BERT) pull 64 MiB vs our CoAP/UDP" 64 "lwm2m download coap://" "
 
 echo "DTLS PSK pull..." >&2
 PSKHEX=$(printf secretPSK | od -An -tx1 | tr -d ' \n')
-DPORT=$(start_coap_server coap-server-openssl)
+start_coap_server DPORT coap-server-openssl
 put "$DPORT" "$W/img16"
 DU="coaps://127.0.0.1:$((DPORT + 1))/fw"
 pair "CoAPS (DTLS PSK) pull 16 MiB, stop-and-wait" 16 "coap-client-openssl -b 1024" "≥ 1.2×" "$W/img16" \
@@ -197,9 +198,9 @@ rss_row() { # rss_row NAME URI1 URI256 [FLAGS...]
 		"$(calc "($r256-$r1)/1024" %+.1f) MiB" "≤ 16 MiB, ≤ +2 MiB"
 }
 rss_row "Peak RSS of lwm2m download, HTTP" "http://127.0.0.1:$(cat "$W/http.port")/img1" "$HU"
-RPORT=$(start_coap_server coap-server-notls)
+start_coap_server RPORT coap-server-notls
 put "$RPORT" "$W/img1"
-RPORT2=$(start_coap_server coap-server-notls)
+start_coap_server RPORT2 coap-server-notls
 put "$RPORT2" "$W/img256"
 rss_row "Peak RSS of lwm2m download, CoAP/UDP -window 8" "coap://127.0.0.1:$RPORT/fw" "coap://127.0.0.1:$RPORT2/fw" -window 8
 
