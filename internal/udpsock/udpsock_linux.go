@@ -182,7 +182,12 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 		from, fromLen = uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&l))
 	}
 	// Spin first: see spinFor.
-	if c.misses < spinMisses && startSpin() {
+	switch {
+	case c.misses >= spinMisses:
+		if c.misses++; c.misses >= spinMisses+spinPause {
+			c.misses = 0 // look again whether the peer has come near
+		}
+	case startSpin():
 		t0 := time.Now()
 		for {
 			l = syscall.SizeofSockaddrAny
@@ -202,8 +207,6 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 		}
 		spinners.Add(-1)
 		c.misses++
-	} else if c.misses++; c.misses >= spinMisses+spinPause {
-		c.misses = 0 // look again whether the peer has come near
 	}
 	for {
 		l = syscall.SizeofSockaddrAny
