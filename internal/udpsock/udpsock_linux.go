@@ -23,7 +23,8 @@ type Conn struct {
 	// idle is a duplicate of fd registered with the netpoller, for
 	// ReadIdle; nil while reads block (see ReadIdle).
 	idle        *os.File
-	misses      int // reads in a row that spun in vain; see spinFor
+	misses      int  // reads in a row that spun in vain; see spinFor
+	noSpin      bool // reads never spin (see NewPacketConn)
 	interrupted atomic.Bool
 
 	mu   sync.Mutex // guards fd against Close racing with Interrupt
@@ -183,6 +184,7 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 	}
 	// Spin first: see spinFor.
 	switch {
+	case c.noSpin:
 	case c.misses >= spinMisses:
 		if c.misses++; c.misses >= spinMisses+spinPause {
 			c.misses = 0 // look again whether the peer has come near

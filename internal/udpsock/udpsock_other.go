@@ -9,7 +9,10 @@ import (
 )
 
 // Conn is not implemented on this platform; Dial returns ErrUnsupported.
-type Conn struct{ tick time.Duration }
+type Conn struct {
+	tick   time.Duration
+	noSpin bool
+}
 
 func Dial(laddr, raddr netip.AddrPort, tick time.Duration) (*Conn, error) {
 	return nil, ErrUnsupported
