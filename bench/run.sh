@@ -40,7 +40,6 @@ HELPER=$W/helper
 
 # Images.
 head -c $((16 << 20)) /dev/urandom >"$W/img16"
-head -c $((64 << 20)) /dev/urandom >"$W/img64"
 head -c $((1 << 20)) /dev/urandom >"$W/img1"
 head -c $((256 << 10)) /dev/urandom >"$W/img256k"
 head -c $((256 << 20)) /dev/urandom >"$W/img256"
