@@ -271,7 +271,10 @@ func TestExecuteReboot(t *testing.T) {
 	}
 }
 
-func TestUpdateBeforeLifetimeEnds(t *testing.T) {
+// The client sends Registration Updates on its own. When they are due is
+// TestUpdateInterval's (lwm2m package) to check, without a clock: here a
+// starved machine could delay the datagram past any bound.
+func TestUpdateComesUnasked(t *testing.T) {
 	h := start(t, lwm2m.Config{Lifetime: 2 * time.Second})
 	for {
 		up, err := h.srv.Next(h.ctx())
@@ -279,9 +282,6 @@ func TestUpdateBeforeLifetimeEnds(t *testing.T) {
 			t.Fatal("no Registration Update")
 		}
 		if up.Update {
-			if since := up.At.Sub(h.reg.At); since >= 2*time.Second {
-				t.Fatalf("update %v after register, lifetime 2s", since)
-			}
 			return
 		}
 	}
