@@ -11,17 +11,30 @@ import (
 // At most half of GOMAXPROCS reads spin at once.
 func TestSpinBudget(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := Dial(netip.AddrPort{}, pc.LocalAddr().(*net.UDPAddr).AddrPort(), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.maxSpinners != 2 {
+		t.Fatalf("with GOMAXPROCS 4 a Conn allows %d spinners, want 2", c.maxSpinners)
+	}
 	base := spinners.Load()
 	defer spinners.Store(base)
 	spinners.Store(0)
-	if !startSpin() || !startSpin() {
+	if !startSpin(c.maxSpinners) || !startSpin(c.maxSpinners) {
 		t.Fatal("two spinners refused with GOMAXPROCS 4")
 	}
-	if startSpin() {
+	if startSpin(c.maxSpinners) {
 		t.Fatal("a third spinner allowed with GOMAXPROCS 4")
 	}
 	spinners.Add(-1)
-	if !startSpin() {
+	if !startSpin(c.maxSpinners) {
 		t.Fatal("a place given back was not taken again")
 	}
 }

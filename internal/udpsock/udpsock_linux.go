@@ -23,8 +23,9 @@ type Conn struct {
 	// idle is a duplicate of fd registered with the netpoller, for
 	// ReadIdle; nil while reads block (see ReadIdle).
 	idle        *os.File
-	misses      int  // reads in a row that spun in vain; see spinFor
-	noSpin      bool // reads never spin (see NewPacketConn)
+	misses      int   // reads in a row that spun in vain; see spinFor
+	noSpin      bool  // reads never spin (see NewPacketConn)
+	maxSpinners int32 // GOMAXPROCS/2 when dialled
 	interrupted atomic.Bool
 
 	mu   sync.Mutex // guards fd against Close racing with Interrupt
@@ -47,7 +48,9 @@ func Dial(laddr, raddr netip.AddrPort, tick time.Duration) (*Conn, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	c := &Conn{fd: fd, tick: tick, remote: raddr}
+	// GOMAXPROCS is read once: the runtime takes its scheduler lock to
+	// answer, which a read of every block should not.
+	c := &Conn{fd: fd, tick: tick, remote: raddr, maxSpinners: int32(runtime.GOMAXPROCS(0) / 2)}
 	if err := c.setup(family, laddr); err != nil {
 		syscall.Close(fd)
 		return nil, err
@@ -189,7 +192,7 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 		if c.misses++; c.misses >= spinMisses+spinPause {
 			c.misses = 0 // look again whether the peer has come near
 		}
-	case startSpin():
+	case startSpin(c.maxSpinners):
 		t0 := time.Now()
 		for {
 			l = syscall.SizeofSockaddrAny
@@ -255,9 +258,9 @@ const (
 // GOMAXPROCS, the budget it guards is the process's.
 var spinners atomic.Int32
 
-// startSpin takes a place among the spinners if there is one.
-func startSpin() bool {
-	if n := spinners.Add(1); 2*n > int32(runtime.GOMAXPROCS(0)) {
+// startSpin takes a place among the spinners if fewer than max spin.
+func startSpin(max int32) bool {
+	if n := spinners.Add(1); n > max {
 		spinners.Add(-1)
 		return false
 	}

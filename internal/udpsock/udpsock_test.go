@@ -3,6 +3,7 @@ package udpsock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -65,24 +66,7 @@ func TestRoundTripDeadlineInterrupt(t *testing.T) {
 			}
 
 			// Interrupt wakes a read whose deadline is far away.
-			done := make(chan error, 1)
-			go func() {
-				n, err := c.Read(b, time.Now().Add(time.Hour))
-				if err == nil && n != 0 {
-					err = errors.New("read data after Interrupt")
-				}
-				done <- err
-			}()
-			time.Sleep(10 * time.Millisecond)
-			c.Interrupt()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Interrupt did not wake Read")
-			}
+			interruptWakes(t, c, "Read", func() (int, error) { return c.Read(b, time.Now().Add(time.Hour)) })
 		})
 	}
 }
@@ -197,15 +181,22 @@ func TestReadIdle(t *testing.T) {
 		}
 	}
 
+	interruptWakes(t, c, "ReadIdle", func() (int, error) { return c.ReadIdle(b) })
+}
+
+// interruptWakes checks that c.Interrupt makes a waiting read return 0
+// bytes without an error.
+func interruptWakes(t *testing.T, c *udpsock.Conn, name string, read func() (int, error)) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		n, err := c.ReadIdle(b)
+		n, err := read()
 		if err == nil && n != 0 {
-			err = errors.New("data after Interrupt")
+			err = fmt.Errorf("%s read data after Interrupt", name)
 		}
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // let the read wait
 	c.Interrupt()
 	select {
 	case err := <-done:
@@ -213,6 +204,6 @@ func TestReadIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Interrupt did not wake ReadIdle")
+		t.Fatalf("Interrupt did not wake %s", name)
 	}
 }
