@@ -18,7 +18,10 @@ type Handlers interface {
 	// server gave none) and can be kept for resumption.
 	StreamOpen(ctx context.Context, packageURI string, etag []byte) error
 	// StreamWrite appends the next chunk of the package. It is called per
-	// block, never with the whole image, and must not retain chunk.
+	// block, never with the whole image, and must not retain chunk. During
+	// a push it may run in the client connection's read loop: it must not
+	// wait for anything from the LwM2M server, and while it runs no other
+	// datagram is read.
 	StreamWrite(chunk []byte) error
 	// StreamFinish is called when the package is complete: verify it. An
 	// error wrapping ErrIntegrity, ErrUnsupportedPackage, ErrNoSpace or
