@@ -406,50 +406,6 @@ func TestHTTPRange(t *testing.T) {
 	}
 }
 
-func TestPush(t *testing.T) {
-	s := startServer(t, &Server{})
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	f, sum := writeImage(t, 10_000)
-	var last int64
-	if err := s.Push(ctxT(t), "dev1", f, func(sent, total int64) { last = sent }); err != nil {
-		t.Fatal(err)
-	}
-	if got := d.firmware(); sha256.Sum256(got) != sum {
-		t.Errorf("device stored %d bytes with another hash", len(got))
-	}
-	if last != 10_000 {
-		t.Errorf("last progress %d", last)
-	}
-}
-
-func TestPushSmallerBlocks(t *testing.T) {
-	s := startServer(t, &Server{})
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	d.mu.Lock()
-	d.blockSZX = 4 // 256 bytes
-	d.mu.Unlock()
-	f, sum := writeImage(t, 5000)
-	if err := s.Push(ctxT(t), "dev1", f, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := d.firmware(); sha256.Sum256(got) != sum {
-		t.Errorf("device stored %d bytes with another hash", len(got))
-	}
-}
-
-func TestPushTooLarge(t *testing.T) {
-	s := startServer(t, &Server{})
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	d.mu.Lock()
-	d.maxSize = 2048
-	d.mu.Unlock()
-	f, _ := writeImage(t, 5000)
-	err := s.Push(ctxT(t), "dev1", f, nil)
-	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "2048") {
-		t.Errorf("push of an oversized package: %v", err)
-	}
-}
-
 func TestUpdatePush(t *testing.T) {
 	s := startServer(t, &Server{})
 	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
