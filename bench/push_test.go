@@ -128,15 +128,7 @@ func startPushDevice(b *testing.B, addr string) func() [32]byte {
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestPushDevice$")
 	cmd.Env = append(os.Environ(), pushDeviceEnv+"="+addr)
 	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := bufio.NewScanner(stdout)
+	lines := bufio.NewScanner(startChild(b, cmd))
 	return func() (sum [32]byte) {
 		for lines.Scan() {
 			if h, ok := strings.CutPrefix(lines.Text(), "finished "); ok {

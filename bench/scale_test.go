@@ -169,15 +169,7 @@ func TestScale(t *testing.T) {
 
 // startServer runs "lwm2m server" and returns its CoAP address and API URL.
 func startServer(t *testing.T, bin, dir string) (coapAddr, api string) {
-	cmd := exec.Command(bin, "server", "-coap", "127.0.0.1:0", "-api", "127.0.0.1:0", "-db", filepath.Join(dir, "reg.db"))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	stdout := startChild(t, exec.Command(bin, "server", "-coap", "127.0.0.1:0", "-api", "127.0.0.1:0", "-db", filepath.Join(dir, "reg.db")))
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		if m := regexp.MustCompile(`listening coap=(\S+) api=(\S+)`).FindStringSubmatch(sc.Text()); m != nil {
@@ -187,6 +179,21 @@ func startServer(t *testing.T, bin, dir string) (coapAddr, api string) {
 	}
 	t.Fatal("lwm2m server did not say where it listens")
 	return "", ""
+}
+
+// startChild starts cmd, stops it when the test ends, and returns its
+// standard output.
+func startChild(tb testing.TB, cmd *exec.Cmd) io.Reader {
+	tb.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return stdout
 }
 
 func tail(b []byte, n int) string {
