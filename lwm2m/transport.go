@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -62,9 +61,8 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 	// The net.Dialer resolved the host and picked the address as before;
 	// the blocking socket connects to the same one.
 	var session client.Session
-	sock, err := udpsock.Dial(netip.AddrPort{}, conn.RemoteAddr().(*net.UDPAddr).AddrPort(), sessionTick)
+	sock, err := udpsock.Replace(conn, sessionTick)
 	if err == nil {
-		conn.Close()
 		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
 	} else {
 		if !errors.Is(err, udpsock.ErrUnsupported) {

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
@@ -220,12 +219,9 @@ func dialUDP(ctx context.Context, addr string, blocking bool) (net.PacketConn, n
 	if !blocking {
 		return dtlsnet.PacketConnFromConn(uc), uc.RemoteAddr(), nil
 	}
-	// The address is resolved; a blocking socket replaces the probe.
-	raddr := uc.RemoteAddr().(*net.UDPAddr).AddrPort()
-	uc.Close()
-	sc, err := udpsock.Dial(netip.AddrPort{}, raddr, 10*time.Millisecond)
+	sc, err := udpsock.Replace(uc.(*net.UDPConn), 10*time.Millisecond)
 	if err != nil {
-		return dialUDP(ctx, addr, false)
+		return dtlsnet.PacketConnFromConn(uc), uc.RemoteAddr(), nil
 	}
 	pc := udpsock.NewPacketConn(sc)
 	return pc, pc.RemoteAddr(), nil

@@ -11,12 +11,26 @@ package udpsock
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"time"
 )
 
 // ErrUnsupported is returned by Dial where the platform has no
 // implementation; callers fall back to a net.Conn.
 var ErrUnsupported = errors.New("udpsock: not supported on this platform")
+
+// Replace connects a Conn to the peer of uc, which a net.Dialer chose
+// (name resolution and address selection stay the standard library's),
+// and closes uc. On error uc is left open for the caller to use instead.
+func Replace(uc *net.UDPConn, tick time.Duration) (*Conn, error) {
+	c, err := Dial(netip.AddrPort{}, uc.RemoteAddr().(*net.UDPAddr).AddrPort(), tick)
+	if err != nil {
+		return nil, err
+	}
+	uc.Close()
+	return c, nil
+}
 
 // Tick returns how often a blocking read wakes up to look at its deadline
 // when the acknowledgement timeout is ackTimeout: fine enough for

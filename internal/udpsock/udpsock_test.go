@@ -207,3 +207,29 @@ func interruptWakes(t *testing.T, c *udpsock.Conn, name string, read func() (int
 		t.Fatalf("Interrupt did not wake %s", name)
 	}
 }
+
+// Replace takes over the peer a net.Dialer chose and closes its socket.
+func TestReplace(t *testing.T) {
+	peer := listen(t, net.ListenConfig{}, "[::1]:0")
+	var d net.Dialer
+	nc, err := d.DialContext(t.Context(), "udp", peer.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc := nc.(*net.UDPConn)
+	c, err := udpsock.Replace(uc, 5*time.Millisecond)
+	if errors.Is(err, udpsock.ErrUnsupported) {
+		uc.Close()
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.RemoteAddr() != peer.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Fatalf("connected to %v, want %v", c.RemoteAddr(), peer.LocalAddr())
+	}
+	if _, err := uc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("the dialled socket is still open: %v", err)
+	}
+}
