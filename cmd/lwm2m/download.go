@@ -25,7 +25,7 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs := flag.NewFlagSet("lwm2m download", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		out       = fs.String("o", "", "write the image to `FILE` (required)")
+		out       = fs.String("o", "", "write the image to `FILE` (required); \"-\" for standard output")
 		cred      = addCredFlags(fs, "(coaps)", "(coaps, coaps+tcp, https)")
 		caFile    = fs.String("ca", "", "PEM `FILE` of CAs that sign the server's certificate (default: system roots)")
 		blockSize = fs.Int("block-size", 1024, "CoAP block size, a power of two from 16 to 1024")
@@ -72,12 +72,12 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	req.Security = sec
 
-	sink, err := openFileSink(*out)
+	sink, err := openFileSink(*out, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m download: %v\n", err)
 		return 1
 	}
-	defer sink.f.Close()
+	defer sink.close()
 	if sink.held > 0 && len(sink.etag) > 0 {
 		req.ETag, req.Offset = sink.etag, sink.held
 		fmt.Fprintf(stderr, "resuming %s at %d bytes\n", *out, sink.held)
@@ -132,10 +132,14 @@ func dlSecurity(f credFlags, caFile string) (*download.Security, error) {
 }
 
 // fileSink writes the image to a file and records the ETag of the
-// transfer in FILE.etag, so an interrupted download can be resumed.
+// transfer in FILE.etag, so an interrupted download can be resumed. A
+// FILE that is not a regular file (standard output as "-", /dev/null, a
+// pipe) is written as a stream: it is neither resumed nor synced, and a
+// transfer that has to start over after bytes went out fails instead.
 type fileSink struct {
-	f        *os.File
-	w        *writeback.Writer
+	f        *os.File // nil for standard output
+	w        io.Writer
+	stream   bool
 	etagPath string
 	held     int64 // bytes present when opened
 	etag     []byte
@@ -143,22 +147,45 @@ type fileSink struct {
 	size     atomic.Int64
 }
 
-func openFileSink(path string) (*fileSink, error) {
+// errStreamRestart: the bytes already written to a stream cannot be taken back.
+var errStreamRestart = errors.New("the transfer had to start over, and the output is a stream whose bytes cannot be taken back")
+
+func openFileSink(path string, stdout io.Writer) (*fileSink, error) {
+	s := &fileSink{}
+	s.size.Store(-1)
+	if path == "-" {
+		s.w, s.stream = stdout, true
+		return s, nil
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	s := &fileSink{f: f, etagPath: path + ".etag"}
-	s.size.Store(-1)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.f = f
+	if !fi.Mode().IsRegular() {
+		s.w, s.stream = f, true
+		return s, nil
+	}
+	s.etagPath = path + ".etag"
 	if etag, err := os.ReadFile(s.etagPath); err == nil && len(etag) > 0 {
-		if fi, err := f.Stat(); err == nil {
-			s.held, s.etag = fi.Size(), etag
-		}
+		s.held, s.etag = fi.Size(), etag
 	}
 	return s, nil
 }
 
 func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) error {
+	if s.stream {
+		if s.written.Load() != offset {
+			return errStreamRestart
+		}
+		s.size.Store(size)
+		return nil
+	}
 	if err := s.f.Truncate(offset); err != nil {
 		return err
 	}
@@ -183,6 +210,9 @@ func (s *fileSink) Write(p []byte) (int, error) {
 
 // finish makes the file durable and drops the resume record.
 func (s *fileSink) finish() error {
+	if s.stream {
+		return nil
+	}
 	if err := s.f.Sync(); err != nil {
 		return err
 	}
@@ -190,6 +220,12 @@ func (s *fileSink) finish() error {
 		return err
 	}
 	return nil
+}
+
+func (s *fileSink) close() {
+	if s.f != nil {
+		s.f.Close()
+	}
 }
 
 // progress prints a line per second to w until the returned func is called.

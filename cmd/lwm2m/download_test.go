@@ -5,10 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,5 +79,97 @@ func TestRunDownload(t *testing.T) {
 	stdout.Reset()
 	if code := runDownload(ctx, []string{"-h"}, &stdout, &stderr); code != 0 || !bytes.Contains(stdout.Bytes(), []byte("usage")) {
 		t.Errorf("-h: exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+// An output that is not a regular file is written as a stream: standard
+// output as "-", a device such as /dev/null, a pipe. It gets no resume
+// record and no fsync (which a device or pipe refuses).
+func TestRunDownloadToStream(t *testing.T) {
+	data := make([]byte, 200_000)
+	rand.Read(data)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		http.ServeContent(w, r, "fw", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+
+	t.Run("stdout", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		if code := runDownload(ctx, []string{srv.URL + "/fw", "-o", "-"}, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		if sha256.Sum256(stdout.Bytes()) != sha256.Sum256(data) {
+			t.Fatalf("standard output holds %d bytes that differ from the %d served", stdout.Len(), len(data))
+		}
+		if _, err := os.Stat("-.etag"); !os.IsNotExist(err) {
+			t.Errorf("a resume record was written for standard output: %v", err)
+		}
+	})
+	t.Run("dev-null", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		if code := runDownload(ctx, []string{srv.URL + "/fw", "-o", os.DevNull}, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		if _, err := os.Stat(os.DevNull + ".etag"); !os.IsNotExist(err) {
+			t.Errorf("a resume record was written beside %s: %v", os.DevNull, err)
+		}
+	})
+	t.Run("fifo", func(t *testing.T) {
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skip("mkfifo:", err)
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			f, err := os.Open(fifo)
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer f.Close()
+			b, _ := io.ReadAll(f)
+			got <- b
+		}()
+		var stdout, stderr bytes.Buffer
+		if code := runDownload(ctx, []string{srv.URL + "/fw", "-o", fifo}, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		if b := <-got; sha256.Sum256(b) != sha256.Sum256(data) {
+			t.Fatalf("the pipe carried %d bytes that differ from the %d served", len(b), len(data))
+		}
+	})
+}
+
+// A transfer that must start over after bytes went to a stream fails: the
+// reader already has them, and a second copy would corrupt what it holds.
+func TestRunDownloadStreamRestartFails(t *testing.T) {
+	data := make([]byte, 200_000)
+	rand.Read(data)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			// Half the image under ETag v1, then the connection drops.
+			w.Header().Set("ETag", `"v1"`)
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:len(data)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		// The image changed meanwhile: a resume gets the whole new one.
+		w.Header().Set("ETag", `"v2"`)
+		http.ServeContent(w, r, "fw", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+
+	var stdout, stderr bytes.Buffer
+	code := runDownload(context.Background(), []string{srv.URL + "/fw", "-o", "-"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "start over") {
+		t.Fatalf("exit %d, want 1 with a reason: %s", code, stderr.String())
+	}
+	if stdout.Len() > len(data)/2 {
+		t.Errorf("%d bytes reached standard output; only the first run's %d may", stdout.Len(), len(data)/2)
 	}
 }
