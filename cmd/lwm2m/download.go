@@ -157,6 +157,17 @@ func openFileSink(path string, stdout io.Writer) (*fileSink, error) {
 		s.w, s.stream = stdout, true
 		return s, nil
 	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		// Write-only, like a shell redirection: a pipe whose reader has
+		// gone then fails the write (EPIPE) instead of filling up, and
+		// opening a FIFO waits for its reader.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		s.f, s.w, s.stream = f, f, true
+		return s, nil
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -166,12 +177,7 @@ func openFileSink(path string, stdout io.Writer) (*fileSink, error) {
 		f.Close()
 		return nil, err
 	}
-	s.f = f
-	if !fi.Mode().IsRegular() {
-		s.w, s.stream = f, true
-		return s, nil
-	}
-	s.etagPath = path + ".etag"
+	s.f, s.etagPath = f, path+".etag"
 	if etag, err := os.ReadFile(s.etagPath); err == nil && len(etag) > 0 {
 		s.held, s.etag = fi.Size(), etag
 	}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 )
 
 func TestRunDownload(t *testing.T) {
@@ -140,6 +142,41 @@ func TestRunDownloadToStream(t *testing.T) {
 			t.Fatalf("the pipe carried %d bytes that differ from the %d served", len(b), len(data))
 		}
 	})
+}
+
+// A reader that leaves a pipe early ends the download with an error; the
+// downloader must not keep the pipe open for reading itself and block on
+// a full buffer forever.
+func TestRunDownloadPipeReaderGone(t *testing.T) {
+	data := make([]byte, 1<<20) // far more than a pipe buffer
+	rand.Read(data)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "fw", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			return
+		}
+		io.ReadFull(f, make([]byte, 1000))
+		f.Close()
+	}()
+	code := make(chan int, 1)
+	var stdout, stderr syncbuf.Buffer
+	go func() { code <- runDownload(context.Background(), []string{srv.URL + "/fw", "-o", fifo}, &stdout, &stderr) }()
+	select {
+	case c := <-code:
+		if c != 1 {
+			t.Fatalf("exit %d, want 1: %s", c, stderr.String())
+		}
+	case <-time.After(time.Minute): // a hang, not a slow run
+		t.Fatal("the download still runs a minute after the pipe's reader left")
+	}
 }
 
 // A transfer that must start over after bytes went to a stream fails: the
