@@ -168,7 +168,9 @@ func TestRunDownloadPipeReaderGone(t *testing.T) {
 	}()
 	code := make(chan int, 1)
 	var stdout, stderr syncbuf.Buffer
-	go func() { code <- runDownload(context.Background(), []string{srv.URL + "/fw", "-o", fifo}, &stdout, &stderr) }()
+	go func() {
+		code <- runDownload(context.Background(), []string{srv.URL + "/fw", "-o", fifo}, &stdout, &stderr)
+	}()
 	select {
 	case c := <-code:
 		if c != 1 {
