@@ -458,20 +458,8 @@ func TestResumeAfterRebootCoAP(t *testing.T) {
 // certificate from libcoap's OpenSSL server, trusted through
 // SecurityConfig.
 func TestPullCertificatesFromLibcoap(t *testing.T) {
-	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
-	dir := t.TempDir()
-	certPEM, keyPEM, pool := selfSigned(t)
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// -n: the server does not ask for a client certificate.
-	port := libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
 	img := image(200_000, 17)
-	libcoaptest.PutFile(t, port, "fw", img)
+	port, certPEM, pool := startCertServer(t, img)
 	block, _ := pem.Decode(certPEM)
 	for _, tc := range []struct {
 		scheme, trust string
@@ -499,19 +487,8 @@ func TestPullCertificatesFromLibcoap(t *testing.T) {
 // A pin that does not match the server's certificate fails the download
 // with Connection lost, over TLS and DTLS alike.
 func TestPullWrongPinFails(t *testing.T) {
-	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
-	dir := t.TempDir()
-	certPEM, keyPEM, _ := selfSigned(t)
+	port, _, _ := startCertServer(t, image(5000, 18))
 	otherPEM, _, _ := selfSigned(t)
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
-	libcoaptest.PutFile(t, port, "fw", image(5000, 18))
 	other, _ := pem.Decode(otherPEM)
 	for _, scheme := range []string{"coaps+tcp", "coaps"} {
 		t.Run(scheme, func(t *testing.T) {
@@ -522,6 +499,26 @@ func TestPullWrongPinFails(t *testing.T) {
 			waitObj(t, obj, fwupdate.StateIdle, fwupdate.ResultConnectionLost)
 		})
 	}
+}
+
+// startCertServer runs libcoap's OpenSSL server with a new self-signed
+// certificate, serving img at /fw, and returns its port (TLS and DTLS on
+// port+1), the certificate and a pool that trusts it.
+func startCertServer(t *testing.T, img []byte) (port int, certPEM []byte, pool *x509.CertPool) {
+	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
+	dir := t.TempDir()
+	certPEM, keyPEM, pool := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -n: the server does not ask for a client certificate.
+	port = libcoaptest.StartServer(t, bin, "-c", certFile, "-j", keyFile, "-n")
+	libcoaptest.PutFile(t, port, "fw", img)
+	return port, certPEM, pool
 }
 
 // selfSigned makes an ECDSA P-256 certificate for localhost and 127.0.0.1.

@@ -242,6 +242,31 @@ func checkContinue(t *testing.T, req message.Message, r *message.Message, num in
 	}
 }
 
+// pushBlocks puts blocks from..last of img to /4200/0/0 and checks the
+// answers: 2.31 for each but the last, 2.04 for the last.
+func (p *peer) pushBlocks(t *testing.T, img []byte, from, last int64) {
+	t.Helper()
+	for num := from; num <= last; num++ {
+		req := p.putBlock("/4200/0/0", img, num)
+		r := p.exchange(req)
+		if num < last {
+			checkContinue(t, req, r, num)
+		} else if r.Code != codes.Changed {
+			t.Fatalf("last block: %v", r.Code)
+		}
+	}
+}
+
+// wantImage checks that the stream was closed holding exactly img.
+func (o *blob) wantImage(t *testing.T, img []byte) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed || !bytes.Equal(o.data, img) {
+		t.Fatalf("stream closed=%v with %d bytes, want the %d-byte image", o.closed, len(o.data), len(img))
+	}
+}
+
 func needSock(t testing.TB) {
 	c, err := udpsock.Dial(netip.AddrPort{}, netip.MustParseAddrPort("127.0.0.1:9"), time.Second)
 	if errors.Is(err, udpsock.ErrUnsupported) {
@@ -269,25 +294,11 @@ func TestBlock1FastPath(t *testing.T) {
 	c := startClient(t, p, o)
 	img := image(20*1024 + 100)
 	last := int64(20)
-	for num := int64(0); num <= last; num++ {
-		req := p.putBlock("/4200/0/0", img, num)
-		r := p.exchange(req)
-		if num == last {
-			if r.Code != codes.Changed {
-				t.Fatalf("last block: %v", r.Code)
-			}
-			continue
-		}
-		checkContinue(t, req, r, num)
-	}
+	p.pushBlocks(t, img, 0, last)
 	if n := c.fastCount(); n != int(last-1) {
 		t.Errorf("%d blocks took the fast path, want %d (all but the first and the last)", n, last-1)
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.closed || !bytes.Equal(o.data, img) {
-		t.Fatalf("stream closed=%v with %d bytes, want the %d-byte image", o.closed, len(o.data), len(img))
-	}
+	o.wantImage(t, img)
 }
 
 // What the fast path does not take gets the slow path's answer, and the
@@ -419,22 +430,8 @@ func TestBlock1FastPathLeavesTheRest(t *testing.T) {
 				}
 				return
 			}
-			for num := int64(4); num < 10; num++ {
-				req := p.putBlock("/4200/0/0", img, num)
-				r := p.exchange(req)
-				if num == 9 {
-					if r.Code != codes.Changed {
-						t.Fatalf("last block: %v", r.Code)
-					}
-					break
-				}
-				checkContinue(t, req, r, num)
-			}
-			o.mu.Lock()
-			defer o.mu.Unlock()
-			if !o.closed || !bytes.Equal(o.data, img) {
-				t.Fatalf("stream closed=%v with %d bytes, want the %d-byte image", o.closed, len(o.data), len(img))
-			}
+			p.pushBlocks(t, img, 4, 9)
+			o.wantImage(t, img)
 		})
 	}
 }
@@ -461,18 +458,7 @@ func TestUDPSessionMalformed(t *testing.T) {
 	p.send([]byte{0x40})
 	p.send(nil)
 	p.send([]byte{0x80, 0x01, 0, 1})
-	img := image(3 * 1024)
-	for num := range int64(3) {
-		req := p.putBlock("/4200/0/0", img, num)
-		r := p.exchange(req)
-		if num == 2 {
-			if r.Code != codes.Changed {
-				t.Fatalf("last block: %v", r.Code)
-			}
-			break
-		}
-		checkContinue(t, req, r, num)
-	}
+	p.pushBlocks(t, image(3*1024), 0, 2)
 }
 
 func noHandler(*responsewriter.ResponseWriter[*udpclient.Conn], *pool.Message) {}
