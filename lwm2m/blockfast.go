@@ -3,6 +3,7 @@ package lwm2m
 import (
 	"strconv"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -110,8 +111,7 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 	} else {
 		// RFC 7959 §2.3: 2.31 echoes the block, M set.
 		bv, _ := blockwise.EncodeBlockOption(k.szx, k.num, true)
-		n, _ := message.EncodeUint32(f.val[:], bv)
-		f.opt[0] = message.Option{ID: message.Block1, Value: f.val[:n]}
+		f.opt[0] = message.Option{ID: message.Block1, Value: coapopt.PutUint(f.val[:], bv)}
 		ack.Options = f.opt[:]
 	}
 	n, err := coder.DefaultCoder.Encode(ack, f.out[:])

@@ -496,7 +496,7 @@ func TestUDPSessionSurvivesICMP(t *testing.T) {
 	addr := p.conn.LocalAddr().(*net.UDPAddr)
 	var icmp atomic.Int32
 	errs := func(err error) {
-		if asyncError(err) {
+		if udpsock.IsAsyncError(err) {
 			icmp.Add(1)
 		}
 	}

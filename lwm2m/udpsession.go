@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
@@ -128,28 +127,15 @@ func (s *udpSession) write(b []byte) error {
 	}
 	s.io.sent()
 	err := s.sock.Write(b)
-	if asyncError(err) {
+	if udpsock.IsAsyncError(err) {
 		// The error was an ICMP report on an earlier datagram that no read
-		// had taken yet; Linux drops the datagram that collects it.
+		// had taken yet; Linux drops the datagram that collects it. The
+		// session goes on, and the registration starts over only as it
+		// does after any timeout.
 		s.errs(fmt.Errorf("%v: %w", s.raddr, err))
 		err = s.sock.Write(b)
 	}
 	return err
-}
-
-// asyncError reports an error that a connected UDP socket returns for an
-// ICMP message about an earlier datagram: the server's port closed while
-// it restarts, a route that came and went. It may be stale or spoofed and
-// says nothing about the next datagram, so the session goes on; CoAP's
-// retransmission (RFC 7252 §4.2) decides when an exchange has failed,
-// and the registration then starts over as it does after any timeout.
-func asyncError(err error) bool {
-	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.EMSGSIZE} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // Run reads datagrams until the session is closed. What fast does not
@@ -182,7 +168,7 @@ func (s *udpSession) Run(cc *client.Conn) error {
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			continue
-		case asyncError(err):
+		case udpsock.IsAsyncError(err):
 			s.errs(fmt.Errorf("%v: %w", s.raddr, err))
 			continue
 		case err != nil:

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -107,15 +108,9 @@ func (s *Server) imageBlock(req, resp *message.Message, payload, optBuf []byte) 
 	// Block2 23, Size2 28.
 	resp.Options = append(resp.Options,
 		message.Option{ID: message.ETag, Value: im.ETag},
-		message.Option{ID: message.ContentFormat, Value: putUint(optBuf[0:4], uint32(message.AppOctets))},
-		message.Option{ID: message.Block2, Value: putUint(optBuf[4:8], bv)},
-		message.Option{ID: message.Size2, Value: putUint(optBuf[8:12], uint32(min(im.Size, 1<<32-1)))},
+		message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(optBuf[0:4], uint32(message.AppOctets))},
+		message.Option{ID: message.Block2, Value: coapopt.PutUint(optBuf[4:8], bv)},
+		message.Option{ID: message.Size2, Value: coapopt.PutUint(optBuf[8:12], uint32(min(im.Size, 1<<32-1)))},
 	)
 	return codes.Content, payload[:n]
-}
-
-// putUint encodes v minimally into buf, which has room for four bytes.
-func putUint(buf []byte, v uint32) []byte {
-	n, _ := message.EncodeUint32(buf, v)
-	return buf[:n]
 }

@@ -21,6 +21,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/lossy"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -353,7 +354,7 @@ func (d *rawDevice) serve() {
 			code = codes.Changed
 		}
 		bv, _ := blockwise.EncodeBlockOption(szx, num, more)
-		opts := message.Options{{ID: message.Block1, Value: putUint(make([]byte, 4), bv)}}
+		opts := message.Options{{ID: message.Block1, Value: coapopt.PutUint(make([]byte, 4), bv)}}
 		if num%2 == 0 {
 			a := message.Message{Token: m.Token, Code: code, Type: message.Acknowledgement, MessageID: m.MessageID, Options: opts}
 			answered[m.MessageID] = a

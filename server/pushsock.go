@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -19,6 +18,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 )
 
@@ -199,9 +199,8 @@ func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
 				return block1Answer{}, err
 			}
 			continue
-		case errors.Is(err, syscall.ECONNREFUSED):
-			// An ICMP error for an earlier datagram: to CoAP, a loss.
-			continue
+		case udpsock.IsAsyncError(err):
+			continue // an ICMP error for an earlier datagram: to CoAP, a loss
 		case err != nil:
 			return block1Answer{}, p.errorf("%w", err)
 		case n == 0:
@@ -285,11 +284,11 @@ func (p *sockPush) encode(b *block1, mid uint16) ([]byte, error) {
 		message.Option{ID: message.URIPath, Value: segment5},
 		message.Option{ID: message.URIPath, Value: segment0},
 		message.Option{ID: message.URIPath, Value: segment0},
-		message.Option{ID: message.ContentFormat, Value: putUint(p.optBuf[0:4], uint32(message.AppOctets))},
-		message.Option{ID: message.Block1, Value: putUint(p.optBuf[4:8], bv)},
+		message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(p.optBuf[0:4], uint32(message.AppOctets))},
+		message.Option{ID: message.Block1, Value: coapopt.PutUint(p.optBuf[4:8], bv)},
 	)
 	if b.num == 0 {
-		p.opts = append(p.opts, message.Option{ID: message.Size1, Value: putUint(p.optBuf[8:12], uint32(min(b.total, 1<<32-1)))})
+		p.opts = append(p.opts, message.Option{ID: message.Size1, Value: coapopt.PutUint(p.optBuf[8:12], uint32(min(b.total, 1<<32-1)))})
 	}
 	req := message.Message{Token: p.token[:], Options: p.opts, Code: codes.PUT,
 		MessageID: int32(mid), Type: message.Confirmable, Payload: b.payload}
@@ -306,10 +305,10 @@ func (p *sockPush) encode(b *block1, mid uint16) ([]byte, error) {
 
 var segment5, segment0 = []byte("5"), []byte("0")
 
-// send writes one datagram. A refused send reports an ICMP error for an
-// earlier one; like a lost datagram, retransmission deals with it.
+// send writes one datagram. An ICMP error for an earlier one is, like a
+// lost datagram, for retransmission to deal with.
 func (p *sockPush) send(b []byte) error {
-	if err := p.sock.Write(b); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := p.sock.Write(b); err != nil && !udpsock.IsAsyncError(err) {
 		return p.errorf("%w", err)
 	}
 	return nil

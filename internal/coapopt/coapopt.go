@@ -11,8 +11,15 @@ import (
 // Uint returns option id carrying v.
 func Uint(id message.OptionID, v uint32) message.Option {
 	var buf [4]byte
-	n, _ := message.EncodeUint32(buf[:], v) // 4 bytes always suffice
-	return message.Option{ID: id, Value: append([]byte(nil), buf[:n]...)}
+	return message.Option{ID: id, Value: append([]byte(nil), PutUint(buf[:], v)...)}
+}
+
+// PutUint encodes v minimally into buf, which has room for four bytes, and
+// returns the part used: an option value without an allocation, for a
+// per-block path that reuses its buffers.
+func PutUint(buf []byte, v uint32) []byte {
+	n, _ := message.EncodeUint32(buf, v) // 4 bytes always suffice
+	return buf[:n]
 }
 
 // Block returns a Block1 or Block2 option (RFC 7959 §2.2).

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,21 @@ func Replace(uc *net.UDPConn, tick time.Duration) (*Conn, error) {
 	}
 	uc.Close()
 	return c, nil
+}
+
+// IsAsyncError reports an error that a connected UDP socket returns for an
+// ICMP message about an earlier datagram: the peer's port closed while it
+// restarts, a route that came and went. It may be stale or spoofed and
+// says nothing about the next datagram, so to CoAP over UDP it is a lost
+// datagram: retransmission (RFC 7252 §4.2) decides when an exchange has
+// failed. On Linux the call that collects it drops nothing else.
+func IsAsyncError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.EMSGSIZE} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Tick returns how often a blocking read wakes up to look at its deadline
