@@ -371,6 +371,8 @@ func TestURIErrors(t *testing.T) {
 		"coap://":              ErrInvalidURI,
 		"::not a uri":          ErrInvalidURI,
 		"/just/a/path":         ErrInvalidURI,
+		"coap://h:99999/fw":    ErrInvalidURI,
+		"http://h:65536/fw":    ErrInvalidURI,
 	} {
 		_, err := Get(context.Background(), Request{URI: uri}, &memSink{})
 		if !errors.Is(err, want) {

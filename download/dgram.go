@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
@@ -55,34 +53,18 @@ func (d *netDatagram) recv(b []byte, deadline time.Time) (int, error) {
 func (d *netDatagram) interrupt()   { d.conn.Close() }
 func (d *netDatagram) close() error { return d.conn.Close() }
 
-// dialUDP resolves the host of hostport and connects a UDP socket to it:
-// one read outside Go's netpoller (package udpsock) where the platform has
-// it, a net.Conn elsewhere.
+// dialUDP connects a UDP socket to hostport, resolved and chosen by a
+// net.Dialer, then moved outside Go's netpoller (udpsock.Replace) where
+// the platform allows; else the net.Conn serves.
 func dialUDP(ctx context.Context, hostport string, tx TxParams) (datagramConn, error) {
-	host, portStr, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidURI, err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("%w: port %q", ErrInvalidURI, portStr)
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil || len(ips) == 0 {
-		return nil, transient(fmt.Errorf("download: resolve %s: %w", host, err))
-	}
-	raddr := netip.AddrPortFrom(ips[0], uint16(port))
-	c, err := udpsock.Dial(netip.AddrPort{}, raddr, udpsock.Tick(tx.AckTimeout))
-	if errors.Is(err, udpsock.ErrUnsupported) {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "udp", raddr.String())
-		if err != nil {
-			return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))
-		}
-		return &netDatagram{conn: conn}, nil
-	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "udp", hostport)
 	if err != nil {
 		return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))
+	}
+	c, err := udpsock.Replace(conn.(*net.UDPConn), udpsock.Tick(tx.AckTimeout))
+	if err != nil {
+		return &netDatagram{conn: conn}, nil
 	}
 	return sockDatagram{c}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -332,6 +333,12 @@ func parseURI(s string) (*url.URL, error) {
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%w: %q has no host", ErrInvalidURI, s)
+	}
+	// url.Parse takes any digits as a port.
+	if p := u.Port(); p != "" {
+		if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+			return nil, fmt.Errorf("%w: port %q", ErrInvalidURI, p)
+		}
 	}
 	return u, nil
 }
