@@ -70,7 +70,12 @@ func (d *fileDevice) StreamOpen(_ context.Context, uri string, _ []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
 	}
-	d.f, d.w = f, writeback.New(f, 0)
+	w, err := writeback.From(f, 0)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
+	}
+	d.f, d.w = f, w
 	return nil
 }
 
@@ -86,17 +91,15 @@ func (d *fileDevice) StreamResume(_ context.Context, _ string, _ []byte, offset 
 	if err == nil && st.Size() < offset {
 		err = fmt.Errorf("only %d of %d bytes stored", st.Size(), offset)
 	}
+	var w *writeback.Writer
 	if err == nil {
-		err = f.Truncate(offset)
-	}
-	if err == nil {
-		_, err = f.Seek(offset, io.SeekStart)
+		w, err = writeback.From(f, offset)
 	}
 	if err != nil {
 		f.Close()
 		return err
 	}
-	d.f, d.w = f, writeback.New(f, offset)
+	d.f, d.w = f, w
 	return nil
 }
 

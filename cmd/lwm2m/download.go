@@ -192,17 +192,15 @@ func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) erro
 		s.size.Store(size)
 		return nil
 	}
-	if err := s.f.Truncate(offset); err != nil {
-		return err
-	}
-	if _, err := s.f.Seek(offset, io.SeekStart); err != nil {
+	w, err := writeback.From(s.f, offset)
+	if err != nil {
 		return err
 	}
 	// Without an ETag a partial file cannot be resumed safely.
 	if err := os.WriteFile(s.etagPath, etag, 0o644); err != nil {
 		return err
 	}
-	s.w = writeback.New(s.f, offset)
+	s.w = w
 	s.written.Store(offset)
 	s.size.Store(size)
 	return nil

@@ -6,7 +6,10 @@
 // second, during which nothing else moves.
 package writeback
 
-import "os"
+import (
+	"io"
+	"os"
+)
 
 // Chunk is how much is written before write-back of it is started.
 const Chunk = 4 << 20
@@ -20,9 +23,17 @@ type Writer struct {
 	started int64 // write-back was started for [.., started)
 }
 
-// New returns a Writer that writes to f, whose file offset is off.
-func New(f *os.File, off int64) *Writer {
-	return &Writer{f: f, off: off, started: off}
+// From keeps the first off bytes of f, drops the rest, and returns a
+// Writer that writes on from there: a new image at 0, a resumed one at
+// the offset it had reached.
+func From(f *os.File, off int64) (*Writer, error) {
+	if err := f.Truncate(off); err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return &Writer{f: f, off: off, started: off}, nil
 }
 
 func (w *Writer) Write(p []byte) (int, error) {

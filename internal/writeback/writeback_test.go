@@ -2,7 +2,6 @@ package writeback_test
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,8 +22,10 @@ func TestWritesThroughFromOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	off, _ := f.Seek(int64(len(head)), io.SeekStart)
-	w := writeback.New(f, off)
+	w, err := writeback.From(f, int64(len(head)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := make([]byte, 3*writeback.Chunk+12345)
 	for i := range want {
 		want[i] = byte(i * 13)
@@ -45,5 +46,29 @@ func TestWritesThroughFromOffset(t *testing.T) {
 	}
 	if !bytes.Equal(got, append(head, want...)) {
 		t.Fatalf("file holds %d bytes, not the %d written after the %d kept", len(got), len(want), len(head))
+	}
+}
+
+// From drops what lies past the offset: the tail of a run that went
+// further before it was cut short must not survive under a shorter image.
+func TestFromDropsTheTail(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(name, []byte("kept|stale tail of an earlier run"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := writeback.From(f, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(name); string(got) != "kept|new" {
+		t.Fatalf("file holds %q, want %q", got, "kept|new")
 	}
 }
