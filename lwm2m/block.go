@@ -38,10 +38,14 @@ type blockTransfers struct {
 }
 
 type transfer struct {
-	path    model.Path
-	format  content.Format
-	next    int64 // number of the next block expected
-	size    int   // block size in use
+	path   model.Path
+	format content.Format
+	// off is the offset of the next byte expected. Blocks are sequenced
+	// by offset (NUM × size), not number, so that the server may change
+	// the block size mid-transfer (RFC 7959 §2.5).
+	off     int64
+	blocks  int   // blocks taken
+	lastOff int64 // offset of the last block, once done
 	done    bool  // the last block was taken
 	lastRsp response
 	stream  Stream
@@ -69,6 +73,9 @@ type block1 struct {
 
 func (k block1) size() int { return int(k.szx.Size()) }
 
+// offset is the position of k's first byte in the body (RFC 7959 §2.2).
+func (k block1) offset() int64 { return k.num * int64(k.size()) }
+
 // parseBlock1 decodes a Block1 option value and checks the payload
 // against it. A failure is the code to answer.
 func parseBlock1(v uint32, payload []byte) (block1, codes.Code) {
@@ -88,12 +95,25 @@ func parseBlock1(v uint32, payload []byte) (block1, codes.Code) {
 	return k, 0
 }
 
-// expects reports whether k is the block t waits for next at p: not a
-// retransmission, a gap, a new transfer or a changed block size. Such a
-// block is the steady state of a transfer, which the fast path of
-// block1Fast takes too.
+// expects reports whether k is the block t waits for next at p: one that
+// starts at the next byte expected, whatever its size, and not a
+// retransmission, a gap or a new transfer. RFC 7959 §2.5 lets the server
+// change the block size mid-transfer, after which "the second request
+// starts with a block number larger than one"; Anjay also accepts larger
+// and alternating sizes. Such a block is the steady state of a transfer,
+// which the fast path of block1Fast takes too.
 func (t *transfer) expects(p model.Path, k block1) bool {
-	return t != nil && t.path == p && !t.done && k.num > 0 && k.num == t.next && k.size() == t.size
+	return t != nil && t.path == p && !t.done && k.num > 0 && k.offset() == t.off
+}
+
+// duplicate reports whether k repeats a block of t already taken: it
+// ends at or before the next byte expected (a block 0 only while it is
+// the only one taken; after that a block 0 starts a new transfer).
+func (t *transfer) duplicate(k block1) bool {
+	if k.num == 0 {
+		return t.blocks == 1 && int64(len(k.payload)) <= t.off
+	}
+	return k.offset()+int64(len(k.payload)) <= t.off
 }
 
 func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p model.Path, f content.Format, r *pool.Message) response {
@@ -123,12 +143,12 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	same := t != nil && t.path == p
 	switch {
 	case t.expects(p, k):
-	case same && !t.done && num < t.next && (num > 0 || t.next == 1):
+	case same && !t.done && t.duplicate(k):
 		// A retransmission of a block already taken (with a new message
 		// ID; go-coap answers same-ID duplicates itself): acknowledge it
 		// again without writing it twice.
 		return continueResponse(k.szx, num)
-	case same && t.done && num > 0 && num == t.next-1:
+	case same && t.done && num > 0 && k.offset() == t.lastOff:
 		return t.lastRsp
 	case num == 0:
 		if t != nil {
@@ -139,17 +159,18 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 			b.cur = nil
 			return rsp
 		}
-		nt.size = k.size()
 		b.cur = nt
 		t = nt
 	default:
-		// A gap, a block of a transfer we do not hold, or a block size
-		// changed mid-transfer: the image is incomplete (RFC 7959 §2.9.2).
+		// A gap, an overlap, or a block of a transfer we do not hold:
+		// the body is incomplete (RFC 7959 §2.9.2).
+		var want any = "block 0"
 		if same {
-			t.abort(fmt.Errorf("%w: expected block %d, got %d", ErrIncomplete, t.next, num))
+			want = t.off
+			t.abort(fmt.Errorf("%w: expected offset %d, got block %d of %d bytes at %d", ErrIncomplete, t.off, num, k.size(), k.offset()))
 			b.cur = nil
 		}
-		c.log.Debug("lwm2m: block out of sequence", "path", p, "num", num)
+		c.log.Warn("lwm2m: block out of sequence, answering 4.08", "path", p, "num", num, "size", k.size(), "offset", k.offset(), "expected", want)
 		return errResponse(codes.RequestEntityIncomplete)
 	}
 
@@ -182,7 +203,11 @@ func (b *blockTransfers) advance(c *Client, t *transfer, k block1) error {
 		b.cur = nil
 		return err
 	}
-	t.next = k.num + 1
+	t.off = k.offset() + int64(len(k.payload))
+	t.blocks++
+	if !k.more {
+		t.lastOff = k.offset()
+	}
 	if k.more {
 		t.timer.Reset(c.cfg.BlockTimeout)
 	} else {
@@ -223,7 +248,7 @@ func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.cur == t && !t.done {
-			c.log.Warn("lwm2m: block-wise write abandoned by the server", "path", p, "next_block", t.next)
+			c.log.Warn("lwm2m: block-wise write abandoned by the server", "path", p, "next_offset", t.off)
 			t.abort(ErrTransferTimeout)
 			b.cur = nil
 		}

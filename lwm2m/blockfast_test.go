@@ -231,14 +231,16 @@ func (c *Client) fastCount() int {
 	return c.blocks.fastBlocks
 }
 
-// checkContinue checks a 2.31 for block num of req.
+// checkContinue checks a 2.31 for block num of req, in req's block size.
 func checkContinue(t *testing.T, req message.Message, r *message.Message, num int64) {
 	t.Helper()
+	rv, _ := req.Options.GetUint32(message.Block1)
+	wantSZX, _, _, _ := blockwise.DecodeBlockOption(rv)
 	v, err := r.Options.GetUint32(message.Block1)
 	szx, gotNum, more, _ := blockwise.DecodeBlockOption(v)
 	if r.Type != message.Acknowledgement || r.Code != codes.Continue || !bytes.Equal(r.Token, req.Token) ||
-		err != nil || szx != blockwise.SZX1024 || gotNum != num || !more || len(r.Options) != 1 || len(r.Payload) != 0 {
-		t.Fatalf("block %d: got %v %v token %x options %v, want ACK 2.31 token %x Block1 %d/1/1024", num, r.Type, r.Code, r.Token, r.Options, req.Token, num)
+		err != nil || szx != wantSZX || gotNum != num || !more || len(r.Options) != 1 || len(r.Payload) != 0 {
+		t.Fatalf("block %d: got %v %v token %x options %v, want ACK 2.31 token %x Block1 %d/1/%d", num, r.Type, r.Code, r.Token, r.Options, req.Token, num, wantSZX.Size())
 	}
 }
 
@@ -352,11 +354,21 @@ func TestBlock1FastPathLeavesTheRest(t *testing.T) {
 			checkContinue(t, req, p.exchange(req), 3) // receive looks at the format of the first block only
 		}, true, 0},
 		{"block size", func(t *testing.T, p *peer, o *blob) {
+			// RFC 7959 §2.5: a smaller block at the next offset is taken,
+			// on the fast path; then the 1024-byte blocks go on at 4096.
+			for num := int64(6); num <= 7; num++ {
+				req := p.putBlock("/4200/0/0", img, 3)
+				req.Options[4] = coapopt.Block(message.Block1, blockwise.SZX512, num, true)
+				req.Payload = img[num*512 : (num+1)*512]
+				checkContinue(t, req, p.exchange(req), num)
+			}
+		}, true, 2},
+		{"block size, wrong offset", func(t *testing.T, p *peer, o *blob) {
 			req := p.putBlock("/4200/0/0", img, 3)
-			req.Options[4] = coapopt.Block(message.Block1, blockwise.SZX512, 6, true)
-			req.Payload = img[3*1024 : 3*1024+512]
+			req.Options[4] = coapopt.Block(message.Block1, blockwise.SZX512, 7, true) // offset 3584, 3072 expected
+			req.Payload = img[7*512 : 8*512]
 			if r := p.exchange(req); r.Code != codes.RequestEntityIncomplete {
-				t.Fatalf("512-byte block: %v, want 4.08", r.Code)
+				t.Fatalf("512-byte block at a gap: %v, want 4.08", r.Code)
 			}
 		}, false, 0},
 		{"short block", func(t *testing.T, p *peer, o *blob) {

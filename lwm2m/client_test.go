@@ -696,3 +696,103 @@ func TestDisable(t *testing.T) {
 		}
 	}
 }
+
+// pushSized writes img to /4100/0/0 in blocks of the sizes given, in
+// turn, the last one repeated, each at the block number its offset gives (RFC
+// 7959 §2.2), and returns
+// the answer to the last block sent.
+func (h *harness) pushSized(img []byte, sizes []blockwise.SZX) lwm2mtest.Response {
+	h.t.Helper()
+	var r lwm2mtest.Response
+	off := 0
+	for i := 0; off < len(img); i++ {
+		szx := sizes[min(i, len(sizes)-1)]
+		size := int(szx.Size())
+		if off%size != 0 {
+			h.t.Fatalf("size %d does not divide offset %d", size, off)
+		}
+		end := min(off+size, len(img))
+		r = h.do(codes.PUT, "/4100/0/0", int(content.Opaque), img[off:end], block1(int64(off/size), end < len(img), szx))
+		want := codes.Continue
+		if end == len(img) {
+			want = codes.Changed
+		}
+		if r.Code != want {
+			h.t.Fatalf("block %d (%d bytes at %d): %v, want %v", off/size, size, off, r.Code, want)
+		}
+		off = end
+	}
+	return r
+}
+
+// RFC 7959 §2.5: the server may change the block size mid-transfer; any
+// block that starts at the next byte expected is taken, whatever its
+// size. Anjay's BlockVariableChunkSizeTest checks reductions, growth and
+// alternating sizes.
+func TestBlock1VariableSize(t *testing.T) {
+	img := make([]byte, 9000)
+	for i := range img {
+		img[i] = byte(i*7 + i>>9)
+	}
+	for name, sizes := range map[string][]blockwise.SZX{
+		"reduced":     {blockwise.SZX1024, blockwise.SZX512},
+		"grown":       {blockwise.SZX256, blockwise.SZX256, blockwise.SZX512, blockwise.SZX1024},
+		"alternating": {blockwise.SZX1024, blockwise.SZX512, blockwise.SZX512, blockwise.SZX1024, blockwise.SZX256, blockwise.SZX256, blockwise.SZX512},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newSink()
+			h := start(t, lwm2m.Config{}, s)
+			// Reduced: block 0 of 1024, then block 2 of 512 at offset 1024.
+			// Growth: blocks 0, 1 of 256, then block 1 of 512 at 512.
+			h.pushSized(img, sizes)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.closed || s.aborted != nil || string(s.data) != string(img) {
+				t.Fatalf("stream closed=%v aborted=%v with %d bytes, want the %d-byte image", s.closed, s.aborted, len(s.data), len(img))
+			}
+		})
+	}
+}
+
+// After a size change, a block at the wrong offset still gets 4.08 (RFC
+// 7959 §2.9.2), and a retransmitted block of either size is absorbed.
+func TestBlock1VariableSizeDuplicateAndGap(t *testing.T) {
+	s := newSink()
+	h := start(t, lwm2m.Config{}, s)
+	img := make([]byte, 4096)
+	for i := range img {
+		img[i] = byte(i * 13)
+	}
+	put := func(szx blockwise.SZX, num int64) codes.Code {
+		size := int64(szx.Size())
+		return h.do(codes.PUT, "/4100/0/0", int(content.Opaque), img[num*size:(num+1)*size], block1(num, true, szx)).Code
+	}
+	if c := put(blockwise.SZX1024, 0); c != codes.Continue {
+		t.Fatalf("block 0: %v", c)
+	}
+	if c := put(blockwise.SZX512, 2); c != codes.Continue {
+		t.Fatalf("block 2 of 512 at offset 1024: %v", c)
+	}
+	if c := put(blockwise.SZX512, 2); c != codes.Continue {
+		t.Fatalf("block 2 of 512 again: %v", c)
+	}
+	if c := put(blockwise.SZX256, 5); c != codes.Continue { // 1280..1536: inside what was taken
+		t.Fatalf("a retransmission of part of a block taken: %v", c)
+	}
+	s.mu.Lock()
+	n := len(s.data)
+	s.mu.Unlock()
+	if n != 1536 {
+		t.Fatalf("%d bytes stored after retransmissions, want 1536", n)
+	}
+	// Offset 2048 when 1536 is expected: a gap.
+	if c := put(blockwise.SZX1024, 2); c != codes.RequestEntityIncomplete {
+		t.Fatalf("block at offset 2048, 1536 expected: %v, want 4.08", c)
+	}
+	s.mu.Lock()
+	aborted := s.aborted
+	s.mu.Unlock()
+	if !errors.Is(aborted, lwm2m.ErrIncomplete) {
+		t.Fatalf("stream aborted with %v, want ErrIncomplete", aborted)
+	}
+}
