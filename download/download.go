@@ -130,6 +130,14 @@ func Schemes() []string {
 	return []string{"coap", "coaps", "coap+tcp", "coaps+tcp", "http", "https"}
 }
 
+// ValidateURI checks uri as Get does before any traffic: ErrInvalidURI for
+// a URI that cannot be fetched as written (no host, a port outside
+// 1-65535), ErrUnsupportedScheme for a scheme not in Schemes.
+func ValidateURI(uri string) error {
+	_, err := parseURI(uri)
+	return err
+}
+
 // Get downloads req.URI into sink. It returns when the image is complete,
 // when it fails, or at once with ctx.Err() when ctx is cancelled.
 func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
@@ -334,9 +342,9 @@ func parseURI(s string) (*url.URL, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%w: %q has no host", ErrInvalidURI, s)
 	}
-	// url.Parse takes any digits as a port.
+	// url.Parse takes any digits as a port; 0 cannot be connected to.
 	if p := u.Port(); p != "" {
-		if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
 			return nil, fmt.Errorf("%w: port %q", ErrInvalidURI, p)
 		}
 	}

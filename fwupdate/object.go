@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -399,17 +397,19 @@ func (o *Object) resetBy(ev event) error {
 	return codeErr(r)
 }
 
-// validateURI checks a Package URI and says which result a bad one gets.
+// validateURI checks a Package URI and says which result a bad one gets:
+// the resource's length limit (OBJECT5.md: 0-255 bytes), then what the
+// download would refuse before any traffic (download.ValidateURI: a
+// missing host, a port outside 1-65535, an unsupported scheme).
 func validateURI(s string) (Result, error) {
 	if len(s) > maxPackageURILength || !utf8.ValidString(s) || strings.ContainsAny(s, " \t\r\n") {
 		return ResultInvalidURI, fmt.Errorf("package URI is not a valid URI of at most %d bytes", maxPackageURILength)
 	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return ResultInvalidURI, fmt.Errorf("package URI %q cannot be parsed", s)
-	}
-	if !slices.Contains(download.Schemes(), strings.ToLower(u.Scheme)) {
-		return ResultUnsupportedProtocol, fmt.Errorf("package URI scheme %q is not supported", u.Scheme)
+	if err := download.ValidateURI(s); err != nil {
+		if errors.Is(err, download.ErrUnsupportedScheme) {
+			return ResultUnsupportedProtocol, err
+		}
+		return ResultInvalidURI, err
 	}
 	return ResultInitial, nil
 }
