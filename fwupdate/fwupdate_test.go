@@ -235,6 +235,7 @@ func TestTransitions(t *testing.T) {
 		{"idle/first block", fwupdate.StateIdle, firstBlock, codes.Continue, fwupdate.StateDownloading, 0, false},
 		{"idle/unsupported scheme", fwupdate.StateIdle, writeURI("ftp://127.0.0.1/fw"), codes.BadRequest, fwupdate.StateIdle, 9, false},
 		{"idle/unparsable uri", fwupdate.StateIdle, writeURI("http//no host"), codes.BadRequest, fwupdate.StateIdle, 7, false},
+		{"idle/uri of 10 KB", fwupdate.StateIdle, writeURI("http://127.0.0.1/" + string(bytes.Repeat([]byte("a"), 10_000))), codes.BadRequest, fwupdate.StateIdle, 7, false},
 		{"idle/port 0", fwupdate.StateIdle, writeURI("coap://127.0.0.1:0/fw"), codes.BadRequest, fwupdate.StateIdle, 7, false},
 		{"idle/port 99999", fwupdate.StateIdle, writeURI("http://127.0.0.1:99999/fw"), codes.BadRequest, fwupdate.StateIdle, 7, false},
 		{"idle/port not numeric", fwupdate.StateIdle, writeURI("coaps://127.0.0.1:x1/fw"), codes.BadRequest, fwupdate.StateIdle, 7, false},

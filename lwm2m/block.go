@@ -234,13 +234,7 @@ func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.
 		}
 		s, err := sw.OpenStream(ctx, p, size)
 		if err != nil {
-			rsp := errResponse(codeOf(err))
-			var tl *TooLargeError
-			if errors.As(err, &tl) {
-				// RFC 7959 §4: tell the peer how much we take.
-				rsp.opts = append(rsp.opts, coapopt.Uint(message.Size1, uint32(min(tl.Max, 1<<32-1))))
-			}
-			return nil, rsp
+			return nil, errorResponse(err)
 		}
 		t.stream = s
 	}

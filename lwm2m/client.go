@@ -76,8 +76,11 @@ type Config struct {
 	// sends no Accept option, and is advertised in the registration
 	// (</>;ct=). Default TLV, which LwM2M 1.0 servers also read.
 	PreferredFormat content.Format
-	// MaxAssembledWrite caps a block-wise write to an object that is not a
-	// StreamWriter; default 64 KiB. Larger writes get 4.13.
+	// MaxAssembledWrite caps a write, block-wise or in one datagram, to
+	// an object that is not a StreamWriter; default 64 KiB. Larger writes
+	// get 4.13 with Size1 set to it (RFC 7959 §2.9.3). A request in one
+	// datagram is read up to 64 KiB over UDP and about 8 KiB over DTLS
+	// (pion's read buffer), whatever the MTU.
 	MaxAssembledWrite int
 	// BlockTimeout abandons a block-wise write whose next block has not come
 	// for this long; default EXCHANGE_LIFETIME (247 s, RFC 7252 §4.8.2),

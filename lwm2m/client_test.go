@@ -796,3 +796,55 @@ func TestBlock1VariableSizeDuplicateAndGap(t *testing.T) {
 		t.Fatalf("stream aborted with %v, want ErrIncomplete", aborted)
 	}
 }
+
+// A request larger than one MTU (1472 bytes) is read whole and answered,
+// idle or while a block-wise write runs; go-coap's session dropped it
+// without an answer.
+func TestLargeRequestAnswered(t *testing.T) {
+	s := newSink()
+	notes := lwm2m.NewStatic(4101, "", lwm2m.Resource{ID: 0, Type: model.TypeString, Ops: lwm2m.OpRW})
+	notes.Set(0, 0, model.String(""))
+	h := start(t, lwm2m.Config{}, s, notes)
+	for _, size := range []int{1500, 10_000, 60_000} {
+		v := strings.Repeat("n", size)
+		if r := h.do(codes.PUT, "/4101/0/0", int(content.TextPlain), []byte(v)); r.Code != codes.Changed {
+			t.Fatalf("idle: %d-byte write: %v, want 2.04", size, r.Code)
+		}
+		if got, _ := notes.Get(0, 0); got.Str != v {
+			t.Fatalf("idle: %d-byte write stored %d bytes", size, len(got.Str))
+		}
+	}
+	// During a block-wise write the session reads differently.
+	blk := make([]byte, 1024)
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(0, true, blockwise.SZX1024)); r.Code != codes.Continue {
+		t.Fatalf("block 0: %v", r.Code)
+	}
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(1, true, blockwise.SZX1024)); r.Code != codes.Continue {
+		t.Fatalf("block 1: %v", r.Code)
+	}
+	v := strings.Repeat("t", 10_000)
+	if r := h.do(codes.PUT, "/4101/0/0", int(content.TextPlain), []byte(v)); r.Code != codes.Changed {
+		t.Fatalf("during a transfer: 10000-byte write: %v, want 2.04", r.Code)
+	}
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk[:10], block1(2, false, blockwise.SZX1024)); r.Code != codes.Changed {
+		t.Fatalf("last block: %v", r.Code)
+	}
+}
+
+// A write in one datagram over MaxAssembledWrite gets 4.13 with Size1,
+// as a block-wise one does (RFC 7959 §2.9.3).
+func TestLargeRequestTooLarge(t *testing.T) {
+	notes := lwm2m.NewStatic(4101, "", lwm2m.Resource{ID: 0, Type: model.TypeString, Ops: lwm2m.OpRW})
+	notes.Set(0, 0, model.String(""))
+	h := start(t, lwm2m.Config{MaxAssembledWrite: 4000}, notes)
+	r := h.do(codes.PUT, "/4101/0/0", int(content.TextPlain), []byte(strings.Repeat("n", 10_000)))
+	if r.Code != codes.RequestEntityTooLarge {
+		t.Fatalf("10000-byte write, limit 4000: %v, want 4.13", r.Code)
+	}
+	if v, err := r.Options.GetUint32(message.Size1); err != nil || v != 4000 {
+		t.Fatalf("Size1 %d (%v), want 4000", v, err)
+	}
+	if r := h.do(codes.PUT, "/4101/0/0", int(content.TextPlain), []byte(strings.Repeat("n", 4000))); r.Code != codes.Changed {
+		t.Fatalf("4000-byte write: %v, want 2.04", r.Code)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -341,7 +342,28 @@ func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, repla
 	if err != nil {
 		return errResponse(codes.BadRequest)
 	}
+	if _, ok := o.(StreamWriter); !ok && len(payload) > c.cfg.MaxAssembledWrite {
+		// The limit of an assembled block-wise write holds for one
+		// datagram too (RFC 7959 §2.9.3: 4.13 with Size1).
+		return tooLarge(&TooLargeError{Max: int64(c.cfg.MaxAssembledWrite)})
+	}
 	return c.applyWrite(ctx, o, p, f, payload)
+}
+
+// errorResponse is the answer to err; a TooLargeError's tells the peer
+// the size it may send (RFC 7959 §2.9.3, §4: Size1).
+func errorResponse(err error) response {
+	var tl *TooLargeError
+	if errors.As(err, &tl) {
+		return tooLarge(tl)
+	}
+	return errResponse(codeOf(err))
+}
+
+func tooLarge(tl *TooLargeError) response {
+	rsp := errResponse(codes.RequestEntityTooLarge)
+	rsp.opts = append(rsp.opts, coapopt.Uint(message.Size1, uint32(min(tl.Max, 1<<32-1))))
+	return rsp
 }
 
 // writable applies the rules of a Write to p: the object, the instance
@@ -412,7 +434,7 @@ func (c *Client) applyWrite(ctx context.Context, o Object, p model.Path, f conte
 	}
 	for _, target := range order {
 		if err := w.Write(ctx, target, groups[target]); err != nil {
-			return errResponse(codeOf(err))
+			return errorResponse(err)
 		}
 	}
 	return errResponse(codes.Changed)

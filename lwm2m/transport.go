@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -69,8 +70,10 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 			errs(fmt.Errorf("blocking socket unavailable, using the netpoller: %w", err))
 		}
 		l := coapnet.NewUDPConn("udp", conn, coapnet.WithErrors(errs))
+		// Its read buffer is its "MTU": make it hold any request up
+		// to MaxMessageSize, as the udpSession does.
 		session = server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
-			cfg.MaxMessageSize, cfg.MTU, true, errs)
+			cfg.MaxMessageSize, uint16(min(cfg.MaxMessageSize, math.MaxUint16)), true, errs)
 	}
 	cc := client.NewConnWithOpts(session, &cfg,
 		client.WithBlockWise(func(*client.Conn) *blockwise.BlockWise[*client.Conn] { return nil }),

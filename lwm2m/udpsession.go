@@ -144,22 +144,39 @@ func (s *udpSession) write(b []byte) error {
 // Reset for a malformed confirmable message.
 func (s *udpSession) Run(cc *client.Conn) error {
 	defer s.shutdown()
-	// One extra byte: a datagram larger than the MTU is detected instead
-	// of being silently truncated and processed.
-	buf := make([]byte, int(s.mtu)+1)
+	// Idle, a datagram is read into small when it fits; the size of the
+	// next one is peeked first, so that a larger request, up to
+	// maxMessageSize (a Write of a long Package URI, of a whole object
+	// instance), is read whole into a buffer of its size and answered,
+	// not dropped, while an idle session keeps no large buffer. During a
+	// transfer, a buffer for any datagram is held. One extra byte: a
+	// datagram over maxMessageSize is detected, not truncated.
+	small := make([]byte, int(s.mtu)+1)
+	var big []byte
 	for {
 		var n int
 		var err error
+		buf := small
 		if s.fast != nil && s.fast.busy() {
 			// Blocks of a write are coming: wait for each in a blocking
 			// read, which wakes faster than the netpoller (package
 			// udpsock). It holds an OS thread, so only while a transfer
 			// runs; the deadline makes the loop look again.
+			if big == nil {
+				big = make([]byte, int(s.maxMessageSize)+1)
+			}
+			buf = big
 			n, err = s.sock.Read(buf, time.Now().Add(sessionTick))
 		} else {
 			// Idle: wait in the netpoller, which holds no thread, so that
 			// a fleet of clients in one process costs no thread each.
-			n, err = s.sock.ReadIdle(buf)
+			big = nil
+			if n, err = s.sock.PeekIdle(); err == nil && n >= len(small) {
+				buf = make([]byte, min(n, int(s.maxMessageSize))+1)
+			}
+			if err == nil {
+				n, err = s.sock.ReadIdle(buf)
+			}
 		}
 		s.io.received()
 		if s.base.Err() != nil {
@@ -173,9 +190,6 @@ func (s *udpSession) Run(cc *client.Conn) error {
 			continue
 		case err != nil:
 			return err
-		case n > int(s.mtu):
-			s.errs(fmt.Errorf("datagram exceeds MTU(%v)", s.mtu))
-			continue
 		case uint32(n) > s.maxMessageSize:
 			s.errs(fmt.Errorf("max message size(%v) was exceeded %v", s.maxMessageSize, n))
 			continue

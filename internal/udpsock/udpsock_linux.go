@@ -289,6 +289,19 @@ func addrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
 // first ReadIdle after a Read, and the first Read after a ReadIdle, cost
 // a few system calls to switch the socket's mode.
 func (c *Conn) ReadIdle(b []byte) (int, error) {
+	return c.readIdle(b, syscall.MSG_DONTWAIT)
+}
+
+// PeekIdle waits for the next datagram as ReadIdle does and returns its
+// size without taking it (MSG_PEEK|MSG_TRUNC), so that the caller can
+// pick a buffer that holds it: an idle connection need not keep a buffer
+// of the largest datagram it may receive. Interrupt wakes it (0 bytes).
+func (c *Conn) PeekIdle() (int, error) {
+	var b [1]byte
+	return c.readIdle(b[:], syscall.MSG_DONTWAIT|syscall.MSG_PEEK|syscall.MSG_TRUNC)
+}
+
+func (c *Conn) readIdle(b []byte, flags int) (int, error) {
 	if c.idle == nil {
 		// The netpoller needs O_NONBLOCK, which the duplicate shares with
 		// fd; Go's poller deregisters the duplicate when it is closed.
@@ -310,7 +323,7 @@ func (c *Conn) ReadIdle(b []byte) (int, error) {
 	var n uintptr
 	var errno syscall.Errno
 	err = rc.Read(func(fd uintptr) bool {
-		n, _, errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_DONTWAIT, 0, 0)
+		n, _, errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(flags), 0, 0)
 		if errno == syscall.EAGAIN && c.interrupted.Load() {
 			// After shutdown(2) a non-blocking read still says EAGAIN.
 			n, errno = 0, 0

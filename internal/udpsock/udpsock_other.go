@@ -29,5 +29,6 @@ func (c *Conn) ReadFrom(b []byte, deadline time.Time) (int, netip.AddrPort, erro
 	return 0, netip.AddrPort{}, ErrUnsupported
 }
 func (c *Conn) ReadIdle(b []byte) (int, error) { return 0, ErrUnsupported }
+func (c *Conn) PeekIdle() (int, error)         { return 0, ErrUnsupported }
 func (c *Conn) Interrupt()                     {}
 func (c *Conn) Close() error                   { return nil }

@@ -233,3 +233,37 @@ func TestReplace(t *testing.T) {
 		t.Fatalf("the dialled socket is still open: %v", err)
 	}
 }
+
+// PeekIdle tells the size of the next datagram, larger than the caller's
+// usual buffer, without taking it; ReadIdle then takes it whole.
+func TestPeekIdle(t *testing.T) {
+	peer := listen(t, net.ListenConfig{}, "127.0.0.1:0")
+	c := dial(t, netip.AddrPort{}, peer.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	_, from, err := peer.ReadFromUDPAddrPort(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 20_000)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	peer.WriteToUDPAddrPort(big, from)
+	for range 2 { // a peek takes nothing
+		if n, err := c.PeekIdle(); err != nil || n != len(big) {
+			t.Fatalf("PeekIdle = %d, %v; want %d", n, err, len(big))
+		}
+	}
+	got := make([]byte, len(big)+1)
+	n, err := c.ReadIdle(got)
+	if err != nil || n != len(big) || string(got[:n]) != string(big) {
+		t.Fatalf("ReadIdle after PeekIdle = %d bytes, %v; want the %d-byte datagram", n, err, len(big))
+	}
+	c.Interrupt()
+	if n, err := c.PeekIdle(); n != 0 || err != nil {
+		t.Fatalf("PeekIdle after Interrupt = %d, %v; want 0, nil", n, err)
+	}
+}

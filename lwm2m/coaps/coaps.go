@@ -174,6 +174,11 @@ func Dialer(cfg Config) (DialFunc, error) {
 			options.WithBlockwise(false, 0, 0),
 			options.WithErrors(func(err error) { log.Debug("coaps", "err", err) }),
 			options.WithCloseSocket(),
+			// go-coap reads each record into a buffer of one MTU, and pion
+			// refuses a larger record with an error that ends the session:
+			// read any record pion can deliver, so that a large request is
+			// answered.
+			options.WithMTU(maxRecordRead),
 			tx,
 		)
 		stop := context.AfterFunc(ctx, func() { _ = cc.Close() })
@@ -184,6 +189,11 @@ func Dialer(cfg Config) (DialFunc, error) {
 		return cc, nil
 	}, nil
 }
+
+// maxRecordRead is the largest record pion/dtls delivers: it reads each
+// datagram into 8 KiB (its inboundBufferSize). A request in a larger
+// datagram is dropped by pion before the client sees it.
+const maxRecordRead = 8192
 
 // serverAddr turns a coaps URI into "host:port".
 func serverAddr(uri string) (string, error) {
