@@ -164,18 +164,17 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	default:
 		// A gap, an overlap, or a block of a transfer we do not hold:
 		// the body is incomplete (RFC 7959 §2.9.2).
-		var want any = "block 0"
+		err := fmt.Errorf("%w: block %d of %d bytes at offset %d, no transfer in progress (block 0 expected)", ErrIncomplete, num, k.size(), k.offset())
 		if same {
-			want = t.off
-			t.abort(fmt.Errorf("%w: expected offset %d, got block %d of %d bytes at %d", ErrIncomplete, t.off, num, k.size(), k.offset()))
+			err = fmt.Errorf("%w: block %d of %d bytes at offset %d, offset %d expected", ErrIncomplete, num, k.size(), k.offset(), t.off)
+			t.abort(err)
 			b.cur = nil
 		}
-		c.log.Warn("lwm2m: block out of sequence, answering 4.08", "path", p, "num", num, "size", k.size(), "offset", k.offset(), "expected", want)
-		return errResponse(codes.RequestEntityIncomplete)
+		return refusal(codes.RequestEntityIncomplete, err)
 	}
 
 	if err := b.advance(c, t, k); err != nil {
-		return errResponse(codeOf(err))
+		return errorResponse(err)
 	}
 	if k.more {
 		return continueResponse(k.szx, num)
@@ -183,7 +182,11 @@ func (b *blockTransfers) receive(ctx context.Context, c *Client, o Object, p mod
 	var rsp response
 	if t.stream != nil {
 		t.done = true // Close owns the outcome now; Abort must not follow
-		rsp = errResponse(codeOf(t.stream.Close()))
+		if err := t.stream.Close(); err != nil {
+			rsp = errorResponse(err)
+		} else {
+			rsp = errResponse(codes.Changed)
+		}
 	} else {
 		rsp = c.applyWrite(ctx, o, p, f, t.buf)
 		t.buf = nil
@@ -224,19 +227,25 @@ func continueResponse(szx blockwise.SZX, num int64) response {
 func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.Path, f content.Format, r *pool.Message) (*transfer, response) {
 	t := &transfer{path: p, format: f}
 	if sw, ok := o.(StreamWriter); ok && p.Len() == 3 {
-		if f != content.Opaque {
-			// Streaming carries raw bytes; text/plain's base64 is for small writes.
-			return nil, errResponse(codes.UnsupportedMediaType)
+		// A server may send the value raw, in base64 text (Wakaama's
+		// default) or as a TLV: decode on the fly, block by block.
+		typ, _ := c.typesOf(p)
+		dec, err := content.NewValueStream(f, p, typ)
+		if err != nil {
+			return nil, refusal(codes.UnsupportedMediaType, err)
 		}
 		size := int64(-1)
-		if s1, err := r.Options().GetUint32(message.Size1); err == nil {
-			size = int64(s1)
+		if s1, err := r.Options().GetUint32(message.Size1); err == nil && dec == nil {
+			size = int64(s1) // Size1 counts the encoded body: a size only when raw
 		}
 		s, err := sw.OpenStream(ctx, p, size)
 		if err != nil {
 			return nil, errorResponse(err)
 		}
 		t.stream = s
+		if dec != nil {
+			t.stream = &decodingStream{Stream: s, dec: dec}
+		}
 	}
 	t.timer = time.AfterFunc(c.cfg.BlockTimeout, func() {
 		b.mu.Lock()
@@ -259,4 +268,34 @@ func (t *transfer) take(payload []byte, limit int) error {
 	}
 	t.buf = append(t.buf, payload...)
 	return nil
+}
+
+// decodingStream passes the value that dec decodes from the blocks of a
+// write to the object's Stream. A malformed body aborts the Stream and
+// gets 4.00.
+type decodingStream struct {
+	Stream
+	dec content.ValueStream
+}
+
+func (d *decodingStream) Write(chunk []byte) error {
+	v, err := d.dec.Next(chunk)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if len(v) == 0 {
+		return nil
+	}
+	return d.Stream.Write(v)
+}
+
+// Close checks that the value is complete before the Stream takes it as
+// such; a value cut short is aborted, not closed.
+func (d *decodingStream) Close() error {
+	if err := d.dec.Close(); err != nil {
+		err = fmt.Errorf("%w: %w", ErrBadRequest, err)
+		d.Stream.Abort(err)
+		return err
+	}
+	return d.Stream.Close()
 }

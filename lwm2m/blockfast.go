@@ -106,8 +106,12 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 
 	ack := message.Message{Type: message.Acknowledgement, Code: codes.Continue, MessageID: m.MessageID, Token: m.Token}
 	if err != nil {
-		ack.Code = codeOf(err)
-		c.logRefused(codes.PUT, p.String(), ack.Code)
+		rsp := errorResponse(err) // 4.13 carries Size1
+		ack.Code = rsp.code
+		if len(rsp.opts) > 0 {
+			ack.Options = rsp.opts
+		}
+		c.logRefused(codes.PUT, p.String(), ack.Code, err)
 	} else {
 		// RFC 7959 §2.3: 2.31 echoes the block, M set.
 		bv, _ := blockwise.EncodeBlockOption(k.szx, k.num, true)
@@ -116,7 +120,7 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 	}
 	n, err := coder.DefaultCoder.Encode(ack, f.out[:])
 	if err != nil {
-		return true, err // cannot happen: the answer is at most 19 bytes
+		return true, err // cannot happen: the answer is at most 24 bytes
 	}
 	return true, write(f.out[:n])
 }

@@ -112,6 +112,7 @@ type Client struct {
 	obs     *observations
 	updates chan updateReq
 	blocks  blockTransfers
+	refused refusalLog
 }
 
 type updateReq struct {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
@@ -66,7 +67,9 @@ func start(t *testing.T, cfg lwm2m.Config, extra ...lwm2m.Object) *harness {
 		cfg.Tx = fastTx
 	}
 	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 200*time.Millisecond
-	cfg.Logger = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	c, err := lwm2m.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -846,5 +849,39 @@ func TestLargeRequestTooLarge(t *testing.T) {
 	}
 	if r := h.do(codes.PUT, "/4101/0/0", int(content.TextPlain), []byte(strings.Repeat("n", 4000))); r.Code != codes.Changed {
 		t.Fatalf("4000-byte write: %v, want 2.04", r.Code)
+	}
+}
+
+// Every refusal that ends a write is logged at Warn with its reason, not
+// at Debug only; a flood of refusals is cut to a few lines a second.
+func TestRefusalsLogged(t *testing.T) {
+	var logs syncbuf.Buffer
+	s := newSink()
+	h := start(t, lwm2m.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, s)
+	blk := make([]byte, 1024)
+	// SenML JSON cannot be streamed: 4.15.
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.SenMLJSON), blk, block1(0, true, blockwise.SZX1024)); r.Code != codes.UnsupportedMediaType {
+		t.Fatalf("SenML block 0: %v, want 4.15", r.Code)
+	}
+	// A block with no transfer in progress: 4.08.
+	if r := h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(3, true, blockwise.SZX1024)); r.Code != codes.RequestEntityIncomplete {
+		t.Fatalf("block 3 alone: %v, want 4.08", r.Code)
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`method=PUT path=/4100/0/0 code=4.15 reason="content: unsupported`,
+		`method=PUT path=/4100/0/0 code=4.08 reason="request entity incomplete: block 3`,
+	} {
+		if !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
+			return strings.Contains(l, `level=WARN msg="lwm2m: request refused"`) && strings.Contains(l, want)
+		}) {
+			t.Errorf("log lacks a Warn with %s\nlog:\n%s", want, out)
+		}
+	}
+	for range 100 {
+		h.do(codes.PUT, "/4100/0/0", int(content.Opaque), blk, block1(3, true, blockwise.SZX1024))
+	}
+	if n := strings.Count(logs.String(), "request refused"); n > 60 {
+		t.Errorf("%d refusals logged for 102 refused requests; want a rate limit", n)
 	}
 }

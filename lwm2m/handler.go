@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -27,9 +30,13 @@ type response struct {
 	body    []byte
 	hasBody bool
 	opts    message.Options
+	reason  error // why a request is refused, for the log
 }
 
 func errResponse(code codes.Code) response { return response{code: code} }
+
+// refusal is an answer with code, logged with its reason.
+func refusal(code codes.Code, reason error) response { return response{code: code, reason: reason} }
 
 // codeOf maps an error from an object, a codec or the core to its CoAP code.
 func codeOf(err error) codes.Code {
@@ -70,7 +77,7 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	resp := c.serve(ctx, w.Conn(), r)
 	if resp.code >= codes.BadRequest {
 		p, _ := r.Options().Path()
-		c.logRefused(r.Code(), p, resp.code)
+		c.logRefused(r.Code(), p, resp.code, resp.reason)
 	}
 	var body *bytes.Reader
 	if resp.hasBody {
@@ -87,10 +94,56 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	}
 }
 
-// logRefused logs a refused request at Debug: a hostile peer must not
-// be able to flood the log, and the server sees the code anyway.
-func (c *Client) logRefused(method codes.Code, path string, code codes.Code) {
-	c.log.Debug("lwm2m: request refused", "method", method, "path", path, "code", code)
+// logRefused logs a refused request with its reason: at Warn when a
+// payload or a transfer failed (4.00, 4.08, 4.13, 4.15), which an
+// operator must see to understand a failed push, else at Info. At most
+// refusalBurst lines a second, so that a hostile peer cannot flood the
+// log; the next line counts those left out.
+func (c *Client) logRefused(method codes.Code, path string, code codes.Code, reason error) {
+	ok, dropped := c.refused.allow(time.Now())
+	if !ok {
+		return
+	}
+	// "4.08" as on the wire: go-coap names some codes only by number.
+	attrs := []any{"method", method, "path", path, "code", fmt.Sprintf("%d.%02d", code>>5, code&31)}
+	if reason != nil {
+		attrs = append(attrs, "reason", reason.Error())
+	}
+	if dropped > 0 {
+		attrs = append(attrs, "not_logged_before", dropped)
+	}
+	level := slog.LevelInfo
+	switch code {
+	case codes.BadRequest, codes.RequestEntityIncomplete, codes.RequestEntityTooLarge, codes.UnsupportedMediaType:
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "lwm2m: request refused", attrs...)
+}
+
+// refusalBurst is how many refusals are logged per second at most.
+const refusalBurst = 20
+
+// refusalLog limits the log lines of refused requests.
+type refusalLog struct {
+	mu      sync.Mutex
+	window  time.Time // start of the current second
+	n       int       // lines in it
+	dropped int       // refusals not logged since the last line
+}
+
+func (l *refusalLog) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Second {
+		l.window, l.n = now, 0
+	}
+	if l.n >= refusalBurst {
+		l.dropped++
+		return false, 0
+	}
+	l.n++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
 }
 
 func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Message) response {
@@ -235,7 +288,7 @@ func (c *Client) formatFor(p model.Path, recs []model.Record, accept content.For
 func (c *Client) render(ctx context.Context, p model.Path, accept content.Format, hasAccept bool) (response, []model.Record) {
 	recs, err := c.collect(ctx, p)
 	if err != nil {
-		return errResponse(codeOf(err)), nil
+		return errorResponse(err), nil
 	}
 	f := c.formatFor(p, recs, accept, hasAccept)
 	body, err := content.Encode(f, p, recs)
@@ -355,13 +408,15 @@ func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, repla
 func errorResponse(err error) response {
 	var tl *TooLargeError
 	if errors.As(err, &tl) {
-		return tooLarge(tl)
+		rsp := tooLarge(tl)
+		rsp.reason = err
+		return rsp
 	}
-	return errResponse(codeOf(err))
+	return refusal(codeOf(err), err)
 }
 
 func tooLarge(tl *TooLargeError) response {
-	rsp := errResponse(codes.RequestEntityTooLarge)
+	rsp := refusal(codes.RequestEntityTooLarge, tl)
 	rsp.opts = append(rsp.opts, coapopt.Uint(message.Size1, uint32(min(tl.Max, 1<<32-1))))
 	return rsp
 }
@@ -398,8 +453,7 @@ func (c *Client) applyWrite(ctx context.Context, o Object, p model.Path, f conte
 	}
 	recs, err := content.Decode(f, p, payload, c.typesOf)
 	if err != nil {
-		c.log.Debug("lwm2m: cannot decode write", "path", p, "format", f, "err", err)
-		return errResponse(codeOf(err))
+		return refusal(codeOf(err), fmt.Errorf("cannot decode %s: %w", f, err))
 	}
 	// Group by resource: each gets one Write call.
 	groups := map[model.Path][]model.Record{}
@@ -458,7 +512,7 @@ func (c *Client) execute(ctx context.Context, p model.Path, r *pool.Message) res
 		return errResponse(codes.BadRequest)
 	}
 	if err := x.Execute(ctx, p, string(args)); err != nil {
-		return errResponse(codeOf(err))
+		return errorResponse(err)
 	}
 	return errResponse(codes.Changed)
 }
@@ -500,7 +554,7 @@ func (c *Client) create(ctx context.Context, p model.Path, r *pool.Message) resp
 	}
 	recs, err := content.Decode(f, p, payload, c.typesOf)
 	if err != nil {
-		return errResponse(codeOf(err))
+		return errorResponse(err)
 	}
 	// The instance ID comes from the payload, or is the lowest free one.
 	var inst uint16
@@ -520,7 +574,7 @@ func (c *Client) create(ctx context.Context, p model.Path, r *pool.Message) resp
 		return errResponse(codes.BadRequest)
 	}
 	if err := cr.Create(ctx, inst, recs); err != nil {
-		return errResponse(codeOf(err))
+		return errorResponse(err)
 	}
 	c.Changed(model.NewPath(p.Object()))
 	loc := model.NewPath(p.Object(), inst).Segments()
@@ -544,7 +598,7 @@ func (c *Client) delete(ctx context.Context, p model.Path) response {
 		return errResponse(codes.MethodNotAllowed)
 	}
 	if err := d.Delete(ctx, p.Instance()); err != nil {
-		return errResponse(codeOf(err))
+		return errorResponse(err)
 	}
 	c.Changed(model.NewPath(p.Object()))
 	c.obs.dropBelow(p)
