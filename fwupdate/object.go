@@ -421,10 +421,12 @@ func (o *Object) writeURI(s string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if res, err := validateURI(s); err != nil {
-		// Debug, not Warn: a peer repeating a bad URI must not flood the
-		// log; the transition logs the new Update Result once.
-		o.log.Debug("fwupdate: package URI refused", "err", err)
-		return codeErr(o.transition(evURIBad, res))
+		// The client logs the refusal with this reason, rate-limited; the
+		// transition logs the new Update Result once.
+		if cerr := codeErr(o.transition(evURIBad, res)); cerr != nil {
+			return fmt.Errorf("%w: %w", cerr, err)
+		}
+		return nil
 	}
 	r := o.transition(evURI, 0)
 	if r.refused() {
