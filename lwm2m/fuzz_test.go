@@ -274,5 +274,16 @@ func fuzzSeeds() [][]byte {
 	get := message.Message{Type: message.Confirmable, Code: codes.GET, MessageID: 1, Token: []byte{1}, Options: path("9999", "0", "1")}
 	put := message.Message{Type: message.Confirmable, Code: codes.PUT, MessageID: 2, Token: []byte{2},
 		Options: append(path("9999", "0", "1"), message.Option{ID: message.ContentFormat, Value: nil}), Payload: []byte("hello")}
-	return [][]byte{{}, {0x40}, {0x40, 0x01, 0x00, 0x01}, enc(get), enc(put)}
+	// Block 0 of a Block1 push to the opaque resource, 16-byte blocks
+	// (SZX 0), in base64 text and as a TLV, and a write over one MTU.
+	block0 := func(mid int32, cf []byte, body string) []byte {
+		return enc(message.Message{Type: message.Confirmable, Code: codes.PUT, MessageID: mid, Token: []byte{byte(mid)},
+			Options: append(path("9999", "0", "0"), message.Option{ID: message.ContentFormat, Value: cf},
+				message.Option{ID: message.Block1, Value: []byte{0x08}}), Payload: []byte(body)})
+	}
+	text0 := block0(3, nil, "QUJDRA==QUJDRA==")                        // text/plain (0)
+	tlv0 := block0(4, []byte{0x2D, 0x16}, "\xc8\x00\x20abcdefghijklm") // TLV (11542), 32-byte value
+	big := put
+	big.MessageID, big.Payload = 5, bytes.Repeat([]byte("x"), 2000)
+	return [][]byte{{}, {0x40}, {0x40, 0x01, 0x00, 0x01}, enc(get), enc(put), text0, tlv0, enc(big)}
 }
