@@ -99,7 +99,11 @@ type Stream interface {
 // assembled in memory up to Config.MaxAssembledWrite and passed to Writer.
 //
 // OpenStream is called on the first block. size is the announced total
-// (Size1), or -1. A small write that needs no Block1 arrives through Writer.
+// (Size1), or -1. The Stream gets the value's bytes whatever the format
+// the server wrote them in: raw (application/octet-stream), base64
+// (text/plain) or a TLV, decoded block by block; size is -1 for the last
+// two, whose Size1 counts the encoded body. A small write that needs no
+// Block1 arrives through Writer.
 type StreamWriter interface {
 	OpenStream(ctx context.Context, res model.Path, size int64) (Stream, error)
 }
