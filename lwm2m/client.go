@@ -13,6 +13,9 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
@@ -83,12 +86,34 @@ type Config struct {
 	// for this long; default EXCHANGE_LIFETIME (247 s, RFC 7252 §4.8.2),
 	// after which the server has surely given up.
 	BlockTimeout time.Duration
+	// MaxObservations caps the observations the server may hold at once;
+	// default 64. Each costs a goroutine and a copy of the last value, and
+	// each is notified of a change: without a cap a server could make one
+	// State change cost thousands of notifications. An observation beyond
+	// the cap is refused with 5.03 Service Unavailable (docs/SECURITY.md).
+	MaxObservations int
+	// NonConfirmableNotifications sends notifications Non-confirmable,
+	// with a Confirmable one at least every 24 h (RFC 7641 §4.5). The
+	// default is Confirmable: a lost State notification of /5 would
+	// otherwise leave the server unaware until pmax. The con attribute of
+	// Write-Attributes (LwM2M 1.2) overrides this per path.
+	NonConfirmableNotifications bool
+	// Version is the LwM2M version the client registers with and speaks:
+	// Version11 (default) or Version10, which registers with lwm2m=1.0
+	// and accepts only the content formats of LwM2M 1.0.
+	Version string
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
 	// Dial, if set, replaces the plain UDP dial; the secure transport
 	// uses it. It must return a connection that is closed with ctx.
 	Dial func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error)
 }
+
+// LwM2M versions for Config.Version.
+const (
+	Version10 = "1.0"
+	Version11 = "1.1"
+)
 
 // Client is an LwM2M client: it registers with one server, keeps the
 // registration alive, and serves the server's requests on its objects.
@@ -151,6 +176,16 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.BlockTimeout <= 0 {
 		cfg.BlockTimeout = exchangeLifetime
+	}
+	if cfg.MaxObservations <= 0 {
+		cfg.MaxObservations = 64
+	}
+	switch cfg.Version {
+	case "":
+		cfg.Version = Version11
+	case Version10, Version11:
+	default:
+		return nil, fmt.Errorf("%w: LwM2M version %q (want %s or %s)", ErrConfig, cfg.Version, Version10, Version11)
 	}
 	cfg.Tx = cfg.Tx.Defaults()
 	log := cfg.Logger
@@ -269,7 +304,17 @@ func (c *Client) Registered() bool {
 // dial opens the server connection with the client's handler.
 func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	if c.cfg.Dial != nil {
-		return c.cfg.Dial(ctx, c.handle)
+		return c.cfg.Dial(ctx, c.dispatch)
 	}
-	return dialUDP(ctx, c.host, c.handle, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, newBlock1Fast(c))
+	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, newBlock1Fast(c))
+}
+
+// dispatch takes the server's messages: a Reset ends the observation it
+// answers (RFC 7641 §3.6), requests go to handle.
+func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	if r.Type() == message.Reset {
+		c.obs.resetBy(r.MessageID())
+		return
+	}
+	c.handle(w, r)
 }
