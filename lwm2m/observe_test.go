@@ -2,6 +2,7 @@ package lwm2m_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -113,5 +114,124 @@ func TestUnrelatedResetKeepsObservation(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if c.Observations() != 1 {
 		t.Fatalf("%d observations, want 1", c.Observations())
+	}
+}
+
+// Notifications are Confirmable by default; Config and the con attribute
+// (LwM2M 1.2 §5.1.2) make them Non-confirmable, and con=1 overrides Config.
+func TestNotificationType(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		non  bool
+		con  string // Write-Attributes con= on the object, "" for none
+		want message.Type
+	}{
+		{"default", false, "", message.Confirmable},
+		{"config", true, "", message.NonConfirmable},
+		{"con=0", false, "0", message.NonConfirmable},
+		{"con=1 over config", true, "1", message.Confirmable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := counter()
+			srv, _, ctx := rawClient(t, lwm2m.Config{NonConfirmableNotifications: tc.non}, obj)
+			if tc.con != "" {
+				r, err := srv.Request(ctx, codes.PUT, "/3300", query("con="+tc.con))
+				if err != nil || r.Code != codes.Changed {
+					t.Fatalf("write-attributes: %v %v", r.Code, err)
+				}
+			}
+			if _, err := srv.Observe(ctx, "/3300/0/5700"); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				obj.Set(0, 5700, model.Float(float64(20+i)))
+				n, err := srv.NextNote(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n.Msg.Type != tc.want {
+					t.Fatalf("notification %d type %v, want %v", i, n.Msg.Type, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// Observations are capped: one beyond Config.MaxObservations gets 5.03
+// without Observe and is never notified; a re-observe of the same token or
+// the same target replaces rather than adds.
+func TestObservationCap(t *testing.T) {
+	obj := lwm2m.NewStatic(3300, "",
+		lwm2m.Resource{ID: 5700, Type: model.TypeFloat, Ops: lwm2m.OpRW},
+		lwm2m.Resource{ID: 5701, Type: model.TypeString, Ops: lwm2m.OpRW},
+		lwm2m.Resource{ID: 5750, Type: model.TypeString, Ops: lwm2m.OpRW})
+	obj.Set(0, 5700, model.Float(1))
+	obj.Set(0, 5701, model.String("u"))
+	obj.Set(0, 5750, model.String("n"))
+	srv, c, ctx := rawClient(t, lwm2m.Config{MaxObservations: 2}, obj)
+	observe := func(path string, tok message.Token) message.Message {
+		t.Helper()
+		r, err := srv.ObserveToken(ctx, path, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := observe("/3300/0/5700", nil)
+	b := observe("/3300/0/5701", nil)
+	if a.Code != codes.Content || b.Code != codes.Content {
+		t.Fatalf("codes %v %v", a.Code, b.Code)
+	}
+	// The same target with a new token replaces (RFC 7641 §4.1).
+	a2 := observe("/3300/0/5700", nil)
+	// The same token on another target replaces too.
+	b2 := observe("/3300/0/5750", b.Token)
+	for _, r := range []message.Message{a2, b2} {
+		if r.Code != codes.Content || !r.Options.HasOption(message.Observe) {
+			t.Fatalf("re-observe answered %v (observe %v)", r.Code, r.Options.HasOption(message.Observe))
+		}
+	}
+	if n := c.Observations(); n != 2 {
+		t.Fatalf("%d observations, want 2", n)
+	}
+	over := observe("/3300/0/5701", nil)
+	if over.Code != codes.ServiceUnavailable || over.Options.HasOption(message.Observe) {
+		t.Fatalf("observation beyond the cap answered %v (observe %v), want 5.03 without Observe", over.Code, over.Options.HasOption(message.Observe))
+	}
+	if n := c.Observations(); n != 2 {
+		t.Fatalf("%d observations, want 2", n)
+	}
+	// Each change notifies its one observer, on the newest token.
+	obj.Set(0, 5701, model.String("u2"))
+	obj.Set(0, 5700, model.Float(2))
+	n, err := srv.NextNote(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(n.Msg.Token) != string(a2.Token) || string(n.Msg.Payload) != "2" {
+		t.Fatalf("notification %q on token %x, want \"2\" on %x", n.Msg.Payload, n.Msg.Token, a2.Token)
+	}
+	noNote(t, srv, 200*time.Millisecond)
+}
+
+// The default cap is 64.
+func TestObservationCapDefault(t *testing.T) {
+	obj := lwm2m.NewStatic(3300, "", lwm2m.Resource{ID: 5700, Type: model.TypeFloat, Ops: lwm2m.OpRW})
+	for i := range 65 {
+		obj.Set(uint16(i), 5700, model.Float(float64(i)))
+	}
+	srv, _, ctx := rawClient(t, lwm2m.Config{}, obj)
+	for i := range 65 {
+		r, err := srv.Observe(ctx, fmt.Sprintf("/3300/%d/5700", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := codes.Content
+		if i == 64 {
+			want = codes.ServiceUnavailable
+		}
+		if r.Code != want {
+			t.Fatalf("observation %d answered %v, want %v", i+1, r.Code, want)
+		}
 	}
 }

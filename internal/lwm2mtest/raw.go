@@ -118,6 +118,7 @@ func (s *RawServer) loop() {
 			continue
 		}
 		m.Payload = append([]byte(nil), m.Payload...)
+		m.Token = append(message.Token(nil), m.Token...)
 		m.Options = cloneOptions(m.Options)
 		switch {
 		case m.Code >= codes.GET && m.Code <= codes.DELETE:
@@ -223,12 +224,19 @@ func (s *RawServer) WaitRegister(ctx context.Context) (RawRegister, error) {
 // Request sends a Confirmable request to the registered client and waits
 // for its piggybacked response.
 func (s *RawServer) Request(ctx context.Context, code codes.Code, path string, opts ...message.Option) (message.Message, error) {
-	tok, err := message.GetToken()
-	if err != nil {
-		return message.Message{}, err
+	return s.request(ctx, code, path, nil, opts...)
+}
+
+func (s *RawServer) request(ctx context.Context, code codes.Code, path string, tok message.Token, opts ...message.Option) (message.Message, error) {
+	if tok == nil {
+		var err error
+		if tok, err = message.GetToken(); err != nil {
+			return message.Message{}, err
+		}
 	}
 	m := message.Message{Type: message.Confirmable, Code: code, Token: tok, Options: make(message.Options, 0, 8)}
 	buf := make([]byte, 256)
+	var err error
 	m.Options, _, err = m.Options.SetPath(buf, path)
 	if err != nil {
 		return message.Message{}, err
@@ -254,8 +262,13 @@ func (s *RawServer) Request(ctx context.Context, code codes.Code, path string, o
 // Observe registers an observation of path and returns the first
 // response, which carries the token of the notifications.
 func (s *RawServer) Observe(ctx context.Context, path string, opts ...message.Option) (message.Message, error) {
+	return s.ObserveToken(ctx, path, nil, opts...)
+}
+
+// ObserveToken is Observe with token tok (nil: a new one).
+func (s *RawServer) ObserveToken(ctx context.Context, path string, tok message.Token, opts ...message.Option) (message.Message, error) {
 	obs := message.Option{ID: message.Observe, Value: nil} // 0
-	return s.Request(ctx, codes.GET, path, append([]message.Option{obs}, opts...)...)
+	return s.request(ctx, codes.GET, path, tok, append([]message.Option{obs}, opts...)...)
 }
 
 // NextNote waits for the next notification.
