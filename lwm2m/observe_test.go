@@ -3,6 +3,8 @@ package lwm2m_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +235,69 @@ func TestObservationCapDefault(t *testing.T) {
 		if r.Code != want {
 			t.Fatalf("observation %d answered %v, want %v", i+1, r.Code, want)
 		}
+	}
+}
+
+// WaitNotified returns only once the notification of the last change has
+// been acknowledged, even behind an earlier one still waiting for its own
+// acknowledgement.
+func TestWaitNotifiedAcknowledged(t *testing.T) {
+	obj := counter()
+	srv, c, ctx := rawClient(t, lwm2m.Config{}, obj)
+	if _, err := srv.Observe(ctx, "/3300/0/5700"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var acked []string
+	srv.OnNotify(func(n lwm2mtest.Note) lwm2mtest.Answer {
+		a := lwm2mtest.Ack
+		a.Delay = 200 * time.Millisecond
+		a.Then = func() { mu.Lock(); acked = append(acked, string(n.Msg.Payload)); mu.Unlock() }
+		return a
+	})
+	obj.Set(0, 5700, model.Float(11))
+	if _, err := srv.NextNote(ctx); err != nil { // 11 is out, its ack pending
+		t.Fatal(err)
+	}
+	obj.Set(0, 5700, model.Float(12))
+	if err := c.WaitNotified(ctx, model.NewPath(3300, 0, 5700)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(acked, "12") {
+		t.Fatalf("WaitNotified returned with acknowledgements of %q only, want 12's", acked)
+	}
+}
+
+// A notification never acknowledged is given up on after its
+// retransmissions, which ends the observation (RFC 7641 §4.5) and
+// WaitNotified.
+func TestWaitNotifiedNeverAcknowledged(t *testing.T) {
+	obj := counter()
+	srv, c, ctx := rawClient(t, lwm2m.Config{Tx: lwm2m.TxParams{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 2}}, obj)
+	if _, err := srv.Observe(ctx, "/3300/0/5700"); err != nil {
+		t.Fatal(err)
+	}
+	srv.OnNotify(func(lwm2mtest.Note) lwm2mtest.Answer { return lwm2mtest.Ignore })
+	obj.Set(0, 5700, model.Float(11))
+	if err := c.WaitNotified(ctx, model.NewPath(3300, 0, 5700)); err != nil {
+		t.Fatal(err)
+	}
+	// The first transmission and MAX_RETRANSMIT retransmissions.
+	for i := range 3 {
+		n, err := srv.NextNote(ctx)
+		if err != nil || string(n.Msg.Payload) != "11" {
+			t.Fatalf("transmission %d: %q %v", i, n.Msg.Payload, err)
+		}
+	}
+	if n := c.Observations(); n != 0 {
+		t.Fatalf("%d observations after an unacknowledged notification", n)
+	}
+	// Nothing observed: WaitNotified returns at once.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := c.WaitNotified(wctx, model.NewPath(3300)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -62,6 +62,7 @@ type Answer struct {
 	Type  message.Type
 	Delay time.Duration
 	Send  bool
+	Then  func() // if set, runs just before the answer is sent
 }
 
 // Ack, Reset and Ignore are the usual answers.
@@ -160,11 +161,17 @@ func (s *RawServer) notification(m message.Message) {
 		return
 	}
 	reply := message.Message{Type: a.Type, Code: codes.Empty, MessageID: m.MessageID}
+	send := func() {
+		if a.Then != nil {
+			a.Then()
+		}
+		s.write(reply)
+	}
 	if a.Delay > 0 {
-		time.AfterFunc(a.Delay, func() { s.write(reply) })
+		time.AfterFunc(a.Delay, send)
 		return
 	}
-	s.write(reply)
+	send()
 }
 
 // serve answers the registration interface: Register, Update, De-register.
@@ -224,17 +231,22 @@ func (s *RawServer) WaitRegister(ctx context.Context) (RawRegister, error) {
 // Request sends a Confirmable request to the registered client and waits
 // for its piggybacked response.
 func (s *RawServer) Request(ctx context.Context, code codes.Code, path string, opts ...message.Option) (message.Message, error) {
-	return s.request(ctx, code, path, nil, opts...)
+	return s.request(ctx, code, path, nil, nil, opts...)
 }
 
-func (s *RawServer) request(ctx context.Context, code codes.Code, path string, tok message.Token, opts ...message.Option) (message.Message, error) {
+// RequestBody is Request with a payload.
+func (s *RawServer) RequestBody(ctx context.Context, code codes.Code, path string, payload []byte, opts ...message.Option) (message.Message, error) {
+	return s.request(ctx, code, path, nil, payload, opts...)
+}
+
+func (s *RawServer) request(ctx context.Context, code codes.Code, path string, tok message.Token, payload []byte, opts ...message.Option) (message.Message, error) {
 	if tok == nil {
 		var err error
 		if tok, err = message.GetToken(); err != nil {
 			return message.Message{}, err
 		}
 	}
-	m := message.Message{Type: message.Confirmable, Code: code, Token: tok, Options: make(message.Options, 0, 8)}
+	m := message.Message{Type: message.Confirmable, Code: code, Token: tok, Payload: payload, Options: make(message.Options, 0, 8)}
 	buf := make([]byte, 256)
 	var err error
 	m.Options, _, err = m.Options.SetPath(buf, path)
@@ -268,7 +280,7 @@ func (s *RawServer) Observe(ctx context.Context, path string, opts ...message.Op
 // ObserveToken is Observe with token tok (nil: a new one).
 func (s *RawServer) ObserveToken(ctx context.Context, path string, tok message.Token, opts ...message.Option) (message.Message, error) {
 	obs := message.Option{ID: message.Observe, Value: nil} // 0
-	return s.request(ctx, codes.GET, path, tok, append([]message.Option{obs}, opts...)...)
+	return s.request(ctx, codes.GET, path, tok, nil, append([]message.Option{obs}, opts...)...)
 }
 
 // NextNote waits for the next notification.
