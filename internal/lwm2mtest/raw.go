@@ -27,6 +27,7 @@ type RawServer struct {
 	mid     uint16
 	pending map[string]chan message.Message
 	answer  func(Note) Answer
+	refuse  func(RawRegister) (codes.Code, string)
 
 	// Registers receives each Register (POST /rd) as it comes.
 	Registers chan RawRegister
@@ -96,6 +97,14 @@ func StartRaw(t testing.TB) *RawServer {
 
 // URI is the server's coap:// URI.
 func (s *RawServer) URI() string { return "coap://" + s.conn.LocalAddr().String() }
+
+// RefuseRegister makes the server answer each Register with the code and
+// diagnostic payload f returns; a code below 4.00 accepts it.
+func (s *RawServer) RefuseRegister(f func(RawRegister) (codes.Code, string)) {
+	s.mu.Lock()
+	s.refuse = f
+	s.mu.Unlock()
+}
 
 // OnNotify sets how notifications are answered from now on.
 func (s *RawServer) OnNotify(f func(Note) Answer) {
@@ -185,12 +194,21 @@ func (s *RawServer) serve(from netip.AddrPort, m message.Message) {
 		s.peer = from
 		s.mu.Unlock()
 		q, _ := m.Options.Queries()
+		reg := RawRegister{Query: q, Links: string(m.Payload)}
 		select {
-		case s.Registers <- RawRegister{Query: q, Links: string(m.Payload)}:
+		case s.Registers <- reg:
 		default:
 		}
+		s.mu.Lock()
+		refuse := s.refuse
+		s.mu.Unlock()
 		resp.Code = codes.Created
 		resp.Options = message.Options{{ID: message.LocationPath, Value: []byte("rd")}, {ID: message.LocationPath, Value: []byte("1")}}
+		if refuse != nil {
+			if code, diag := refuse(reg); code >= codes.BadRequest {
+				resp.Code, resp.Options, resp.Payload = code, nil, []byte(diag)
+			}
+		}
 	case p == "rd/1" && m.Code == codes.POST:
 		resp.Code = codes.Changed
 	case p == "rd/1" && m.Code == codes.DELETE:
