@@ -14,6 +14,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -183,7 +184,11 @@ func New(cfg Config) (*Client, error) {
 	switch cfg.Version {
 	case "":
 		cfg.Version = Version11
-	case Version10, Version11:
+	case Version10:
+		if !formatIn10(cfg.PreferredFormat) {
+			return nil, fmt.Errorf("%w: preferred format %d is not defined in LwM2M 1.0", ErrConfig, cfg.PreferredFormat)
+		}
+	case Version11:
 	default:
 		return nil, fmt.Errorf("%w: LwM2M version %q (want %s or %s)", ErrConfig, cfg.Version, Version10, Version11)
 	}
@@ -316,5 +321,43 @@ func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		c.obs.resetBy(r.MessageID())
 		return
 	}
+	if code := c.versionRefusal(r); code != 0 {
+		p, _ := r.Options().Path()
+		c.logRefused(r.Code(), p, code)
+		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
+			c.log.Warn("lwm2m: cannot set response", "err", err)
+		}
+		return
+	}
 	c.handle(w, r)
+}
+
+// versionRefusal refuses, under LwM2M 1.0, what only 1.1 defines: the
+// SenML formats (4.06 asked for, 4.15 sent) and the composite operations
+// FETCH and iPATCH (4.05). LwM2M 1.0 §6.4 knows text, opaque, TLV and
+// OMA JSON (not implemented here).
+func (c *Client) versionRefusal(r *pool.Message) codes.Code {
+	if c.cfg.Version != Version10 {
+		return 0
+	}
+	switch r.Code() {
+	case codes.FETCH, codes.IPATCH:
+		return codes.MethodNotAllowed
+	}
+	if a, err := r.Options().Accept(); err == nil && !formatIn10(content.Format(a)) {
+		return codes.NotAcceptable
+	}
+	if f, err := r.Options().ContentFormat(); err == nil && !formatIn10(content.Format(f)) {
+		return codes.UnsupportedMediaType
+	}
+	return 0
+}
+
+// formatIn10 reports whether LwM2M 1.0 defines content format f.
+func formatIn10(f content.Format) bool {
+	switch f {
+	case content.SenMLJSON, content.SenMLCBOR, 60: // 60: CBOR, LwM2M 1.1
+		return false
+	}
+	return true
 }

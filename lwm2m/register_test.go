@@ -2,7 +2,9 @@ package lwm2m_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
@@ -51,5 +54,55 @@ func TestRegisterRefusedIsExplained(t *testing.T) {
 	}
 	if strings.Contains(out, "\x1b") {
 		t.Errorf("log carries the server's escape sequence raw:\n%q", out)
+	}
+}
+
+// Under LwM2M 1.0 the client registers as 1.0 and refuses what only 1.1
+// defines: SenML formats, composite operations, epmin/epmax.
+func TestVersion10(t *testing.T) {
+	h := start(t, lwm2m.Config{Version: lwm2m.Version10})
+	for _, want := range []string{"lwm2m=1.0", "b=U"} {
+		if !slices.Contains(h.reg.Query, want) {
+			t.Errorf("register query %v lacks %q", h.reg.Query, want)
+		}
+	}
+	if want := `</>;rt="oma.lwm2m",</1/0>,</3>;ver=1.1,</3/0>`; h.reg.Links != want {
+		t.Errorf("register payload %q, want %q", h.reg.Links, want)
+	}
+	for _, tc := range []struct {
+		name    string
+		code    codes.Code
+		path    string
+		format  int
+		payload []byte
+		opts    []message.Option
+		want    codes.Code
+	}{
+		{"read TLV", codes.GET, "/3/0", -1, nil, []message.Option{accept(content.TLV)}, codes.Content},
+		{"read text", codes.GET, "/3/0/0", -1, nil, []message.Option{accept(content.TextPlain)}, codes.Content},
+		{"read SenML JSON", codes.GET, "/3/0", -1, nil, []message.Option{accept(content.SenMLJSON)}, codes.NotAcceptable},
+		{"read SenML CBOR", codes.GET, "/3/0", -1, nil, []message.Option{accept(content.SenMLCBOR)}, codes.NotAcceptable},
+		{"write SenML JSON", codes.PUT, "/1/0/1", int(content.SenMLJSON), []byte(`[{"bn":"/1/0/1","v":60}]`), nil, codes.UnsupportedMediaType},
+		{"write text", codes.PUT, "/1/0/1", int(content.TextPlain), []byte("60"), nil, codes.Changed},
+		{"fetch", codes.FETCH, "/", int(content.SenMLJSON), []byte(`[{"n":"/3/0/0"}]`), nil, codes.MethodNotAllowed},
+		{"epmin", codes.PUT, "/3/0/0", -1, nil, []message.Option{query("epmin=5")}, codes.BadRequest},
+		{"pmin", codes.PUT, "/3/0/0", -1, nil, []message.Option{query("pmin=5")}, codes.Changed},
+	} {
+		if r := h.do(tc.code, tc.path, tc.format, tc.payload, tc.opts...); r.Code != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, r.Code, tc.want)
+		}
+	}
+}
+
+func TestVersionConfig(t *testing.T) {
+	for _, cfg := range []lwm2m.Config{
+		{Version: "1.2"},
+		{Version: "1"},
+		{Version: lwm2m.Version10, PreferredFormat: content.SenMLCBOR},
+	} {
+		cfg.Endpoint, cfg.Server = "v", "coap://127.0.0.1:5683"
+		if _, err := lwm2m.New(cfg); !errors.Is(err, lwm2m.ErrConfig) {
+			t.Errorf("version %q preferred %d: err %v, want ErrConfig", cfg.Version, cfg.PreferredFormat, err)
+		}
 	}
 }
