@@ -8,9 +8,11 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -131,6 +133,8 @@ type Client struct {
 	conn     *udpclient.Conn
 	location string // registration location path, "" when not registered
 	regDone  chan struct{}
+
+	unreachableAt atomic.Int64 // unix ns of the last unreachable warning
 
 	obs     *observations
 	updates chan updateReq
@@ -311,7 +315,27 @@ func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	if c.cfg.Dial != nil {
 		return c.cfg.Dial(ctx, c.dispatch)
 	}
-	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, newBlock1Fast(c))
+	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, c.transportError, newBlock1Fast(c))
+}
+
+// unreachableEvery rate-limits the warning of an ICMP error.
+const unreachableEvery = 30 * time.Second
+
+// transportError logs the errors of the UDP transport. An ICMP error
+// (port unreachable, say) is said at Warn, at most every 30 s: a client
+// that cannot reach its server should say so rather than retransmit in
+// silence. It changes nothing else: retransmission decides when an
+// exchange has failed (package udpsock).
+func (c *Client) transportError(err error) {
+	if udpsock.IsAsyncError(err) {
+		now := time.Now().UnixNano()
+		last := c.unreachableAt.Load()
+		if now-last >= int64(unreachableEvery) && c.unreachableAt.CompareAndSwap(last, now) {
+			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err)
+			return
+		}
+	}
+	c.log.Debug("coap", "err", err)
 }
 
 // dispatch takes the server's messages: a Reset ends the observation it

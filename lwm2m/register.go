@@ -42,7 +42,7 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = c.cfg.RetryMin // it worked for a long while
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond))
+		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -50,6 +50,11 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
+}
+
+// retryAt is the wall-clock time of a retry in d, for the log.
+func retryAt(d time.Duration) string {
+	return time.Now().Add(d).Format("15:04:05")
 }
 
 // jitter spreads retries of a fleet over [d/2, d) (RFC 7252 §4.8 style randomisation).
@@ -66,8 +71,18 @@ func (c *Client) session(ctx context.Context) error {
 	// after the caller's context ends.
 	cctx, ccancel := context.WithCancel(context.Background())
 	defer ccancel()
+	// Until the connection is up, though, ctx ends the dial (a DTLS
+	// handshake may take a minute).
+	stopDial := context.AfterFunc(ctx, ccancel)
 	conn, err := c.dial(cctx)
-	if err != nil {
+	if !stopDial() || err != nil {
+		if err == nil {
+			conn.Close()
+			return ctx.Err()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("dial %s: %w", c.host, err)
 	}
 	defer conn.Close()
@@ -220,6 +235,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 		"b=" + c.binding(),
 	}
 	backoff := c.cfg.RetryMin
+	c.log.Info("lwm2m: registering", "server", c.host, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
 	for {
 		rctx, cancel := c.requestCtx(ctx)
 		links := c.registrationLinks()
@@ -250,7 +266,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			return ctx.Err()
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond))
+		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -340,6 +356,12 @@ func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) er
 	}
 }
 
+// deregisterTimeout bounds De-register, so that a client asked to stop
+// stops within a second even when the server is gone: one transmission
+// and its answer over any link with a round trip below it. A server that
+// misses it drops the registration when its lifetime ends.
+const deregisterTimeout = 750 * time.Millisecond
+
 // deregister sends De-register (LwM2M 1.1 Core §6.2.3), best effort.
 func (c *Client) deregister(conn *udpclient.Conn) {
 	c.mu.Lock()
@@ -349,7 +371,7 @@ func (c *Client) deregister(conn *udpclient.Conn) {
 	if loc == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Tx.MaxTransmitWait(), 5*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Tx.MaxTransmitWait(), deregisterTimeout))
 	defer cancel()
 	resp, err := conn.Delete(ctx, loc)
 	if err != nil {

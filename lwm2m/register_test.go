@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -104,5 +105,102 @@ func TestVersionConfig(t *testing.T) {
 		if _, err := lwm2m.New(cfg); !errors.Is(err, lwm2m.ErrConfig) {
 			t.Errorf("version %q preferred %d: err %v, want ErrConfig", cfg.Version, cfg.PreferredFormat, err)
 		}
+	}
+}
+
+// Cancelling Run's context ends the client within a second whatever it
+// is doing: waiting for the answer to Register from a silent server, or
+// de-registering from a server that has gone.
+func TestCancelEndsRunPromptly(t *testing.T) {
+	t.Run("register unanswered", func(t *testing.T) {
+		l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		c, err := lwm2m.New(lwm2m.Config{Endpoint: "silent", Server: "coap://" + l.LocalAddr().String(), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		_ = l.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := l.ReadFrom(make([]byte, 2048)); err != nil {
+			t.Fatalf("no Register: %v", err)
+		}
+		cancelWithin(t, cancel, done, time.Second)
+	})
+	t.Run("server gone", func(t *testing.T) {
+		srv := lwm2mtest.StartRaw(t)
+		// Default transmission parameters: De-register alone would wait
+		// up to MAX_TRANSMIT_WAIT, 93 s.
+		c, err := lwm2m.New(lwm2m.Config{Endpoint: "gone", Server: srv.URI(), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer wcancel()
+		if _, err := srv.WaitRegister(wctx); err != nil {
+			t.Fatal(err)
+		}
+		for !c.Registered() && wctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		srv.Close()
+		cancelWithin(t, cancel, done, time.Second)
+	})
+}
+
+// cancelWithin cancels Run's context and fails unless Run returns within d
+// (with some slack for a loaded machine).
+func cancelWithin(t *testing.T, cancel context.CancelFunc, done <-chan error, d time.Duration) {
+	t.Helper()
+	cancel()
+	start := time.Now()
+	select {
+	case err := <-done:
+		if took := time.Since(start); took > d+d/2 {
+			t.Errorf("Run returned %v after the cancel, want about %v at most", took, d)
+		}
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run still running 20 s after its context was cancelled")
+	}
+}
+
+// A client whose server's port is closed says so at once, and when it
+// gives up on a Register says when it retries; it does not stay silent
+// for MAX_TRANSMIT_WAIT.
+func TestUnreachableServerSaysSo(t *testing.T) {
+	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.LocalAddr().String()
+	l.Close() // nothing listens: the kernel answers with port unreachable
+	var logs syncbuf.Buffer
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "nowhere", Server: "coap://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "server unreachable") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing said 10 s into registering with a closed port:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "connection refused") {
+		t.Errorf("want a warning with the reason:\n%s", out)
 	}
 }

@@ -313,3 +313,6 @@ func (s *RawServer) NextNote(ctx context.Context) (Note, error) {
 
 // Send writes m to the registered client as it is.
 func (s *RawServer) Send(m message.Message) { s.write(m) }
+
+// Close stops the server: its port is closed, as a server that is gone.
+func (s *RawServer) Close() { s.conn.Close() }
