@@ -550,17 +550,22 @@ func crosses(a Attributes, last *float64, v float64) bool {
 	return a.St != nil && math.Abs(v-*last) >= *a.St
 }
 
+// confirmable decides a notification's type: Confirmable by default, so
+// that a lost notification (a State change of /5, say) is retransmitted
+// rather than waiting for pmax; Non-confirmable when Config or the con
+// attribute ask, but Confirmable again once sinceCON reaches 24 h
+// (RFC 7641 §4.5).
+func confirmable(nonByDefault bool, attr *bool, sinceCON time.Duration) bool {
+	con := !nonByDefault
+	if attr != nil {
+		con = *attr
+	}
+	return con || sinceCON >= maxNonInterval
+}
+
 func (o *observations) send(ctx context.Context, ob *observation, resp response, a Attributes) {
-	// Confirmable by default, so that a lost notification (a State change
-	// of /5, say) is retransmitted rather than waiting for pmax.
-	con := !o.c.cfg.NonConfirmableNotifications
-	if a.Con != nil {
-		con = *a.Con
-	}
 	now := time.Now()
-	if !con && now.Sub(ob.lastCON) >= maxNonInterval {
-		con = true // RFC 7641 §4.5: a Confirmable one at least every 24 h
-	}
+	con := confirmable(o.c.cfg.NonConfirmableNotifications, a.Con, now.Sub(ob.lastCON))
 	// Give up when the retransmissions have (RFC 7252 §4.8.2): go-coap
 	// drops an unanswered exchange without waking its writer.
 	sctx, cancel := context.WithTimeout(ctx, o.c.cfg.Tx.MaxTransmitWait())
