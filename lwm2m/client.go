@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
@@ -134,7 +133,8 @@ type Client struct {
 	location string // registration location path, "" when not registered
 	regDone  chan struct{}
 
-	unreachableAt atomic.Int64 // unix ns of the last unreachable warning
+	unreachableLog rateLog
+	refusedLog     rateLog // observations refused by the cap
 
 	obs     *observations
 	updates chan updateReq
@@ -318,8 +318,30 @@ func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, c.transportError, newBlock1Fast(c))
 }
 
-// unreachableEvery rate-limits the warning of an ICMP error.
-const unreachableEvery = 30 * time.Second
+// warnEvery rate-limits the warnings a peer can trigger at will.
+const warnEvery = 30 * time.Second
+
+// rateLog lets a warning through at most once per warnEvery and counts
+// the ones it held back, so that a hostile or broken peer cannot flood
+// the log.
+type rateLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	skipped int
+}
+
+// allow reports whether to log now, and how many were held back since.
+func (r *rateLog) allow() (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.last.IsZero() || now.Sub(r.last) >= warnEvery {
+		n := r.skipped
+		r.last, r.skipped = now, 0
+		return true, n
+	}
+	r.skipped++
+	return false, 0
+}
 
 // transportError logs the errors of the UDP transport. An ICMP error
 // (port unreachable, say) is said at Warn, at most every 30 s: a client
@@ -328,10 +350,8 @@ const unreachableEvery = 30 * time.Second
 // exchange has failed (package udpsock).
 func (c *Client) transportError(err error) {
 	if udpsock.IsAsyncError(err) {
-		now := time.Now().UnixNano()
-		last := c.unreachableAt.Load()
-		if now-last >= int64(unreachableEvery) && c.unreachableAt.CompareAndSwap(last, now) {
-			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err)
+		if ok, n := c.unreachableLog.allow(); ok {
+			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
 			return
 		}
 	}

@@ -303,7 +303,11 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 	ob.cancel = cancel
 	if !c.obs.add(key, ob) {
 		cancel()
-		c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable)
+		if ok, n := c.refusedLog.allow(); ok {
+			c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
+		} else {
+			c.logRefused(r.Code(), p.String(), codes.ServiceUnavailable)
+		}
 		return errResponse(codes.ServiceUnavailable)
 	}
 	go c.obs.run(octx, ob)

@@ -3,13 +3,17 @@ package lwm2m_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -26,7 +30,9 @@ func rawClient(t *testing.T, cfg lwm2m.Config, objs ...lwm2m.Object) (*lwm2mtest
 		cfg.Tx = fastTx
 	}
 	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 200*time.Millisecond
-	cfg.Logger = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	c, err := lwm2m.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -299,5 +305,25 @@ func TestWaitNotifiedNeverAcknowledged(t *testing.T) {
 	defer cancel()
 	if err := c.WaitNotified(wctx, model.NewPath(3300)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Refusals are logged, but a peer that keeps asking cannot flood the log.
+func TestObservationCapLogBounded(t *testing.T) {
+	var logs syncbuf.Buffer
+	srv, _, ctx := rawClient(t, lwm2m.Config{MaxObservations: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, counter())
+	refused := 0
+	for i := range 20 {
+		// Text replaces text; each SenML one finds no room.
+		r, err := srv.Observe(ctx, "/3300/0/5700", accept(content.Format(i%2*int(content.SenMLJSON))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Code == codes.ServiceUnavailable {
+			refused++
+		}
+	}
+	if n := strings.Count(logs.String(), "observation refused"); refused != 10 || n != 1 {
+		t.Errorf("%d refusal warnings for %d refusals in a row, want 1 for 10:\n%s", n, refused, logs.String())
 	}
 }
