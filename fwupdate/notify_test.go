@@ -1,7 +1,6 @@
 package fwupdate_test
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"testing"
@@ -38,16 +37,7 @@ func TestUpdatingNotifiedBeforeUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(obj.Close)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			done := make(chan struct{})
-			go func() { defer close(done); _ = c.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done })
-			if _, err := srv.WaitRegister(ctx); err != nil {
-				t.Fatal(err)
-			}
-			for !c.Registered() && ctx.Err() == nil {
-				time.Sleep(time.Millisecond)
-			}
+			ctx := srv.Run(t, c)
 			if r, err := srv.Observe(ctx, "/5/0/3"); err != nil || string(r.Payload) != "0" {
 				t.Fatalf("observe: %q %v", r.Payload, err)
 			}

@@ -42,17 +42,7 @@ func rawClient(t *testing.T, cfg lwm2m.Config, objs ...lwm2m.Object) (*lwm2mtest
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	if _, err := srv.WaitRegister(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for !c.Registered() && ctx.Err() == nil {
-		time.Sleep(time.Millisecond)
-	}
-	return srv, c, ctx
+	return srv, c, srv.Run(t, c)
 }
 
 // noNote fails if a notification comes within d.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
@@ -316,3 +317,21 @@ func (s *RawServer) Send(m message.Message) { s.write(m) }
 
 // Close stops the server: its port is closed, as a server that is gone.
 func (s *RawServer) Close() { s.conn.Close() }
+
+// Run runs c until the test ends, waits until it has registered with s
+// and taken the answer, and returns a context for the test's requests
+// that ends with the test (20 s at most).
+func (s *RawServer) Run(t testing.TB, c *lwm2m.Client) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := s.WaitRegister(ctx); err != nil {
+		t.Fatalf("lwm2mtest: no Register: %v", err)
+	}
+	for !c.Registered() && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	return ctx
+}
