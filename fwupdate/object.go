@@ -466,8 +466,27 @@ func (o *Object) update() error {
 	if r.refused() {
 		return codeErr(r)
 	}
-	time.AfterFunc(upgradeDelay, o.performUpgrade)
+	go o.upgradeWhenNotified()
 	return nil
+}
+
+// notifyWait bounds the wait for the Updating notification: two
+// notifications (the one in flight and Updating) each given up on after
+// MAX_TRANSMIT_WAIT, 93 s with RFC 7252's defaults.
+const notifyWait = 200 * time.Second
+
+// upgradeWhenNotified runs the upgrade once observers of State have been
+// told of Updating (acknowledged, or given up on), as Anjay schedules it:
+// the upgrade may re-exec or reboot, and a server that never heard of
+// Updating cannot tell an upgrade from a failure.
+func (o *Object) upgradeWhenNotified() {
+	time.Sleep(upgradeDelay) // let the 2.04 to Update leave
+	ctx, cancel := context.WithTimeout(context.Background(), notifyWait)
+	defer cancel()
+	if err := o.c.WaitNotified(ctx, model.NewPath(ObjectID, 0, ResState)); err != nil {
+		o.log.Warn("fwupdate: upgrading before the server acknowledged Updating", "err", err)
+	}
+	o.performUpgrade()
 }
 
 func (o *Object) performUpgrade() {

@@ -254,6 +254,11 @@ func testNodeLibServer(t *testing.T, node, dir string, args ...string) {
 	if reg.Lifetime != "60" || reg.Version != "1.1" || reg.Binding != "U" {
 		t.Errorf("registration lt=%q lwm2m=%q b=%q, want 60, 1.1, U", reg.Lifetime, reg.Version, reg.Binding)
 	}
+	// The root link without ct= (TLV is the default), the form Wakaama,
+	// Leshan, Anjay and lwm2m-node-lib all accept.
+	if root := `</>;rt="oma.lwm2m",`; !strings.HasPrefix(reg.Payload, root) {
+		t.Errorf("registration payload %q does not start with %s", reg.Payload, root)
+	}
 	for _, link := range []string{"</1/0>", "</3>;ver=1.1", "</3/0>"} {
 		if !strings.Contains(reg.Payload, link) {
 			t.Errorf("registration payload %q lacks %s", reg.Payload, link)

@@ -51,7 +51,7 @@ type Credentials struct {
 }
 
 func newSecurityObject(cfg Config) *Static {
-	o := NewStatic(0, "1.1",
+	o := NewStatic(0, cfg.Version, // no 1.1-only resources: the same in both
 		Resource{ID: secServerURI, Type: model.TypeString, Ops: OpRW},
 		Resource{ID: secBootstrap, Type: model.TypeBoolean, Ops: OpRW},
 		Resource{ID: secMode, Type: model.TypeInteger, Ops: OpRW},
@@ -92,7 +92,7 @@ func (c *Client) ServerURI() string { return c.cfg.Server }
 
 func newServerObject(c *Client) *Static {
 	cfg := c.cfg
-	o := NewStatic(1, "1.1",
+	o := NewStatic(1, cfg.Version, // no 1.1-only resources: the same in both
 		Resource{ID: serverShortID, Type: model.TypeInteger, Ops: OpRead},
 		Resource{ID: serverLifetime, Type: model.TypeInteger, Ops: OpRW},
 		Resource{ID: serverPmin, Type: model.TypeInteger, Ops: OpRW},

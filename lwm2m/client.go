@@ -11,8 +11,13 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
@@ -86,12 +91,34 @@ type Config struct {
 	// for this long; default EXCHANGE_LIFETIME (247 s, RFC 7252 §4.8.2),
 	// after which the server has surely given up.
 	BlockTimeout time.Duration
+	// MaxObservations caps the observations the server may hold at once;
+	// default 64. Each costs a goroutine and a copy of the last value, and
+	// each is notified of a change: without a cap a server could make one
+	// State change cost thousands of notifications. An observation beyond
+	// the cap is refused with 5.03 Service Unavailable (docs/SECURITY.md).
+	MaxObservations int
+	// NonConfirmableNotifications sends notifications Non-confirmable,
+	// with a Confirmable one at least every 24 h (RFC 7641 §4.5). The
+	// default is Confirmable: a lost State notification of /5 would
+	// otherwise leave the server unaware until pmax. The con attribute of
+	// Write-Attributes (LwM2M 1.2) overrides this per path.
+	NonConfirmableNotifications bool
+	// Version is the LwM2M version the client registers with and speaks:
+	// Version11 (default) or Version10, which registers with lwm2m=1.0
+	// and accepts only the content formats of LwM2M 1.0.
+	Version string
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
 	// Dial, if set, replaces the plain UDP dial; the secure transport
 	// uses it. It must return a connection that is closed with ctx.
 	Dial func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error)
 }
+
+// LwM2M versions for Config.Version.
+const (
+	Version10 = "1.0"
+	Version11 = "1.1"
+)
 
 // Client is an LwM2M client: it registers with one server, keeps the
 // registration alive, and serves the server's requests on its objects.
@@ -108,6 +135,9 @@ type Client struct {
 	conn     *udpclient.Conn
 	location string // registration location path, "" when not registered
 	regDone  chan struct{}
+
+	unreachableLog rateLog
+	refusedLog     rateLog // observations refused by the cap
 
 	obs     *observations
 	updates chan updateReq
@@ -155,6 +185,20 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.BlockTimeout <= 0 {
 		cfg.BlockTimeout = exchangeLifetime
+	}
+	if cfg.MaxObservations <= 0 {
+		cfg.MaxObservations = 64
+	}
+	switch cfg.Version {
+	case "":
+		cfg.Version = Version11
+	case Version10:
+		if !formatIn10(cfg.PreferredFormat) {
+			return nil, fmt.Errorf("%w: preferred format %d is not defined in LwM2M 1.0", ErrConfig, cfg.PreferredFormat)
+		}
+	case Version11:
+	default:
+		return nil, fmt.Errorf("%w: LwM2M version %q (want %s or %s)", ErrConfig, cfg.Version, Version10, Version11)
 	}
 	cfg.Tx = cfg.Tx.Defaults()
 	log := cfg.Logger
@@ -273,7 +317,95 @@ func (c *Client) Registered() bool {
 // dial opens the server connection with the client's handler.
 func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
 	if c.cfg.Dial != nil {
-		return c.cfg.Dial(ctx, c.handle)
+		return c.cfg.Dial(ctx, c.dispatch)
 	}
-	return dialUDP(ctx, c.host, c.handle, c.cfg.Tx, func(err error) { c.log.Debug("coap", "err", err) }, newBlock1Fast(c))
+	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, c.transportError, newBlock1Fast(c))
+}
+
+// warnEvery rate-limits the warnings a peer can trigger at will.
+const warnEvery = 30 * time.Second
+
+// rateLog lets a warning through at most once per warnEvery and counts
+// the ones it held back, so that a hostile or broken peer cannot flood
+// the log.
+type rateLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	skipped int
+}
+
+// allow reports whether to log now, and how many were held back since.
+func (r *rateLog) allow() (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.last.IsZero() || now.Sub(r.last) >= warnEvery {
+		n := r.skipped
+		r.last, r.skipped = now, 0
+		return true, n
+	}
+	r.skipped++
+	return false, 0
+}
+
+// transportError logs the errors of the UDP transport. An ICMP error
+// (port unreachable, say) is said at Warn, at most every 30 s: a client
+// that cannot reach its server should say so rather than retransmit in
+// silence. It changes nothing else: retransmission decides when an
+// exchange has failed (package udpsock).
+func (c *Client) transportError(err error) {
+	if udpsock.IsAsyncError(err) {
+		if ok, n := c.unreachableLog.allow(); ok {
+			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
+			return
+		}
+	}
+	c.log.Debug("coap", "err", err)
+}
+
+// dispatch takes the server's messages: a Reset ends the observation it
+// answers (RFC 7641 §3.6), requests go to handle.
+func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	if r.Type() == message.Reset {
+		c.obs.resetBy(r.MessageID())
+		return
+	}
+	if code := c.versionRefusal(r); code != 0 {
+		p, _ := r.Options().Path()
+		c.logRefused(r.Code(), p, code)
+		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
+			c.log.Warn("lwm2m: cannot set response", "err", err)
+		}
+		return
+	}
+	c.handle(w, r)
+}
+
+// versionRefusal refuses, under LwM2M 1.0, what only 1.1 defines: the
+// SenML formats (4.06 asked for, 4.15 sent) and the composite operations
+// FETCH and iPATCH (4.05). LwM2M 1.0 §6.4 knows text, opaque, TLV and
+// OMA JSON (not implemented here).
+func (c *Client) versionRefusal(r *pool.Message) codes.Code {
+	if c.cfg.Version != Version10 {
+		return 0
+	}
+	switch r.Code() {
+	case codes.FETCH, codes.IPATCH:
+		return codes.MethodNotAllowed
+	}
+	if a, err := r.Options().Accept(); err == nil && !formatIn10(content.Format(a)) {
+		return codes.NotAcceptable
+	}
+	if f, err := r.Options().ContentFormat(); err == nil && !formatIn10(content.Format(f)) {
+		return codes.UnsupportedMediaType
+	}
+	return 0
+}
+
+// formatIn10 reports whether LwM2M 1.0 defines content format f.
+func formatIn10(f content.Format) bool {
+	switch f {
+	case content.SenMLJSON, content.SenMLCBOR, 60: // 60: CBOR, LwM2M 1.1
+		return false
+	}
+	return true
 }

@@ -3,13 +3,14 @@ package lwm2m
 import (
 	"bytes"
 	"context"
-	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -24,10 +25,14 @@ import (
 type Attributes struct {
 	Pmin, Pmax *int64 // seconds
 	Gt, Lt, St *float64
+	// Con is LwM2M 1.2's con attribute (Core §5.1.2): true sends the
+	// notifications Confirmable, false Non-confirmable; nil follows
+	// Config.NonConfirmableNotifications.
+	Con *bool
 }
 
 func (a Attributes) empty() bool {
-	return a.Pmin == nil && a.Pmax == nil && a.Gt == nil && a.Lt == nil && a.St == nil
+	return a.Pmin == nil && a.Pmax == nil && a.Gt == nil && a.Lt == nil && a.St == nil && a.Con == nil
 }
 
 // inherit fills a's unset fields from parent (resource over instance over object).
@@ -47,6 +52,9 @@ func (a Attributes) inherit(parent Attributes) Attributes {
 	if a.St == nil {
 		a.St = parent.St
 	}
+	if a.Con == nil {
+		a.Con = parent.Con
+	}
 	return a
 }
 
@@ -56,6 +64,9 @@ type observations struct {
 	attrs   map[model.Path]Attributes
 	byToken map[string]*observation
 	seq     uint32
+	// progress is closed, and replaced, whenever an observation has
+	// finished a notification or ended: WaitNotified waits on it.
+	progress chan struct{}
 }
 
 type observation struct {
@@ -67,12 +78,41 @@ type observation struct {
 	changed   chan struct{}
 	cancel    context.CancelFunc
 	lastSent  time.Time
-	lastValue *float64 // for gt/lt/st on a numeric resource
+	lastCON   time.Time // last Confirmable notification (or the registration)
+	lastValue *float64  // for gt/lt/st on a numeric resource
 	lastBody  []byte
+
+	// Under observations.mu:
+	lastMID int32  // message ID of the last notification, -1 before any
+	gen     uint64 // changes reported by Changed
+	done    uint64 // changes whose notification has been delivered or given up
+	ended   bool
 }
 
+// maxNonInterval is how long notifications may stay Non-confirmable: at
+// least one in 24 hours is Confirmable, so that an observer that has gone
+// away is found out (RFC 7641 §4.5).
+const maxNonInterval = 24 * time.Hour
+
 func newObservations(c *Client) *observations {
-	return &observations{c: c, attrs: make(map[model.Path]Attributes), byToken: make(map[string]*observation)}
+	return &observations{c: c, attrs: make(map[model.Path]Attributes), byToken: make(map[string]*observation), progress: make(chan struct{})}
+}
+
+// advanceLocked records that ob's notifications are delivered up to
+// change gen, and wakes WaitNotified. o.mu is held.
+func (o *observations) advanceLocked(ob *observation, gen uint64) {
+	if gen > ob.done {
+		ob.done = gen
+	}
+	close(o.progress)
+	o.progress = make(chan struct{})
+}
+
+// endLocked marks ob ended and cancels it. o.mu is held.
+func (o *observations) endLocked(ob *observation) {
+	ob.cancel()
+	ob.ended = true
+	o.advanceLocked(ob, ob.gen)
 }
 
 func (o *observations) nextSeq() uint32 {
@@ -121,6 +161,13 @@ func (o *observations) attrParams(p model.Path) []corelink.Param {
 	addFloat("gt", a.Gt)
 	addFloat("lt", a.Lt)
 	addFloat("st", a.St)
+	if a.Con != nil {
+		v := "0"
+		if *a.Con {
+			v = "1"
+		}
+		out = append(out, corelink.Param{Name: "con", Value: v})
+	}
 	return out
 }
 
@@ -143,7 +190,28 @@ func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
 	for _, q := range qs {
 		name, val, hasVal := strings.Cut(q, "=")
 		switch name {
-		case "pmin", "pmax", "epmin", "epmax":
+		case "con":
+			var v *bool
+			if hasVal {
+				if val != "0" && val != "1" {
+					return errResponse(codes.BadRequest)
+				}
+				b := val == "1"
+				v = &b
+			}
+			a.Con = v
+		case "epmin", "epmax":
+			if c.cfg.Version == Version10 {
+				return errResponse(codes.BadRequest) // LwM2M 1.1 attributes
+			}
+			if hasVal {
+				if n, err := strconv.ParseInt(val, 10, 64); err != nil || n < 0 {
+					return errResponse(codes.BadRequest)
+				}
+			}
+			// Evaluation periods are not used by this client's
+			// change-driven notifications.
+		case "pmin", "pmax":
 			var v *int64
 			if hasVal {
 				n, err := strconv.ParseInt(val, 10, 64)
@@ -152,14 +220,11 @@ func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
 				}
 				v = &n
 			}
-			switch name {
-			case "pmin":
+			if name == "pmin" {
 				a.Pmin = v
-			case "pmax":
+			} else {
 				a.Pmax = v
 			}
-			// epmin/epmax (LwM2M 1.1) are accepted; evaluation periods
-			// are not used by this client's change-driven notifications.
 		case "gt", "lt", "st":
 			if p.Len() < 3 {
 				return errResponse(codes.BadRequest) // numeric attributes belong to resources
@@ -198,7 +263,16 @@ func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
 	return errResponse(codes.Changed)
 }
 
+// ErrTooManyObservations is logged when an observation beyond
+// Config.MaxObservations is refused.
+var ErrTooManyObservations = errors.New("lwm2m: too many observations")
+
 // observe serves GET with Observe (RFC 7641): 0 registers, 1 deregisters.
+// A registration with the token or the target of an existing one replaces
+// it (RFC 7641 §4.1); beyond Config.MaxObservations it is refused with
+// 5.03 Service Unavailable and no Observe option: the request is valid,
+// the client lacks room, and a server may try again once it has
+// cancelled others (RFC 7252 §5.9.3.4).
 func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Message, p model.Path, flag uint32) response {
 	accept, hasAccept := acceptOf(r)
 	token := r.Token()
@@ -211,6 +285,7 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 	if resp.code != codes.Content {
 		return resp
 	}
+	now := time.Now()
 	ob := &observation{
 		token:     append(message.Token(nil), token...),
 		path:      p,
@@ -218,21 +293,45 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 		hasAccept: true,
 		conn:      conn,
 		changed:   make(chan struct{}, 1),
-		lastSent:  time.Now(),
+		lastSent:  now,
+		lastCON:   now,
 		lastBody:  resp.body,
 		lastValue: numeric(p, recs),
+		lastMID:   -1,
 	}
 	octx, cancel := context.WithCancel(conn.Context())
 	ob.cancel = cancel
-	c.obs.mu.Lock()
-	if old, ok := c.obs.byToken[key]; ok {
-		old.cancel() // a re-registration with the same token replaces it
+	if !c.obs.add(key, ob) {
+		cancel()
+		if ok, n := c.refusedLog.allow(); ok {
+			c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
+		} else {
+			c.logRefused(r.Code(), p.String(), codes.ServiceUnavailable)
+		}
+		return errResponse(codes.ServiceUnavailable)
 	}
-	c.obs.byToken[key] = ob
-	c.obs.mu.Unlock()
 	go c.obs.run(octx, ob)
 	resp.opts = append(resp.opts, coapopt.Uint(message.Observe, c.obs.nextSeq()))
 	return resp
+}
+
+// add stores ob under key, replacing an observation with the same token,
+// or with the same connection, target and format (RFC 7641 §4.1). It
+// reports false when the cap leaves no room.
+func (o *observations) add(key string, ob *observation) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, old := range o.byToken {
+		if k == key || old.conn == ob.conn && old.path == ob.path && old.format == ob.format {
+			o.endLocked(old)
+			delete(o.byToken, k)
+		}
+	}
+	if len(o.byToken) >= o.c.cfg.MaxObservations {
+		return false
+	}
+	o.byToken[key] = ob
+	return true
 }
 
 // numeric returns the value of a single numeric resource, for gt/lt/st.
@@ -248,11 +347,35 @@ func numeric(p model.Path, recs []model.Record) *float64 {
 
 func (o *observations) cancelToken(key string) {
 	o.mu.Lock()
-	ob, ok := o.byToken[key]
-	delete(o.byToken, key)
-	o.mu.Unlock()
-	if ok {
-		ob.cancel()
+	defer o.mu.Unlock()
+	if ob, ok := o.byToken[key]; ok {
+		o.endLocked(ob)
+		delete(o.byToken, key)
+	}
+}
+
+// drop ends ob if it is still registered (not replaced meanwhile).
+func (o *observations) drop(ob *observation) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if key := string(ob.token); o.byToken[key] == ob {
+		o.endLocked(ob)
+		delete(o.byToken, key)
+	}
+}
+
+// resetBy ends the observation whose last notification had message ID
+// mid: the server answered it with Reset (RFC 7641 §3.6, §4.5).
+func (o *observations) resetBy(mid int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, ob := range o.byToken {
+		if ob.lastMID == mid {
+			o.endLocked(ob)
+			delete(o.byToken, k)
+			o.c.log.Info("lwm2m: observation cancelled by Reset", "path", ob.path)
+			return
+		}
 	}
 }
 
@@ -262,7 +385,7 @@ func (o *observations) dropBelow(p model.Path) {
 	defer o.mu.Unlock()
 	for k, ob := range o.byToken {
 		if ob.path.Within(p) {
-			ob.cancel()
+			o.endLocked(ob)
 			delete(o.byToken, k)
 		}
 	}
@@ -278,7 +401,7 @@ func (o *observations) reset() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for k, ob := range o.byToken {
-		ob.cancel()
+		o.endLocked(ob)
 		delete(o.byToken, k)
 	}
 }
@@ -296,10 +419,48 @@ func (o *observations) changed(p model.Path) {
 	defer o.mu.Unlock()
 	for _, ob := range o.byToken {
 		if ob.path.Within(p) || p.Within(ob.path) {
+			ob.gen++
 			select {
 			case ob.changed <- struct{}{}:
 			default:
 			}
+		}
+	}
+}
+
+// WaitNotified returns once every observation of p, or of a path above or
+// below it, has sent a notification of each change reported with Changed
+// before the call, and that notification, if Confirmable, has been
+// acknowledged or given up on after its retransmissions (RFC 7252 §4.2);
+// or once the observation has ended. It returns at once when nothing
+// observes p, and ctx's error if ctx ends first. Firmware Update calls it
+// so that the server hears of Updating before the upgrade starts.
+func (c *Client) WaitNotified(ctx context.Context, p model.Path) error {
+	o := c.obs
+	o.mu.Lock()
+	want := make(map[*observation]uint64)
+	for _, ob := range o.byToken {
+		if ob.path.Within(p) || p.Within(ob.path) {
+			want[ob] = ob.gen
+		}
+	}
+	o.mu.Unlock()
+	for {
+		o.mu.Lock()
+		for ob, gen := range want {
+			if ob.ended || ob.done >= gen {
+				delete(want, ob)
+			}
+		}
+		wake := o.progress
+		o.mu.Unlock()
+		if len(want) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
 		}
 	}
 }
@@ -340,7 +501,13 @@ func (o *observations) run(ctx context.Context, ob *observation) {
 			}
 			a = o.effective(ob.path)
 		}
+		o.mu.Lock()
+		gen := ob.gen // the rendering below covers every change up to here
+		o.mu.Unlock()
 		o.notify(ctx, ob, a, force)
+		o.mu.Lock()
+		o.advanceLocked(ob, gen)
+		o.mu.Unlock()
 	}
 }
 
@@ -349,8 +516,8 @@ func (o *observations) notify(ctx context.Context, ob *observation, a Attributes
 	if resp.code != codes.Content {
 		if resp.code == codes.NotFound {
 			// The observed node is gone: tell the server and end (RFC 7641 §3.2).
-			o.send(ctx, ob, resp)
-			o.cancelToken(string(ob.token))
+			o.send(ctx, ob, resp, a)
+			o.drop(ob)
 		}
 		return
 	}
@@ -365,7 +532,7 @@ func (o *observations) notify(ctx context.Context, ob *observation, a Attributes
 	ob.lastBody = resp.body
 	ob.lastValue = numeric(ob.path, recs)
 	ob.lastSent = time.Now()
-	o.send(ctx, ob, resp)
+	o.send(ctx, ob, resp, a)
 }
 
 // crosses applies gt, lt and st (LwM2M 1.1 Core §5.1.2): with none set any
@@ -387,20 +554,57 @@ func crosses(a Attributes, last *float64, v float64) bool {
 	return a.St != nil && math.Abs(v-*last) >= *a.St
 }
 
-func (o *observations) send(ctx context.Context, ob *observation, resp response) {
-	m := ob.conn.AcquireMessage(ctx)
+// confirmable decides a notification's type: Confirmable by default, so
+// that a lost notification (a State change of /5, say) is retransmitted
+// rather than waiting for pmax; Non-confirmable when Config or the con
+// attribute ask, but Confirmable again once sinceCON reaches 24 h
+// (RFC 7641 §4.5).
+func confirmable(nonByDefault bool, attr *bool, sinceCON time.Duration) bool {
+	con := !nonByDefault
+	if attr != nil {
+		con = *attr
+	}
+	return con || sinceCON >= maxNonInterval
+}
+
+func (o *observations) send(ctx context.Context, ob *observation, resp response, a Attributes) {
+	now := time.Now()
+	con := confirmable(o.c.cfg.NonConfirmableNotifications, a.Con, now.Sub(ob.lastCON))
+	// Give up when the retransmissions have (RFC 7252 §4.8.2): go-coap
+	// drops an unanswered exchange without waking its writer.
+	sctx, cancel := context.WithTimeout(ctx, o.c.cfg.Tx.MaxTransmitWait())
+	defer cancel()
+	m := ob.conn.AcquireMessage(sctx)
 	defer ob.conn.ReleaseMessage(m)
 	m.SetCode(resp.code)
 	m.SetToken(ob.token)
-	// Confirmable, so that a lost notification (a State change of /5, say)
-	// is retransmitted rather than waiting for pmax.
-	m.SetType(message.Confirmable)
+	mid := ob.conn.GetMessageID()
+	m.SetMessageID(mid)
+	if con {
+		m.SetType(message.Confirmable)
+		ob.lastCON = now
+	} else {
+		m.SetType(message.NonConfirmable)
+	}
 	if resp.code == codes.Content {
 		m.SetObserve(o.nextSeq())
 		m.SetContentFormat(message.MediaType(resp.format))
 		m.SetBody(bytes.NewReader(resp.body))
 	}
-	if err := ob.conn.WriteMessage(m); err != nil {
+	// Recorded before sending, so that a Reset that comes back at once
+	// finds it.
+	o.mu.Lock()
+	ob.lastMID = mid
+	o.mu.Unlock()
+	err := ob.conn.WriteMessage(m)
+	switch {
+	case err == nil:
+	case con && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		// RFC 7641 §4.5: an observer that does not acknowledge a
+		// Confirmable notification is no longer interested.
+		o.c.log.Warn("lwm2m: notification not acknowledged; observation ended", "path", ob.path)
+		o.drop(ob)
+	default:
 		o.c.log.Debug("lwm2m: notification not delivered", "path", ob.path, "err", err)
 	}
 }

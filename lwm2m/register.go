@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -41,7 +42,7 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = c.cfg.RetryMin // it worked for a long while
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond))
+		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -49,6 +50,11 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
+}
+
+// retryAt is the wall-clock time of a retry in d, for the log.
+func retryAt(d time.Duration) string {
+	return time.Now().Add(d).Format("15:04:05")
 }
 
 // jitter spreads retries of a fleet over [d/2, d) (RFC 7252 §4.8 style randomisation).
@@ -65,8 +71,18 @@ func (c *Client) session(ctx context.Context) error {
 	// after the caller's context ends.
 	cctx, ccancel := context.WithCancel(context.Background())
 	defer ccancel()
+	// Until the connection is up, though, ctx ends the dial (a DTLS
+	// handshake may take a minute).
+	stopDial := context.AfterFunc(ctx, ccancel)
 	conn, err := c.dial(cctx)
-	if err != nil {
+	if !stopDial() || err != nil {
+		if err == nil {
+			conn.Close()
+			return ctx.Err()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("dial %s: %w", c.host, err)
 	}
 	defer conn.Close()
@@ -171,8 +187,18 @@ func (c *Client) disableTimeout() time.Duration {
 // registrationLinks is the CoRE link payload of Register and Update: the
 // objects and instances, with ver= where not 1.0 (LwM2M 1.1 Core §6.2.1).
 // The Security object is never listed.
+//
+// The root link </>;rt="oma.lwm2m" carries ct= only for a preferred
+// format other than TLV. TLV is what a server assumes without ct
+// (LwM2M 1.1 Core §6.2.1), and stock Wakaama refuses ct=11542 with 4.00:
+// its parser (core/registration.c) takes only 11543, 110 and 112 there.
+// The root link itself stays, with rt=, which Wakaama requires of it.
 func (c *Client) registrationLinks() []byte {
-	links := []corelink.Link{{Target: "/", Params: []corelink.Param{{Name: "rt", Value: "oma.lwm2m"}, {Name: "ct", Value: strconv.Itoa(int(c.cfg.PreferredFormat))}}}}
+	root := corelink.Link{Target: "/", Params: []corelink.Param{{Name: "rt", Value: "oma.lwm2m"}}}
+	if c.cfg.PreferredFormat != content.TLV {
+		root.Params = append(root.Params, corelink.Param{Name: "ct", Value: strconv.Itoa(int(c.cfg.PreferredFormat))})
+	}
+	links := []corelink.Link{root}
 	for _, id := range c.objectIDs() {
 		if id == 0 {
 			continue
@@ -205,13 +231,15 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 	q := []string{
 		"ep=" + c.cfg.Endpoint,
 		"lt=" + strconv.FormatInt(int64(c.lifetime()/time.Second), 10),
-		"lwm2m=1.1",
+		"lwm2m=" + c.cfg.Version,
 		"b=" + c.binding(),
 	}
 	backoff := c.cfg.RetryMin
+	c.log.Info("lwm2m: registering", "server", c.host, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
 	for {
 		rctx, cancel := c.requestCtx(ctx)
-		resp, err := conn.Post(rctx, "/rd", message.AppLinkFormat, bytes.NewReader(c.registrationLinks()), queries(q...)...)
+		links := c.registrationLinks()
+		resp, err := conn.Post(rctx, "/rd", message.AppLinkFormat, bytes.NewReader(links), queries(q...)...)
 		cancel()
 		if err == nil {
 			code := resp.Code()
@@ -227,12 +255,18 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			if code >= codes.BadRequest && code < codes.InternalServerError && code != codes.NotFound {
 				err = fmt.Errorf("%w: %v", ErrRejected, code)
 			}
+			if code >= codes.BadRequest {
+				// What the server said and what it was sent: the two
+				// things needed to see why (a 4.00 says little alone).
+				c.log.Error("lwm2m: server refused Register", "server", c.host, "code", code,
+					"diagnostic", diagnostic(resp), "query", strings.Join(q, "&"), "links", string(links))
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond))
+		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -240,6 +274,21 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 		}
 		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
+}
+
+// diagnostic returns the diagnostic payload of an error response
+// (RFC 7252 §5.5.2), bounded so that a hostile server cannot flood the
+// log; slog's handlers escape what a terminal would interpret.
+func diagnostic(resp *pool.Message) string {
+	body, err := resp.ReadBody()
+	if err != nil || len(body) == 0 {
+		return ""
+	}
+	const max = 256
+	if len(body) > max {
+		body = body[:max]
+	}
+	return strings.ToValidUTF8(string(body), "?")
 }
 
 // queries makes Uri-Query options.
@@ -307,6 +356,12 @@ func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) er
 	}
 }
 
+// deregisterTimeout bounds De-register, so that a client asked to stop
+// stops within a second even when the server is gone: one transmission
+// and its answer over any link with a round trip below it. A server that
+// misses it drops the registration when its lifetime ends.
+const deregisterTimeout = 750 * time.Millisecond
+
 // deregister sends De-register (LwM2M 1.1 Core §6.2.3), best effort.
 func (c *Client) deregister(conn *udpclient.Conn) {
 	c.mu.Lock()
@@ -316,7 +371,7 @@ func (c *Client) deregister(conn *udpclient.Conn) {
 	if loc == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Tx.MaxTransmitWait(), 5*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Tx.MaxTransmitWait(), deregisterTimeout))
 	defer cancel()
 	resp, err := conn.Delete(ctx, loc)
 	if err != nil {

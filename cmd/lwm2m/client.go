@@ -39,6 +39,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads")
 		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
 		verbose    = fs.Bool("v", false, "debug logs")
+		lwVersion  = fs.String("lwm2m-version", lwm2m.Version11, "LwM2M `VERSION` to register with: 1.0 or 1.1")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
 	fs.Usage = func() {
@@ -51,6 +52,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *endpoint == "" || *serverURI == "" || *stateDir == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "lwm2m client: need -endpoint, -server and -state-dir, and no other arguments")
 		fs.Usage()
+		return 2
+	}
+	if *lwVersion != lwm2m.Version10 && *lwVersion != lwm2m.Version11 {
+		fmt.Fprintf(stderr, "lwm2m client: -lwm2m-version %q: want 1.0 or 1.1\n", *lwVersion)
 		return 2
 	}
 	level := slog.LevelInfo
@@ -86,6 +91,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Endpoint: *endpoint,
 		Server:   *serverURI,
 		Lifetime: time.Duration(*lifetime) * time.Second,
+		Version:  *lwVersion,
 		Logger:   log,
 	}
 	var creds *lwm2m.Credentials

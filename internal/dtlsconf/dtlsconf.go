@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
@@ -33,6 +35,9 @@ var (
 	// ErrRejected: the server ended the handshake with a fatal alert
 	// (for example it does not accept the client certificate).
 	ErrRejected = errors.New("dtls: handshake rejected by server")
+	// ErrStalled: in PSK mode the server answered the hello but not the
+	// client's Finished; passed to Config.Stalled.
+	ErrStalled = errors.New("dtls: handshake stalled after the key exchange")
 	// ErrTimeout: the server did not complete the handshake in time. In
 	// PSK mode a wrong key often looks like this, because a server
 	// silently drops records it cannot decrypt (RFC 6347 §4.1.2.7).
@@ -90,6 +95,16 @@ type Config struct {
 	// FlightInterval is the first retransmission timeout of a handshake
 	// flight; it doubles up to 60 s (RFC 6347 §4.2.4.1). Default 1 s.
 	FlightInterval time.Duration
+
+	// Stalled, if set, is called once when a PSK handshake has had no
+	// answer to the client's Finished for StallAfter: the server answered
+	// the hello, so it is there, and a server silently drops the records
+	// it cannot decrypt (RFC 6347 §4.1.2.7), so a wrong key looks exactly
+	// like this. The handshake goes on until its context ends; Stalled
+	// only lets the application say so long before that.
+	Stalled func(err error)
+	// StallAfter defaults to three flight intervals (two retransmissions).
+	StallAfter time.Duration
 
 	// BlockingReads reads the socket with blocking system calls outside
 	// Go's netpoller (package udpsock), for a short transfer that waits on
@@ -197,16 +212,48 @@ func Dial(ctx context.Context, addr string, c *Config) (*dtls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var done atomic.Bool
+	if c.PSKMode() && c.Stalled != nil {
+		opts = append(opts, c.watchPSK(addr, &done))
+	}
 	conn, err := dtls.ClientWithOptions(pc, raddr, opts...)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
-	if err := conn.HandshakeContext(ctx); err != nil {
+	err = conn.HandshakeContext(ctx)
+	done.Store(true)
+	if err != nil {
 		conn.Close()
 		return nil, classify(ctx, c, addr, err)
 	}
 	return conn, nil
+}
+
+// watchPSK returns a PSK option that also times the rest of the
+// handshake: pion asks for the key when the server's hello flight has
+// come, just before the client sends its Finished.
+func (c *Config) watchPSK(addr string, done *atomic.Bool) dtls.ClientOption {
+	psk := bytes.Clone(c.PSK)
+	after := c.StallAfter
+	if after <= 0 {
+		fi := c.FlightInterval
+		if fi <= 0 {
+			fi = time.Second
+		}
+		after = 3 * fi
+	}
+	var once sync.Once
+	return dtls.WithPSK(func([]byte) ([]byte, error) {
+		once.Do(func() {
+			time.AfterFunc(after, func() {
+				if !done.Load() {
+					c.Stalled(fmt.Errorf("%w: %s answered the hello but not the Finished for %v: the PSK key is probably wrong (servers drop what they cannot decrypt)", ErrStalled, addr, after))
+				}
+			})
+		})
+		return psk, nil
+	})
 }
 
 // dialUDP connects a UDP socket to addr, for pion to read.

@@ -148,6 +148,9 @@ func Dialer(cfg Config) (DialFunc, error) {
 	}
 	log = log.With("server", addr, "mode", mode)
 	tx := txOption(cfg.Tx)
+	// Say at once what a silent server after the key exchange means,
+	// rather than after the handshake timeout.
+	dc.Stalled = func(err error) { log.Error("coaps: "+err.Error(), "gives_up_after", timeout) }
 
 	return func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error) {
 		hctx, cancel := context.WithTimeout(ctx, timeout)
