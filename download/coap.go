@@ -9,7 +9,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -474,7 +473,7 @@ func (c *blockClient) wait(ctx context.Context) error {
 	if err == nil {
 		return c.accept(c.in[:n])
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !isTimeout(err) {
 		return transient(fmt.Errorf("download: receive: %w", err))
 	}
 	now := time.Now()
