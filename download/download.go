@@ -2,8 +2,9 @@
 // block into a Sink: CoAP and CoAPS with Block2 (RFC 7252, RFC 7959), CoAP over
 // TCP and TLS with BERT (RFC 8323) and HTTP(S) with Range requests (RFC 9110).
 //
-// Memory does not grow with the image: blocks are handed to the Sink in
-// order, exactly once, gathered into writes of at most 16 KiB. A transfer that loses its connection resumes
+// Memory does not grow with the image: each block is handed to the Sink as
+// it arrives, in order, exactly once (a CoAP block, a BERT block over TCP,
+// or what one read of an HTTP body returned). A transfer that loses its connection resumes
 // from the bytes already written when the server's ETag still matches, and
 // restarts from zero when it does not, so two images are never stitched.
 package download
@@ -50,8 +51,11 @@ var (
 // is the ETag of the response that starts the run (nil if none) and size is
 // the total size if the server said so, else -1.
 //
-// Write has io.Writer semantics and must not retain p. An error from Open or
-// Write ends the download and is returned by Get wrapped with %w.
+// Write has io.Writer semantics and must not retain p. It is called once
+// per block as the block arrives, never with bytes held back, so that what
+// a Sink has been given is what the transfer has received; a Sink that
+// writes a file may buffer on its own. An error from Open or Write ends
+// the download and is returned by Get wrapped with %w.
 type Sink interface {
 	Open(ctx context.Context, etag []byte, offset, size int64) error
 	Write(p []byte) (int, error)
@@ -164,7 +168,7 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 		fetch = getHTTP
 	}
 
-	t := &transfer{sink: sink, pos: -1, size: -1, buf: make([]byte, 0, sinkBufSize)}
+	t := &transfer{sink: sink, pos: -1, size: -1}
 	if req.Offset > 0 && len(req.ETag) > 0 {
 		t.wantETag = req.ETag
 		t.resumeAt = req.Offset
@@ -172,9 +176,6 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 	for attempt := 0; ; attempt++ {
 		req.Logger.Debug("download attempt", "uri", req.URI, "attempt", attempt, "offset", t.resumeAt)
 		err := fetch(ctx, u, &req, t)
-		if ferr := t.flush(); ferr != nil {
-			return Result{}, ferr
-		}
 		if err == nil {
 			req.Logger.Debug("download complete", "uri", req.URI, "bytes", t.pos, "restarts", t.restarts)
 			return Result{Bytes: t.pos, ETag: t.etag, Resumed: t.resumed, Restarts: t.restarts}, nil
@@ -225,20 +226,11 @@ type transfer struct {
 	// Where the next attempt should start, and the ETag that must match for it.
 	resumeAt int64
 	wantETag []byte
-	// buf gathers small blocks into fewer Sink writes; pos counts them.
-	buf []byte
 }
-
-// sinkBufSize is the most the transfer holds before writing to the Sink:
-// 16 CoAP blocks, so a file sink makes one write(2) per 16 KiB, not per block.
-const sinkBufSize = 16 << 10
 
 // open starts (or restarts) writing at offset. It skips the call to
 // Sink.Open when the sink already stands at offset under the same ETag.
 func (t *transfer) open(ctx context.Context, etag []byte, offset, size int64) error {
-	if err := t.flush(); err != nil {
-		return err
-	}
 	if size >= 0 {
 		t.size = size
 	}
@@ -259,34 +251,13 @@ func (t *transfer) open(ctx context.Context, etag []byte, offset, size int64) er
 	return nil
 }
 
-// write passes p on to the sink, in order, possibly later: flush must be
-// called before the sink is opened again and when a fetch returns.
+// write passes one block on to the sink at once.
 func (t *transfer) write(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	if len(t.buf)+len(p) > cap(t.buf) {
-		if err := t.flush(); err != nil {
-			return err
-		}
-	}
-	if len(p) <= cap(t.buf) {
-		t.buf = append(t.buf, p...)
-		t.pos += int64(len(p))
-		return nil
-	}
 	t.pos += int64(len(p))
 	return t.writeSink(p)
-}
-
-// flush writes what write holds.
-func (t *transfer) flush() error {
-	if len(t.buf) == 0 {
-		return nil
-	}
-	err := t.writeSink(t.buf)
-	t.buf = t.buf[:0]
-	return err
 }
 
 // writeSink writes p, which pos already counts, to the sink.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -136,9 +137,10 @@ func dlSecurity(f credFlags, caFile string) (*download.Security, error) {
 // FILE that is not a regular file (standard output as "-", /dev/null, a
 // pipe) is written as a stream: it is neither resumed nor synced, and a
 // transfer that has to start over after bytes went out fails instead.
+// Blocks arrive one by one; they are gathered into writes of sinkBufSize.
 type fileSink struct {
 	f        *os.File // nil for standard output
-	w        io.Writer
+	w        *bufio.Writer
 	stream   bool
 	etagPath string
 	held     int64 // bytes present when opened
@@ -154,7 +156,7 @@ func openFileSink(path string, stdout io.Writer) (*fileSink, error) {
 	s := &fileSink{}
 	s.size.Store(-1)
 	if path == "-" {
-		s.w, s.stream = stdout, true
+		s.w, s.stream = bufio.NewWriterSize(stdout, sinkBufSize), true
 		return s, nil
 	}
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
@@ -165,7 +167,7 @@ func openFileSink(path string, stdout io.Writer) (*fileSink, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.f, s.w, s.stream = f, f, true
+		s.f, s.w, s.stream = f, bufio.NewWriterSize(f, sinkBufSize), true
 		return s, nil
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
@@ -192,6 +194,9 @@ func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) erro
 		s.size.Store(size)
 		return nil
 	}
+	if err := s.flush(); err != nil {
+		return err
+	}
 	w, err := writeback.From(s.f, offset)
 	if err != nil {
 		return err
@@ -200,7 +205,11 @@ func (s *fileSink) Open(_ context.Context, etag []byte, offset, size int64) erro
 	if err := os.WriteFile(s.etagPath, etag, 0o644); err != nil {
 		return err
 	}
-	s.w = w
+	if s.w == nil {
+		s.w = bufio.NewWriterSize(w, sinkBufSize)
+	} else {
+		s.w.Reset(w)
+	}
 	s.written.Store(offset)
 	s.size.Store(size)
 	return nil
@@ -212,10 +221,18 @@ func (s *fileSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// flush writes out the blocks held.
+func (s *fileSink) flush() error {
+	if s.w == nil {
+		return nil
+	}
+	return s.w.Flush()
+}
+
 // finish makes the file durable and drops the resume record.
 func (s *fileSink) finish() error {
-	if s.stream {
-		return nil
+	if err := s.flush(); err != nil || s.stream {
+		return err
 	}
 	if err := s.f.Sync(); err != nil {
 		return err
@@ -227,6 +244,8 @@ func (s *fileSink) finish() error {
 }
 
 func (s *fileSink) close() {
+	// What arrived stays for a resume.
+	s.flush()
 	if s.f != nil {
 		s.f.Close()
 	}
@@ -259,6 +278,9 @@ func progress(w io.Writer, s *fileSink) (stop func()) {
 	}()
 	return func() { close(done); wg.Wait() }
 }
+
+// sinkBufSize: a file sink makes one write(2) per 16 KiB, not one per block.
+const sinkBufSize = 16 << 10
 
 func humanBytes(n float64) string {
 	units := []string{"B", "KiB", "MiB", "GiB"}
