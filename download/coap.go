@@ -48,7 +48,7 @@ func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, 
 		}
 		return &netDatagram{conn: conn}, nil
 	}
-	return dialUDP(ctx, coapuri.HostPort(u), req.Tx)
+	return dialUDP(ctx, coapuri.HostPort(u), req.Tx, req.Resolver)
 }
 
 // Block2 request and response handling over a datagram conn (UDP or DTLS),

@@ -67,8 +67,8 @@ func (d *netDatagram) close() error { return d.conn.Close() }
 // dialUDP connects a UDP socket to hostport, resolved and chosen by a
 // net.Dialer, then moved outside Go's netpoller (udpsock.Replace) where
 // the platform allows; else the net.Conn serves.
-func dialUDP(ctx context.Context, hostport string, tx TxParams) (datagramConn, error) {
-	var d net.Dialer
+func dialUDP(ctx context.Context, hostport string, tx TxParams, r *net.Resolver) (datagramConn, error) {
+	d := net.Dialer{Resolver: r}
 	conn, err := d.DialContext(ctx, "udp", hostport)
 	if err != nil {
 		return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -30,6 +31,11 @@ var (
 	ErrInvalidURI = errors.New("download: invalid URI")
 	// ErrUnsupportedScheme: this build cannot fetch the URI's scheme (Result 9).
 	ErrUnsupportedScheme = errors.New("download: unsupported scheme")
+	// ErrUnresolvable: the URI's host name does not exist (the resolver
+	// answered NXDOMAIN or no such host). It wraps ErrInvalidURI (Result 7)
+	// and is never retried: a name that does not resolve is not a lost
+	// connection. A temporary resolver failure is retried like one.
+	ErrUnresolvable = fmt.Errorf("%w: host name does not resolve", ErrInvalidURI)
 	// ErrNotFound: CoAP 4.04 or HTTP 404 (Result 7).
 	ErrNotFound = errors.New("download: not found")
 	// ErrConnection: the connection failed or was lost after all retries, a
@@ -97,6 +103,9 @@ type Request struct {
 	RetryDelay time.Duration
 	// Logger receives Debug logs per attempt, never per block. Nil: none.
 	Logger *slog.Logger
+	// Resolver looks up the URI's host name for every scheme. Nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Security holds (D)TLS credentials.
@@ -183,6 +192,9 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return Result{}, ctxErr
 		}
+		if unresolvable(err) {
+			return Result{}, fmt.Errorf("%w: %w", ErrUnresolvable, err)
+		}
 		var te *transientError
 		if !errors.As(err, &te) {
 			return Result{}, err
@@ -205,6 +217,13 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 		case <-tm.C:
 		}
 	}
+}
+
+// unresolvable reports that err says the host name does not exist, as
+// opposed to a resolver that failed for now (IsTemporary, IsTimeout).
+func unresolvable(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound && !de.IsTemporary && !de.IsTimeout
 }
 
 // transientError marks a failure worth retrying: a lost connection or a timeout.

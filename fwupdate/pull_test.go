@@ -9,6 +9,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/dnstest"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
@@ -104,5 +105,41 @@ func TestPullStreamWritePerBlock(t *testing.T) {
 	defer store.mu.Unlock()
 	if len(store.ahead) > 0 {
 		t.Errorf("offsets %v persisted ahead of the handlers", store.ahead)
+	}
+}
+
+// A Package URI whose host does not exist gives Invalid URI (7) at once,
+// as Anjay does, not Connection lost after the retries; a resolver that
+// fails for now is a lost connection (4).
+func TestPullUnresolvableHost(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rcode  byte
+		result fwupdate.Result
+	}{
+		{"nxdomain", dnstest.NXDomain, fwupdate.ResultInvalidURI},
+		{"servfail", dnstest.ServFail, fwupdate.ResultConnectionLost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, queries := dnstest.Resolver(tc.rcode)
+			srv := lwm2mtest.Start(t, "")
+			c, err := lwm2m.New(lwm2m.Config{Endpoint: "dns-" + tc.name, Server: srv.URI(), Logger: lwm2mtest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := downloadRequest()
+			req.Resolver = r
+			req.Retries, req.RetryDelay = 2, 10*time.Millisecond
+			obj, err := fwupdate.Install(c, &bufHandlers{}, fwupdate.Config{Download: req, Logger: lwm2mtest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := lwm2mtest.RunClient(t, srv, c, "dns-"+tc.name)
+			writeURI(t, run, "coap://fw.nowhere.test/fw")
+			waitObj(t, obj, fwupdate.StateIdle, tc.result)
+			if queries.Load() == 0 {
+				t.Error("the injected resolver was not asked")
+			}
+		})
 	}
 }
