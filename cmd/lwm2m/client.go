@@ -41,6 +41,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		verbose    = fs.Bool("v", false, "debug logs")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
+	// Package download credentials (-fw-*, credentials.go).
+	fwCred := addFwCredFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
 		fs.PrintDefaults()
@@ -51,6 +53,11 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *endpoint == "" || *serverURI == "" || *stateDir == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "lwm2m client: need -endpoint, -server and -state-dir, and no other arguments")
 		fs.Usage()
+		return 2
+	}
+	fwSec, err := fwCred.security()
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
 	}
 	level := slog.LevelInfo
@@ -114,7 +121,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
 	prog := newProgressBar(stderr)
-	obj, err := fwupdate.Install(c, dev, fwupdate.Config{
+	obj, err := fwupdate.Install(c, withFwCredentials(dev, fwSec), fwupdate.Config{
 		Store:          fwupdate.FileStore{Path: filepath.Join(*stateDir, stateFile)},
 		MaxPackageSize: *maxSize,
 		Download:       downloadRequest(*downloadBS, *retries),

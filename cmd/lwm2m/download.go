@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -120,13 +119,8 @@ func dlSecurity(f credFlags, caFile string) (*download.Security, error) {
 		sec.Certificates = []tls.Certificate{*c.cert}
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, err
-		}
-		sec.RootCAs = x509.NewCertPool()
-		if !sec.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca: no certificates in %s", caFile)
+		if sec.RootCAs, err = loadCAs(caFile); err != nil {
+			return nil, fmt.Errorf("-ca: %w", err)
 		}
 	}
 	return sec, nil
