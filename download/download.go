@@ -101,6 +101,10 @@ type Request struct {
 	Retries int
 	// RetryDelay is the wait before each retry. Zero means 1s.
 	RetryDelay time.Duration
+	// OnRetry, if not nil, is called before each retry with the error that
+	// ended the attempt and the wait before the next one, so that a
+	// program can tell its user why nothing moves.
+	OnRetry func(err error, delay time.Duration)
 	// Logger receives Debug logs per attempt, never per block. Nil: none.
 	Logger *slog.Logger
 	// Resolver looks up the URI's host name for every scheme. Nil means
@@ -203,6 +207,9 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 			return Result{}, fmt.Errorf("%w: %w", ErrConnection, err)
 		}
 		req.Logger.Debug("download interrupted; will resume", "uri", req.URI, "err", err, "written", t.pos)
+		if req.OnRetry != nil {
+			req.OnRetry(err, req.RetryDelay)
+		}
 		// Resume where the sink stands, but only under the same ETag.
 		if t.pos > 0 && len(t.etag) > 0 {
 			t.wantETag, t.resumeAt = t.etag, t.pos
@@ -301,6 +308,14 @@ func (t *transfer) restartAllowed() error {
 		return fmt.Errorf("%w: %d restarts", ErrETagChanged, t.restarts)
 	}
 	return nil
+}
+
+// CheckURI reports whether Get can fetch uri at all: that it parses, has
+// a host and a valid port, and that its scheme is one of Schemes. The
+// error wraps ErrInvalidURI or ErrUnsupportedScheme. It resolves nothing.
+func CheckURI(uri string) error {
+	_, err := parseURI(uri)
+	return err
 }
 
 func parseURI(s string) (*url.URL, error) {
