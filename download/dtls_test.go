@@ -23,6 +23,8 @@ type coapsServer struct {
 
 	mu         sync.Mutex
 	handshakes int
+	conns      []net.Conn
+	closed     bool
 }
 
 var testPSK = &Security{PSKIdentity: "dev", PSK: []byte("download-secret")}
@@ -48,11 +50,27 @@ func newCoAPSServer(t testing.TB, data []byte, etag string) *coapsServer {
 			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			if s.closed {
+				c.Close()
+			}
+			s.mu.Unlock()
 			wg.Add(1)
 			go func() { defer wg.Done(); s.serveConn(c.(*piondtls.Conn)) }()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		// A session whose close_notify was lost would read for ever.
+		s.mu.Lock()
+		s.closed = true
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		wg.Wait()
+	})
 	return s
 }
 
