@@ -4,9 +4,10 @@
 //
 // Memory does not grow with the image: each block is handed to the Sink as
 // it arrives, in order, exactly once (a CoAP block, a BERT block over TCP,
-// or what one read of an HTTP body returned). A transfer that loses its connection resumes
-// from the bytes already written when the server's ETag still matches, and
-// restarts from zero when it does not, so two images are never stitched.
+// or what one read of an HTTP body returned). A transfer that loses its
+// connection resumes from the bytes already written when the server's ETag
+// still matches, and restarts from zero when it does not, so two images are
+// never stitched.
 package download
 
 import (
