@@ -9,7 +9,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func dialDatagram(ctx context.Context, u *url.URL, req *Request) (datagramConn, 
 		}
 		return &netDatagram{conn: conn}, nil
 	}
-	return dialUDP(ctx, coapuri.HostPort(u), req.Tx)
+	return dialUDP(ctx, coapuri.HostPort(u), req.Tx, req.Resolver)
 }
 
 // Block2 request and response handling over a datagram conn (UDP or DTLS),
@@ -474,7 +473,7 @@ func (c *blockClient) wait(ctx context.Context) error {
 	if err == nil {
 		return c.accept(c.in[:n])
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !isTimeout(err) {
 		return transient(fmt.Errorf("download: receive: %w", err))
 	}
 	now := time.Now()

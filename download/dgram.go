@@ -15,7 +15,8 @@ import (
 type datagramConn interface {
 	send(b []byte) error
 	// recv reads one datagram into b. It returns an error wrapping
-	// os.ErrDeadlineExceeded once deadline has passed with nothing read.
+	// os.ErrDeadlineExceeded once deadline has passed with nothing read,
+	// whatever the transport's own timeout error.
 	// A zero-length read is possible and carries no message.
 	recv(b []byte, deadline time.Time) (int, error)
 	// interrupt makes a pending or later recv return soon; it may be
@@ -44,10 +45,20 @@ func (d *netDatagram) recv(b []byte, deadline time.Time) (int, error) {
 		d.deadline = deadline
 	}
 	n, err := d.conn.Read(b)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	if err != nil && isTimeout(err) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	return n, err
+}
+
+// isTimeout reports whether err says a read deadline passed. pion/dtls
+// does not wrap os.ErrDeadlineExceeded but returns its own TimeoutError,
+// a net.Error whose Timeout is true; the session stays usable, and a
+// lost datagram over DTLS is retransmitted like one over UDP (RFC 7252
+// §4.2), not answered with a new handshake.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func (d *netDatagram) interrupt()   { d.conn.Close() }
@@ -56,8 +67,8 @@ func (d *netDatagram) close() error { return d.conn.Close() }
 // dialUDP connects a UDP socket to hostport, resolved and chosen by a
 // net.Dialer, then moved outside Go's netpoller (udpsock.Replace) where
 // the platform allows; else the net.Conn serves.
-func dialUDP(ctx context.Context, hostport string, tx TxParams) (datagramConn, error) {
-	var d net.Dialer
+func dialUDP(ctx context.Context, hostport string, tx TxParams, r *net.Resolver) (datagramConn, error) {
+	d := net.Dialer{Resolver: r}
 	conn, err := d.DialContext(ctx, "udp", hostport)
 	if err != nil {
 		return nil, transient(fmt.Errorf("download: dial %s: %w", hostport, err))

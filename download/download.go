@@ -2,10 +2,12 @@
 // block into a Sink: CoAP and CoAPS with Block2 (RFC 7252, RFC 7959), CoAP over
 // TCP and TLS with BERT (RFC 8323) and HTTP(S) with Range requests (RFC 9110).
 //
-// Memory does not grow with the image: blocks are handed to the Sink in
-// order, exactly once, gathered into writes of at most 16 KiB. A transfer that loses its connection resumes
-// from the bytes already written when the server's ETag still matches, and
-// restarts from zero when it does not, so two images are never stitched.
+// Memory does not grow with the image: each block is handed to the Sink as
+// it arrives, in order, exactly once (a CoAP block, a BERT block over TCP,
+// or what one read of an HTTP body returned). A transfer that loses its
+// connection resumes from the bytes already written when the server's ETag
+// still matches, and restarts from zero when it does not, so two images are
+// never stitched.
 package download
 
 import (
@@ -15,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,6 +32,11 @@ var (
 	ErrInvalidURI = errors.New("download: invalid URI")
 	// ErrUnsupportedScheme: this build cannot fetch the URI's scheme (Result 9).
 	ErrUnsupportedScheme = errors.New("download: unsupported scheme")
+	// ErrUnresolvable: the URI's host name does not exist (the resolver
+	// answered NXDOMAIN or no such host). It wraps ErrInvalidURI (Result 7)
+	// and is never retried: a name that does not resolve is not a lost
+	// connection. A temporary resolver failure is retried like one.
+	ErrUnresolvable = fmt.Errorf("%w: host name does not resolve", ErrInvalidURI)
 	// ErrNotFound: CoAP 4.04 or HTTP 404 (Result 7).
 	ErrNotFound = errors.New("download: not found")
 	// ErrConnection: the connection failed or was lost after all retries, a
@@ -50,8 +58,11 @@ var (
 // is the ETag of the response that starts the run (nil if none) and size is
 // the total size if the server said so, else -1.
 //
-// Write has io.Writer semantics and must not retain p. An error from Open or
-// Write ends the download and is returned by Get wrapped with %w.
+// Write has io.Writer semantics and must not retain p. It is called once
+// per block as the block arrives, never with bytes held back, so that what
+// a Sink has been given is what the transfer has received; a Sink that
+// writes a file may buffer on its own. An error from Open or Write ends
+// the download and is returned by Get wrapped with %w.
 type Sink interface {
 	Open(ctx context.Context, etag []byte, offset, size int64) error
 	Write(p []byte) (int, error)
@@ -91,8 +102,15 @@ type Request struct {
 	Retries int
 	// RetryDelay is the wait before each retry. Zero means 1s.
 	RetryDelay time.Duration
+	// OnRetry, if not nil, is called before each retry with the error that
+	// ended the attempt and the wait before the next one, so that a
+	// program can tell its user why nothing moves.
+	OnRetry func(err error, delay time.Duration)
 	// Logger receives Debug logs per attempt, never per block. Nil: none.
 	Logger *slog.Logger
+	// Resolver looks up the URI's host name for every scheme. Nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Security holds (D)TLS credentials.
@@ -172,7 +190,7 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 		fetch = getHTTP
 	}
 
-	t := &transfer{sink: sink, pos: -1, size: -1, buf: make([]byte, 0, sinkBufSize)}
+	t := &transfer{sink: sink, pos: -1, size: -1}
 	if req.Offset > 0 && len(req.ETag) > 0 {
 		t.wantETag = req.ETag
 		t.resumeAt = req.Offset
@@ -180,15 +198,15 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 	for attempt := 0; ; attempt++ {
 		req.Logger.Debug("download attempt", "uri", req.URI, "attempt", attempt, "offset", t.resumeAt)
 		err := fetch(ctx, u, &req, t)
-		if ferr := t.flush(); ferr != nil {
-			return Result{}, ferr
-		}
 		if err == nil {
 			req.Logger.Debug("download complete", "uri", req.URI, "bytes", t.pos, "restarts", t.restarts)
 			return Result{Bytes: t.pos, ETag: t.etag, Resumed: t.resumed, Restarts: t.restarts}, nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return Result{}, ctxErr
+		}
+		if unresolvable(err) {
+			return Result{}, fmt.Errorf("%w: %w", ErrUnresolvable, err)
 		}
 		var te *transientError
 		if !errors.As(err, &te) {
@@ -198,6 +216,9 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 			return Result{}, fmt.Errorf("%w: %w", ErrConnection, err)
 		}
 		req.Logger.Debug("download interrupted; will resume", "uri", req.URI, "err", err, "written", t.pos)
+		if req.OnRetry != nil {
+			req.OnRetry(err, req.RetryDelay)
+		}
 		// Resume where the sink stands, but only under the same ETag.
 		if t.pos > 0 && len(t.etag) > 0 {
 			t.wantETag, t.resumeAt = t.etag, t.pos
@@ -212,6 +233,13 @@ func Get(ctx context.Context, req Request, sink Sink) (Result, error) {
 		case <-tm.C:
 		}
 	}
+}
+
+// unresolvable reports that err says the host name does not exist, as
+// opposed to a resolver that failed for now (IsTemporary, IsTimeout).
+func unresolvable(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound && !de.IsTemporary && !de.IsTimeout
 }
 
 // transientError marks a failure worth retrying: a lost connection or a timeout.
@@ -233,20 +261,11 @@ type transfer struct {
 	// Where the next attempt should start, and the ETag that must match for it.
 	resumeAt int64
 	wantETag []byte
-	// buf gathers small blocks into fewer Sink writes; pos counts them.
-	buf []byte
 }
-
-// sinkBufSize is the most the transfer holds before writing to the Sink:
-// 16 CoAP blocks, so a file sink makes one write(2) per 16 KiB, not per block.
-const sinkBufSize = 16 << 10
 
 // open starts (or restarts) writing at offset. It skips the call to
 // Sink.Open when the sink already stands at offset under the same ETag.
 func (t *transfer) open(ctx context.Context, etag []byte, offset, size int64) error {
-	if err := t.flush(); err != nil {
-		return err
-	}
 	if size >= 0 {
 		t.size = size
 	}
@@ -267,34 +286,13 @@ func (t *transfer) open(ctx context.Context, etag []byte, offset, size int64) er
 	return nil
 }
 
-// write passes p on to the sink, in order, possibly later: flush must be
-// called before the sink is opened again and when a fetch returns.
+// write passes one block on to the sink at once.
 func (t *transfer) write(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	if len(t.buf)+len(p) > cap(t.buf) {
-		if err := t.flush(); err != nil {
-			return err
-		}
-	}
-	if len(p) <= cap(t.buf) {
-		t.buf = append(t.buf, p...)
-		t.pos += int64(len(p))
-		return nil
-	}
 	t.pos += int64(len(p))
 	return t.writeSink(p)
-}
-
-// flush writes what write holds.
-func (t *transfer) flush() error {
-	if len(t.buf) == 0 {
-		return nil
-	}
-	err := t.writeSink(t.buf)
-	t.buf = t.buf[:0]
-	return err
 }
 
 // writeSink writes p, which pos already counts, to the sink.
@@ -319,6 +317,14 @@ func (t *transfer) restartAllowed() error {
 		return fmt.Errorf("%w: %d restarts", ErrETagChanged, t.restarts)
 	}
 	return nil
+}
+
+// CheckURI reports whether Get can fetch uri at all: that it parses, has
+// a host and a valid port, and that its scheme is one of Schemes. The
+// error wraps ErrInvalidURI or ErrUnsupportedScheme. It resolves nothing.
+func CheckURI(uri string) error {
+	_, err := parseURI(uri)
+	return err
 }
 
 func parseURI(s string) (*url.URL, error) {

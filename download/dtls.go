@@ -27,6 +27,7 @@ func dialDTLS(ctx context.Context, u *url.URL, req *Request) (net.Conn, error) {
 		ServerName:    sec.ServerName,
 		ConnectionID:  true,
 		BlockingReads: true,
+		Resolver:      req.Resolver,
 	}
 	hctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -23,6 +24,7 @@ const httpBufSize = 32 << 10
 func getHTTP(ctx context.Context, u *url.URL, req *Request, t *transfer) error {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Resolver: req.Resolver}).DialContext,
 		TLSClientConfig:       tlsConfig(u, req.Security),
 		TLSHandshakeTimeout:   req.Timeout,
 		ResponseHeaderTimeout: req.Timeout,

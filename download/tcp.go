@@ -60,7 +60,7 @@ func dialStream(ctx context.Context, u *url.URL, req *Request) (net.Conn, error)
 	dctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()
 	if u.Scheme == "coap+tcp" {
-		var d net.Dialer
+		d := net.Dialer{Resolver: req.Resolver}
 		conn, err := d.DialContext(dctx, "tcp", coapuri.HostPort(u))
 		if err != nil {
 			return nil, transient(fmt.Errorf("download: dial %s: %w", u.Host, err))
@@ -69,7 +69,7 @@ func dialStream(ctx context.Context, u *url.URL, req *Request) (net.Conn, error)
 	}
 	cfg := tlsConfig(u, req.Security)
 	cfg.NextProtos = []string{"coap"} // ALPN id of RFC 8323 §4.3
-	d := tls.Dialer{Config: cfg}
+	d := tls.Dialer{NetDialer: &net.Dialer{Resolver: req.Resolver}, Config: cfg}
 	conn, err := d.DialContext(dctx, "tcp", coapuri.HostPort(u))
 	if err != nil {
 		return nil, dialTLSError(u, err)

@@ -18,6 +18,13 @@ import (
 // download continue where it stopped.
 func blockServer(t *testing.T, img, etag []byte) (uri string, nums func() []int64) {
 	t.Helper()
+	return gatedBlockServer(t, img, etag, nil)
+}
+
+// gatedBlockServer is blockServer, except that it ignores the requests
+// for which drop (if not nil) returns true.
+func gatedBlockServer(t *testing.T, img, etag []byte, drop func(num int64) bool) (uri string, nums func() []int64) {
+	t.Helper()
 	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +49,9 @@ func blockServer(t *testing.T, img, etag []byte) (uri string, nums func() []int6
 			num := int64(0)
 			if v, err := req.Options.GetUint32(message.Block2); err == nil {
 				_, num, _, _ = blockwise.DecodeBlockOption(v)
+			}
+			if drop != nil && drop(num) {
+				continue
 			}
 			mu.Lock()
 			seen = append(seen, num)

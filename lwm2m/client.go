@@ -371,7 +371,7 @@ func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 	}
 	if code := c.versionRefusal(r); code != 0 {
 		p, _ := r.Options().Path()
-		c.logRefused(r.Code(), p, code)
+		c.logRefused(r.Code(), p, code, errNotInVersion10)
 		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
 			c.log.Warn("lwm2m: cannot set response", "err", err)
 		}
@@ -379,6 +379,9 @@ func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 	}
 	c.handle(w, r)
 }
+
+// errNotInVersion10 is the reason logged for what versionRefusal refuses.
+var errNotInVersion10 = errors.New("not part of LwM2M 1.0, the version this client registered with")
 
 // versionRefusal refuses, under LwM2M 1.0, what only 1.1 defines: the
 // SenML formats (4.06 asked for, 4.15 sent) and the composite operations

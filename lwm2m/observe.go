@@ -305,8 +305,6 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 		cancel()
 		if ok, n := c.refusedLog.allow(); ok {
 			c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
-		} else {
-			c.logRefused(r.Code(), p.String(), codes.ServiceUnavailable)
 		}
 		return errResponse(codes.ServiceUnavailable)
 	}

@@ -42,6 +42,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		lwVersion  = fs.String("lwm2m-version", lwm2m.Version11, "LwM2M `VERSION` to register with: 1.0 or 1.1")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
+	// Package download credentials (-fw-*, credentials.go).
+	fwCred := addFwCredFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
 		fs.PrintDefaults()
@@ -56,6 +58,11 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if *lwVersion != lwm2m.Version10 && *lwVersion != lwm2m.Version11 {
 		fmt.Fprintf(stderr, "lwm2m client: -lwm2m-version %q: want 1.0 or 1.1\n", *lwVersion)
+		return 2
+	}
+	fwSec, err := fwCred.security()
+	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
 	}
 	level := slog.LevelInfo
@@ -120,7 +127,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
 	prog := newProgressBar(stderr)
-	obj, err := fwupdate.Install(c, dev, fwupdate.Config{
+	obj, err := fwupdate.Install(c, withFwCredentials(dev, fwSec), fwupdate.Config{
 		Store:          fwupdate.FileStore{Path: filepath.Join(*stateDir, stateFile)},
 		MaxPackageSize: *maxSize,
 		Download:       downloadRequest(*downloadBS, *retries),

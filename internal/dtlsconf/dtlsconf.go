@@ -112,6 +112,8 @@ type Config struct {
 	// then busy for the life of the connection, which suits a download and
 	// not an idle client. Ignored where udpsock is not supported.
 	BlockingReads bool
+	// Resolver looks up the server's name; nil means net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // PSKMode reports whether c selects PSK mode.
@@ -208,7 +210,7 @@ func Dial(ctx context.Context, addr string, c *Config) (*dtls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, raddr, err := dialUDP(ctx, addr, c.BlockingReads)
+	pc, raddr, err := dialUDP(ctx, addr, c.BlockingReads, c.Resolver)
 	if err != nil {
 		return nil, err
 	}
@@ -257,8 +259,8 @@ func (c *Config) watchPSK(addr string, done *atomic.Bool) dtls.ClientOption {
 }
 
 // dialUDP connects a UDP socket to addr, for pion to read.
-func dialUDP(ctx context.Context, addr string, blocking bool) (net.PacketConn, net.Addr, error) {
-	var d net.Dialer
+func dialUDP(ctx context.Context, addr string, blocking bool, r *net.Resolver) (net.PacketConn, net.Addr, error) {
+	d := net.Dialer{Resolver: r}
 	uc, err := d.DialContext(ctx, "udp", addr)
 	if err != nil {
 		return nil, nil, err
