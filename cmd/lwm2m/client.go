@@ -32,12 +32,12 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		endpoint   = fs.String("endpoint", "", "endpoint name (required)")
 		serverURI  = fs.String("server", "", "LwM2M server `URI`, coap://HOST:PORT (required)")
 		stateDir   = fs.String("state-dir", "", "`DIR` for the firmware and the update state (required)")
-		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds")
+		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds (the library's default is the spec's 86400; a lab device wants to be seen gone sooner)")
 		version    = fs.String("firmware-version", "1.0", "version reported before any update is installed")
 		trusted    = fs.String("trusted-key", "", "ed25519 public key `FILE`: packages must be signed by it")
 		maxSize    = fs.Int64("max-package-size", 512<<20, "largest package accepted, in `BYTES`")
-		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads")
-		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
+		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads: 16, 32, ... 1024")
+		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download (0 or more)")
 		verbose    = fs.Bool("v", false, "debug logs")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
@@ -53,15 +53,19 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
+	if err := checkClientRanges(*lifetime, *maxSize, *downloadBS, *retries); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
+	if err := prepareStateDir(*stateDir); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
-		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
-		return 1
-	}
 	var key ed25519.PublicKey
 	if *trusted != "" {
 		b, err := os.ReadFile(*trusted)
@@ -218,4 +222,32 @@ func secureConfig(server string, f credFlags, log *slog.Logger) (coaps.Config, e
 
 func downloadRequest(blockSize, retries int) download.Request {
 	return download.Request{BlockSize: blockSize, Retries: retries, RetryDelay: 2 * time.Second}
+}
+
+// checkClientRanges refuses out-of-range values rather than replacing them
+// with defaults behind the user's back.
+func checkClientRanges(lifetime int, maxSize int64, blockSize, retries int) error {
+	switch {
+	case lifetime <= 0:
+		return fmt.Errorf("-lifetime %d: must be at least 1 second", lifetime)
+	case maxSize <= 0:
+		return fmt.Errorf("-max-package-size %d: must be positive", maxSize)
+	case blockSize < 16 || blockSize > 1024 || blockSize&(blockSize-1) != 0:
+		return fmt.Errorf("-block-size %d: must be a power of two from 16 to 1024 (RFC 7959 §2.2)", blockSize)
+	case retries < 0:
+		return fmt.Errorf("-retries %d: must be 0 or more", retries)
+	}
+	return nil
+}
+
+// prepareStateDir creates the state directory if needed and says clearly
+// when the path cannot be one.
+func prepareStateDir(dir string) error {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("-state-dir %s: not a directory", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("-state-dir %s: cannot create it: %w", dir, err)
+	}
+	return nil
 }

@@ -42,6 +42,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "lwm2m demo: -timeout %v: must be positive\n", *timeout)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	d := &demo{out: stdout, verbose: *verbose, stderr: stderr}
