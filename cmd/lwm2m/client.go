@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
@@ -39,6 +38,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		downloadBS = fs.Int("block-size", 1024, "CoAP block size for pull downloads: 16, 32, ... 1024")
 		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download (0 or more)")
 		verbose    = fs.Bool("v", false, "debug logs")
+		confirm    = fs.Duration("confirm-timeout", 60*time.Second, "a new program that has not registered within this `DURATION` is rolled back")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
 	fs.Usage = func() {
@@ -53,7 +53,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	if err := checkClientRanges(*lifetime, *maxSize, *downloadBS, *retries); err != nil {
+	if err := checkClientRanges(*lifetime, *maxSize, *downloadBS, *retries, *confirm); err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
 	}
@@ -116,7 +116,15 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if creds != nil {
 		c.SetCredentials(*creds)
 	}
-	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
+	if supervisorPID() == 0 {
+		// Every flag is checked: from here on the supervisor runs the
+		// device as its child (supervise.go).
+		sup := &supervisor{exe: exe, args: append([]string{"client"}, args...), stateDir: *stateDir,
+			confirmTimeout: *confirm, stdout: stdout, stderr: stderr, log: log}
+		return sup.run(ctx)
+	}
+	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log,
+		restart: func() { os.Exit(exitRestart) }, crashAt: os.Getenv("LWM2M_CRASH_AT")}
 	prog := newProgressBar(stderr)
 	obj, err := fwupdate.Install(c, dev, fwupdate.Config{
 		Store:          fwupdate.FileStore{Path: filepath.Join(*stateDir, stateFile)},
@@ -129,7 +137,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
 	}
-	now := dev.settle(obj, loadInstalled(*stateDir, *version))
+	now, trial := dev.settle(obj, loadInstalled(*stateDir, *version))
 	device := objects.NewDevice(objects.DeviceInfo{
 		Manufacturer:    "lwm2m-fota",
 		ModelNumber:     "reference-device",
@@ -137,16 +145,17 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		FirmwareVersion: now.Version,
 		Reboot: func() {
 			obj.Close()
-			if err := dev.exec(exe, os.Args, os.Environ()); err != nil {
-				log.Error("reboot failed", "err", err)
-			}
+			dev.restart()
 		},
 	})
 	if err := c.AddObject(device); err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
 	}
-	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid())
+	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid(), "supervisor", supervisorPID())
+	if trial {
+		go dev.confirm(ctx, c, obj, now)
+	}
 	err = c.Run(ctx)
 	obj.Close()
 	if err != nil {
@@ -226,8 +235,10 @@ func downloadRequest(blockSize, retries int) download.Request {
 
 // checkClientRanges refuses out-of-range values rather than replacing them
 // with defaults behind the user's back.
-func checkClientRanges(lifetime int, maxSize int64, blockSize, retries int) error {
+func checkClientRanges(lifetime int, maxSize int64, blockSize, retries int, confirm time.Duration) error {
 	switch {
+	case confirm <= 0:
+		return fmt.Errorf("-confirm-timeout %v: must be positive", confirm)
 	case lifetime <= 0:
 		return fmt.Errorf("-lifetime %d: must be at least 1 second", lifetime)
 	case maxSize <= 0:

@@ -54,6 +54,9 @@ func TestClientUsage(t *testing.T) {
 // SIGINT or SIGTERM (here: the context main cancels on them) de-registers
 // and exits 0.
 func TestClientDeregistersOnSignal(t *testing.T) {
+	// runClient is the supervisor; its child is this test binary acting
+	// as the program (TestMain).
+	t.Setenv("LWM2M_TEST_AS_PROGRAM", "1")
 	srv := lwm2mtest.Start(t, "")
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
