@@ -468,7 +468,9 @@ func (d *fileDevice) removeTemporaries() {
 func (d *fileDevice) settle(obj *fwupdate.Object, current installed) (now installed, trial bool) {
 	d.removeTemporaries()
 	if st, _ := obj.State(); st != fwupdate.StateUpdating {
-		d.dropPrevious() // stale: no upgrade is in flight
+		// No upgrade in flight: what a crash after Success left is stale.
+		d.dropPrevious()
+		_ = os.Remove(d.path(pendingFile))
 		return current, false
 	}
 	var pend installed

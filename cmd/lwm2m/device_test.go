@@ -13,6 +13,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
 
 func testDevice(t *testing.T, trusted []byte) *fileDevice {
@@ -139,5 +140,38 @@ func TestDeviceResume(t *testing.T) {
 func TestDeviceResetWithoutPackage(t *testing.T) {
 	if err := testDevice(t, nil).Reset(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A start removes the hidden temporary files a crash during an install or
+// a state save left (ours only, by name), in the state directory and
+// beside the program.
+func TestSettleRemovesTemporaries(t *testing.T) {
+	d := testDevice(t, nil)
+	ours := []string{d.path(".fwupdate.json.tmp123"), d.path(".pending.json.tmp9"), d.path(".firmware.bin.tmp77"), d.exe[:len(d.exe)-len("prog")] + ".prog.tmp4242"}
+	theirs := []string{d.path(".other.tmp1"), d.path("fwupdate.json.tmp"), d.path("notes.txt")}
+	for _, n := range append(append([]string{}, ours...), theirs...) {
+		if err := os.WriteFile(n, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "tmp", Server: "coap://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := fwupdate.Install(c, d, fwupdate.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.settle(obj, installed{Version: "1.0"})
+	for _, n := range ours {
+		if _, err := os.Stat(n); err == nil {
+			t.Errorf("%s not removed", n)
+		}
+	}
+	for _, n := range theirs {
+		if _, err := os.Stat(n); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
 	}
 }
