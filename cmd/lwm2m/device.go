@@ -492,7 +492,6 @@ func (d *fileDevice) settle(obj *fwupdate.Object, current installed) (now instal
 		// rename, or the supervisor rolled the new program back.
 		d.log.Warn("upgrade did not take effect; the previous firmware runs", "version", current.Version)
 		d.dropPrevious()
-		d.crashPoint("failure-seen")
 		if err := obj.SetResult(fwupdate.ResultUpdateFailed); err != nil {
 			d.log.Error("report the failed upgrade", "err", err)
 		}
