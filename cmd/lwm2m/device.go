@@ -450,7 +450,8 @@ func (d *fileDevice) removeTemporaries() {
 	for _, n := range []string{stateFile, pendingFile, installedFile, firmwareFile} {
 		patterns = append(patterns, filepath.Join(d.dir, tmpPrefix(n)+"*"))
 	}
-	patterns = append(patterns, filepath.Join(filepath.Dir(d.exe), tmpPrefix(d.exe)+"*"))
+	patterns = append(patterns, filepath.Join(filepath.Dir(d.exe), tmpPrefix(d.exe)+"*"),
+		filepath.Join(d.dir, "payload.bin")) // the second copy that earlier versions kept
 	for _, p := range patterns {
 		names, _ := filepath.Glob(p)
 		for _, n := range names {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -310,3 +312,43 @@ func TestTrialBoot(t *testing.T) {
 }
 
 func slogNew(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// Under -trusted-key, an unsigned push is refused at its first block:
+// Result 5 at once, nothing stored, not the whole image uploaded first.
+func TestUnsignedPushRefusedAtOnce(t *testing.T) {
+	pub, _, err := fwpkg.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := fwpkg.MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "trusted.pub")
+	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newDeviceRig(t, "unsigned", "-trusted-key", keyFile)
+	const size = 4 << 20
+	pkg := r.pack(bytes.Repeat([]byte{0x5a}, size), "2.0")
+	var sent int64
+	err = r.srv.Push(r.ctx, "unsigned", pkg, func(s, _ int64) { sent = s })
+	if err == nil {
+		t.Fatal("the push was accepted")
+	}
+	if sent > 64<<10 {
+		t.Errorf("%d bytes pushed before the refusal", sent)
+	}
+	for _, res := range []struct {
+		id   uint16
+		want string
+	}{{3, "0"}, {5, "5"}} {
+		c, err := r.srv.Read(r.ctx, "unsigned", model.NewPath(5, 0, res.id), content.TextPlain)
+		if err != nil || string(c.Payload) != res.want {
+			t.Errorf("/5/0/%d = %q (%v), want %s", res.id, c.Payload, err, res.want)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(r.dir, "state", partFile)); err == nil && st.Size() > 0 {
+		t.Errorf("%d bytes stored", st.Size())
+	}
+}
