@@ -187,7 +187,7 @@ func TestUpgradeRestartsUnderSupervisor(t *testing.T) {
 	}
 }
 
-// After a re-exec whose installed firmware is not what was meant, the
+// After a restart whose installed firmware is not what was meant, the
 // device reports Downloaded with Update Result 8.
 func TestSettleFailedUpgrade(t *testing.T) {
 	dir := t.TempDir()
