@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		case "exit":
 			os.Exit(3)
 		case "hang":
-			select {}
+			time.Sleep(time.Hour) // not select{}: the runtime would call that a deadlock and exit
 		case "crash":
 			time.Sleep(time.Second)
 			panic("trial program crashes after 1 s")
@@ -259,11 +259,12 @@ func TestTrialBoot(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		payload []byte
+		why     string // the supervisor's reason
 	}{
-		{"cannot exec", noInterpreter(t)},
-		{"exits at once", withMode("exit")},
-		{"hangs", withMode("hang")},
-		{"crashes after 1s", withMode("crash")},
+		{"cannot exec", noInterpreter(t), "cannot start the new program"},
+		{"exits at once", withMode("exit"), "ended before it registered"},
+		{"hangs", withMode("hang"), "no registration within -confirm-timeout"},
+		{"crashes after 1s", withMode("crash"), "ended before it registered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ep := "trial-" + strings.ReplaceAll(tc.name, " ", "-")
@@ -284,8 +285,8 @@ func TestTrialBoot(t *testing.T) {
 					t.Errorf("%s left behind", left)
 				}
 			}
-			if !strings.Contains(r.logs.String(), "new program rejected") {
-				t.Errorf("the supervisor did not say why\n%s", r.logs)
+			if !strings.Contains(r.logs.String(), "new program rejected") || !strings.Contains(r.logs.String(), tc.why) {
+				t.Errorf("the supervisor did not say %q\n%s", tc.why, r.logs)
 			}
 			if os.Getenv("TRIAL_DEBUG") != "" {
 				t.Logf("%s", r.logs)
