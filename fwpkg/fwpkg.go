@@ -79,6 +79,12 @@ type Header struct {
 // Signed reports whether the package carries a signature.
 func (h Header) Signed() bool { return h.Signature != nil }
 
+// Len is the length of h's encoding, that is the offset of the first
+// payload byte in the package.
+func (h Header) Len() int {
+	return fixedLen + len(h.Name) + 1 + len(h.Version) + tailLen + len(h.Signature) + crcLen
+}
+
 func checkField(what, s string) error {
 	if len(s) > MaxFieldLen {
 		return fmt.Errorf("fwpkg: %s is %d bytes, over the limit of %d", what, len(s), MaxFieldLen)

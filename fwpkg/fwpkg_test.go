@@ -108,6 +108,9 @@ func TestRoundTrip(t *testing.T) {
 					h.SHA256 != sha256.Sum256(payload) || h.Signed() != signed {
 					t.Fatalf("size %d signed %v %s: header %+v", size, signed, c.name, h)
 				}
+				if h.Len()+size != len(pkg) {
+					t.Fatalf("size %d signed %v: Len %d, package %d bytes", size, signed, h.Len(), len(pkg))
+				}
 			}
 			// Without a trusted key, a signed package verifies as well.
 			if _, _, err := verify(pkg, VerifyOptions{}, chunkers[0]); err != nil {

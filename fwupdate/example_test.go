@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log"
 	"os"
+	"path/filepath"
+	"testing"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
@@ -38,11 +40,16 @@ func (h *fileFirmware) StreamFinish() error {
 	return nil
 }
 
+// Reset is also called when there is no package: a missing file is fine.
 func (h *fileFirmware) Reset() error {
 	if h.f != nil {
 		h.f.Close()
+		h.f = nil
 	}
-	return os.Remove(h.path)
+	if err := os.Remove(h.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (h *fileFirmware) PerformUpgrade(ctx context.Context) error {
@@ -86,3 +93,11 @@ func ExampleObject_SetResult() {
 
 func runningVersion() string  { return "2.0" }
 func expectedVersion() string { return "2.0" }
+
+// The example's Reset works when no package was ever stored.
+func TestExampleResetWithoutPackage(t *testing.T) {
+	h := &fileFirmware{path: filepath.Join(t.TempDir(), "package")}
+	if err := h.Reset(); err != nil {
+		t.Fatalf("Reset with no package: %v", err)
+	}
+}

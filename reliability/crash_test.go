@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,6 +70,8 @@ type crashRig struct {
 	payload  []byte
 	im       server.Image
 	dir, ep  string
+	exe      string   // the program this scenario runs (a copy when updates replace it)
+	env      []string // extra environment of the next start
 	cmd      *exec.Cmd
 	log      *syncbuf.Buffer
 	lastAddr string
@@ -108,6 +111,7 @@ func newCrashRig(t *testing.T) *crashRig {
 func (r *crashRig) fresh(name string) {
 	r.dir = r.t.TempDir()
 	r.ep = "crash-" + name
+	r.exe, r.env = r.bin, nil
 	r.lastAddr = ""
 	r.log = &syncbuf.Buffer{}
 }
@@ -115,9 +119,13 @@ func (r *crashRig) fresh(name string) {
 // start runs the device and waits for its (new) registration.
 func (r *crashRig) start() {
 	r.t.Helper()
-	cmd := exec.Command(r.bin, "client", "-endpoint", r.ep, "-server", "coap://"+r.srv.LocalAddr().String(),
-		"-state-dir", r.dir, "-lifetime", "60", "-retries", "5", "-max-package-size", "4194304")
+	cmd := exec.Command(r.exe, "client", "-endpoint", r.ep, "-server", "coap://"+r.srv.LocalAddr().String(),
+		"-state-dir", r.dir, "-lifetime", "60", "-retries", "5", "-max-package-size", "67108864", "-confirm-timeout", "10s")
+	cmd.Env = append(os.Environ(), r.env...)
 	cmd.Stdout, cmd.Stderr = r.log, r.log
+	// Its own process group, so that kill takes the supervisor and the
+	// program at once, as a power loss would.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -137,7 +145,7 @@ func (r *crashRig) start() {
 
 // kill sends SIGKILL: no deferred code, no final save.
 func (r *crashRig) kill() {
-	_ = r.cmd.Process.Kill()
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 	_ = r.cmd.Wait()
 }
 
@@ -161,10 +169,16 @@ func (r *crashRig) readInt(path model.Path) (int, error) {
 func (r *crashRig) stateResult() (fwupdate.State, fwupdate.Result) {
 	r.t.Helper()
 	for try := 0; ; try++ {
+		// Two reads are not one snapshot: State is read again, and a
+		// pair that straddles a transition is read anew.
 		s, err1 := r.readInt(model.NewPath(5, 0, 3))
 		res, err2 := r.readInt(model.NewPath(5, 0, 5))
-		if err1 == nil && err2 == nil {
+		s2, err3 := r.readInt(model.NewPath(5, 0, 3))
+		if err1 == nil && err2 == nil && err3 == nil && s == s2 {
 			return fwupdate.State(s), fwupdate.Result(res)
+		}
+		if err1 == nil && err2 == nil && err3 == nil {
+			continue
 		}
 		if try == 5 {
 			r.t.Fatalf("read state: %v %v; log:\n%s", err1, err2, r.log)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
@@ -32,7 +31,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		endpoint   = fs.String("endpoint", "", "endpoint name (required)")
 		serverURI  = fs.String("server", "", "LwM2M server `URI`, coap://HOST:PORT (required)")
 		stateDir   = fs.String("state-dir", "", "`DIR` for the firmware and the update state (required)")
-		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds")
+		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds (the library's default is the spec's 86400; a lab device wants to be seen gone sooner)")
 		version    = fs.String("firmware-version", "1.0", "version reported before any update is installed")
 		trusted    = fs.String("trusted-key", "", "ed25519 public key `FILE`: packages must be signed by it")
 		maxSize    = fs.Int64("max-package-size", 512<<20, "largest package accepted, in `BYTES`")
@@ -40,6 +39,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		retries    = fs.Int("retries", 5, "reconnect attempts of an interrupted download")
 		verbose    = fs.Bool("v", false, "debug logs")
 		lwVersion  = fs.String("lwm2m-version", lwm2m.Version11, "LwM2M `VERSION` to register with: 1.0 or 1.1")
+		confirm    = fs.Duration("confirm-timeout", 60*time.Second, "a new program that has not registered within this `DURATION` is rolled back")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
 	// Package download credentials (-fw-*, credentials.go).
@@ -60,8 +60,16 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "lwm2m client: -lwm2m-version %q: want 1.0 or 1.1\n", *lwVersion)
 		return 2
 	}
+	if err := checkClientRanges(*lifetime, *maxSize, *downloadBS, *retries, *confirm); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
 	fwSec, err := fwCred.security()
 	if err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
+	if err := prepareStateDir(*stateDir); err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
 	}
@@ -70,10 +78,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
-		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
-		return 1
-	}
 	var key ed25519.PublicKey
 	if *trusted != "" {
 		b, err := os.ReadFile(*trusted)
@@ -125,7 +129,15 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if creds != nil {
 		c.SetCredentials(*creds)
 	}
-	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log, exec: syscall.Exec}
+	if supervisorPID() == 0 {
+		// Every flag is checked: from here on the supervisor runs the
+		// device as its child (supervise.go).
+		sup := &supervisor{exe: exe, args: append([]string{"client"}, args...), stateDir: *stateDir,
+			confirmTimeout: *confirm, stdout: stdout, stderr: stderr, log: log}
+		return sup.run(ctx)
+	}
+	dev := &fileDevice{dir: *stateDir, exe: exe, trusted: key, maxPayload: *maxSize, log: log,
+		restart: func() { os.Exit(exitRestart) }, crashAt: os.Getenv("LWM2M_CRASH_AT")}
 	prog := newProgressBar(stderr)
 	obj, err := fwupdate.Install(c, withFwCredentials(dev, fwSec), fwupdate.Config{
 		Store:          fwupdate.FileStore{Path: filepath.Join(*stateDir, stateFile)},
@@ -138,7 +150,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
 	}
-	now := dev.settle(obj, loadInstalled(*stateDir, *version))
+	now, trial := dev.settle(obj, loadInstalled(*stateDir, *version))
 	device := objects.NewDevice(objects.DeviceInfo{
 		Manufacturer:    "lwm2m-fota",
 		ModelNumber:     "reference-device",
@@ -146,16 +158,17 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		FirmwareVersion: now.Version,
 		Reboot: func() {
 			obj.Close()
-			if err := dev.exec(exe, os.Args, os.Environ()); err != nil {
-				log.Error("reboot failed", "err", err)
-			}
+			dev.restart()
 		},
 	})
 	if err := c.AddObject(device); err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
 	}
-	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid())
+	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid(), "supervisor", supervisorPID())
+	if trial {
+		go dev.confirm(ctx, c, obj, now)
+	}
 	err = c.Run(ctx)
 	obj.Close()
 	if err != nil {
@@ -231,4 +244,34 @@ func secureConfig(server string, f credFlags, log *slog.Logger) (coaps.Config, e
 
 func downloadRequest(blockSize, retries int) download.Request {
 	return download.Request{BlockSize: blockSize, Retries: retries, RetryDelay: 2 * time.Second}
+}
+
+// checkClientRanges refuses out-of-range values rather than replacing them
+// with defaults behind the user's back.
+func checkClientRanges(lifetime int, maxSize int64, blockSize, retries int, confirm time.Duration) error {
+	switch {
+	case confirm <= 0:
+		return fmt.Errorf("-confirm-timeout %v: must be positive", confirm)
+	case lifetime <= 0:
+		return fmt.Errorf("-lifetime %d: must be at least 1 second", lifetime)
+	case maxSize <= 0:
+		return fmt.Errorf("-max-package-size %d: must be positive", maxSize)
+	case blockSize < 16 || blockSize > 1024 || blockSize&(blockSize-1) != 0:
+		return fmt.Errorf("-block-size %d: must be a power of two from 16 to 1024 (RFC 7959 §2.2)", blockSize)
+	case retries < 0:
+		return fmt.Errorf("-retries %d: must be 0 or more", retries)
+	}
+	return nil
+}
+
+// prepareStateDir creates the state directory if needed and says clearly
+// when the path cannot be one.
+func prepareStateDir(dir string) error {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("-state-dir %s: not a directory", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("-state-dir %s: cannot create it: %w", dir, err)
+	}
+	return nil
 }

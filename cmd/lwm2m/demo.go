@@ -24,7 +24,7 @@ import (
 
 // runDemo implements "lwm2m demo": a server and a real device process on
 // loopback; the device is updated to v2 by pull over CoAP and to v3 by
-// push, re-exec'ing itself each time.
+// push, its supervisor starting each new program on trial.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lwm2m demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -32,7 +32,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "show the device's and the server's logs")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: lwm2m demo [flags]\n\nStarts an LwM2M server and a device on loopback, then updates the device\nto v2 by pull over CoAP and to v3 by push. The device replaces its own\nprogram and re-execs each time.\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "usage: lwm2m demo [flags]\n\nStarts an LwM2M server and a device on loopback, then updates the device\nto v2 by pull over CoAP and to v3 by push. The device replaces its own\nprogram each time; its supervisor starts the new one on trial and keeps it\nonce it has registered.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, done := parseFlags(fs, args, stdout); done {
@@ -40,6 +40,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
+		return 2
+	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "lwm2m demo: -timeout %v: must be positive\n", *timeout)
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -176,7 +180,7 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 		if got != s.version {
 			return fmt.Errorf("after the update the device reports firmware %q, want %q", got, s.version)
 		}
-		d.say("  device re-exec'd as v%s (same pid %d): Update Result %d (%v)", got, d.device.Process.Pid, res, res)
+		d.say("  device restarted as v%s by its supervisor (pid %d) and kept after it registered: Update Result %d (%v)", got, d.device.Process.Pid, res, res)
 	}
 
 	d.say("\nsummary")

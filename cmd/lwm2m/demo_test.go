@@ -8,7 +8,7 @@ import (
 )
 
 // TestDemo builds the program and runs "lwm2m demo" as a user would: a real
-// device process is updated twice and re-execs itself each time.
+// device process is updated twice, its supervisor starting each new program.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the program and runs the whole demo")
@@ -27,9 +27,9 @@ func TestDemo(t *testing.T) {
 		"wrote Package URI coap://127.0.0.1:",
 		"State = 1 (Downloading)",
 		"State = 2 (Downloaded)",
-		"device re-exec'd as v2.0",
+		"device restarted as v2.0 by its supervisor",
 		"pushed 100%",
-		"device re-exec'd as v3.0",
+		"device restarted as v3.0 by its supervisor",
 		"firmware 1.0 → 2.0 → 3.0",
 	} {
 		if !strings.Contains(text, want) {

@@ -72,6 +72,12 @@ flags:
 		fmt.Fprintf(stderr, "lwm2m pack: %s is not a regular file\n", *in)
 		return 1
 	}
+	// The package is written atomically, so -out naming the image (by
+	// any path) would replace the image with its own package.
+	if ost, err := os.Stat(*out); err == nil && os.SameFile(st, ost) {
+		fmt.Fprintf(stderr, "lwm2m pack: -in and -out are the same file (%s)\n", *out)
+		return 2
+	}
 
 	var h fwpkg.Header
 	err = packWriteAtomic(*out, 0o644, func(w io.Writer) error {

@@ -218,3 +218,30 @@ func TestKeygenUsageAndOverwrite(t *testing.T) {
 		t.Fatalf("PREFIX.pub does not match PREFIX.key: %v", err)
 	}
 }
+
+// pack -in X -out X would replace the image with its own package; so would
+// -out naming the same file by another path (a hard link, a symlink).
+func TestPackRefusesSameFile(t *testing.T) {
+	dir := t.TempDir()
+	image := filepath.Join(dir, "image.bin")
+	if err := os.WriteFile(image, []byte("the image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "hardlink.bin")
+	if err := os.Link(image, link); err != nil {
+		t.Fatal(err)
+	}
+	sym := filepath.Join(dir, "symlink.bin")
+	if err := os.Symlink(image, sym); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{image, filepath.Join(dir, ".", "image.bin"), link, sym} {
+		code, _, stderr := packRunCmd(t, runPack, "-in", image, "-out", out, "-name", "n", "-version", "v")
+		if code != 2 || !strings.Contains(stderr, "same file") {
+			t.Errorf("-out %s: exit %d, want 2 and 'same file' (stderr %q)", out, code, stderr)
+		}
+		if b, _ := os.ReadFile(image); string(b) != "the image" {
+			t.Fatalf("-out %s replaced the image with %d bytes", out, len(b))
+		}
+	}
+}
