@@ -82,10 +82,23 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: address of %q: %w", ep, err)
 	}
+	// go-coap keys a connection by the device's address and the
+	// server's address the device's datagrams arrive at. On a wildcard
+	// bind that is the concrete address, not the listener's: without it
+	// this would be a second connection, and the device's answers would
+	// land on the one its Register made.
+	var local []*net.UDPAddr
+	if reg.Local != "" {
+		la, err := net.ResolveUDPAddr("udp", reg.Local)
+		if err != nil {
+			return nil, fmt.Errorf("server: local address of %q: %w", ep, err)
+		}
+		local = append(local, la)
+	}
 	// Serve starts the go-coap server on another goroutine; a request
 	// made right after Serve was called may find it not yet running.
 	for i := 0; ; i++ {
-		cc, err := cs.NewConn(addr)
+		cc, err := cs.NewConn(addr, local...)
 		if err == nil || i == 50 {
 			return cc, err
 		}

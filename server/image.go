@@ -158,7 +158,8 @@ func (s *Server) imageURI(ep string, im Image, scheme string) (string, error) {
 }
 
 // hostFor picks the server address a device can reach: PublicHost, the
-// bound address, or the local address on the route to the device.
+// bound address, the address the device registered to, or the local
+// address on the route to the device.
 func (s *Server) hostFor(ep, scheme string) (string, error) {
 	if s.PublicHost != "" {
 		return s.PublicHost, nil
@@ -177,6 +178,9 @@ func (s *Server) hostFor(ep, scheme string) (string, error) {
 	reg, ok := s.Registration(ep)
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	if h, _, err := net.SplitHostPort(reg.Local); err == nil {
+		return h, nil
 	}
 	// Connecting a UDP socket only asks the kernel for a route; it sends
 	// nothing.

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		return
 	}
 	cc := w.Conn()
-	from := peer{addr: cc.RemoteAddr().String(), secure: isSecure(cc), identity: pskIdentity(cc)}
+	from := peer{addr: cc.RemoteAddr().String(), local: localAddr(cc, r), secure: isSecure(cc), identity: pskIdentity(cc)}
 	switch {
 	case len(rest) == 0 && r.Code() == codes.POST:
 		id, code := s.register(params, string(body), from)
@@ -59,6 +60,25 @@ func parseLifetime(v string) (int64, bool) {
 	return lt, err == nil && lt > 0 && lt <= 1<<32-1
 }
 
+// localAddr returns the address r was sent to. On a wildcard listener
+// that is the destination address the kernel reports with the datagram:
+// go-coap keys its connection to the device by it, so requests to the
+// device must use it too, or the device's answers reach another
+// connection than the one that waits for them.
+func localAddr(cc *udpclient.Conn, r *pool.Message) string {
+	la, ok := cc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return ""
+	}
+	if cm := r.ControlMessage(); cm != nil && len(cm.Dst) > 0 && !cm.Dst.IsMulticast() {
+		return (&net.UDPAddr{IP: cm.Dst, Port: la.Port}).String()
+	}
+	if la.IP.IsUnspecified() {
+		return ""
+	}
+	return la.String()
+}
+
 func newID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -68,6 +88,7 @@ func newID() string {
 // peer is where a registration interface request came from.
 type peer struct {
 	addr     string
+	local    string // the server address it was sent to, "" if unknown
 	secure   bool   // over DTLS
 	identity string // the DTLS PSK identity
 }
@@ -85,7 +106,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	if ep == "" {
 		return "", codes.BadRequest
 	}
-	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr,
+	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr, Local: from.local,
 		Secure: from.secure, PSKIdentity: from.identity}
 	if v, ok := p["lt"]; ok {
 		lt, ok := parseLifetime(v)
@@ -176,6 +197,7 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 		defer s.closeStaleSession(reg.Addr)
 	}
 	reg.Addr = addr
+	reg.Local = from.local
 	reg.Updated = s.clock()
 	*cur = reg
 	err := s.Store.Put(reg)

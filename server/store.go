@@ -21,6 +21,11 @@ type Registration struct {
 	Version  string `json:"version"`  // lwm2m, "1.0" by default
 	Links    string `json:"links"`    // the CoRE link-format payload: objects and instances
 	Addr     string `json:"addr"`     // the client's UDP address, host:port
+	// Local is the server's address the device sent its last Register or
+	// Update to, host:port. On a wildcard bind it is the concrete
+	// address, which keys go-coap's connection to the device and which
+	// the server's requests come from.
+	Local string `json:"local,omitempty"`
 	// Secure is set when the device registered over DTLS (coaps); the
 	// server then reaches it only over that DTLS session.
 	Secure bool `json:"secure,omitempty"`
