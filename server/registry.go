@@ -201,7 +201,8 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	reg.Updated = s.clock()
 	*cur = reg
 	err := s.Store.Put(reg)
-	s.notifyLocked(reg)
+	// No notifyLocked: an Update is not a restart (Core 6.2.2); the
+	// device keeps its observations.
 	s.mu.Unlock()
 	if err != nil {
 		s.logger().Error("storing registration", "ep", reg.Endpoint, "err", err)
@@ -273,7 +274,8 @@ func (s *Server) expire(now time.Time) {
 	}
 }
 
-// notifyLocked tells waiters for reg.Endpoint about a Register or Update.
+// notifyLocked tells waiters for reg.Endpoint about a Register, which
+// means the device (re)started.
 func (s *Server) notifyLocked(reg Registration) {
 	for _, ch := range s.watchers[reg.Endpoint] {
 		select {
@@ -283,7 +285,7 @@ func (s *Server) notifyLocked(reg Registration) {
 	}
 }
 
-// watch returns a channel that receives ep's Register and Update events.
+// watch returns a channel that receives ep's Register events.
 func (s *Server) watch(ep string) (<-chan Registration, func()) {
 	ch := make(chan Registration, 4)
 	s.mu.Lock()
