@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -13,7 +14,15 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 )
+
+// registerRetryAfter is the Max-Age, in seconds, of a 5.03 to a Register
+// beyond MaxRegistrations.
+const registerRetryAfter = 600
 
 // maxLinks bounds a registration payload; a real object list is far smaller.
 const maxLinks = 16 << 10
@@ -37,6 +46,11 @@ func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 	switch {
 	case len(rest) == 0 && r.Code() == codes.POST:
 		id, code := s.register(params, string(body), from)
+		if code == codes.ServiceUnavailable {
+			// RFC 7252 §5.9.3.4: Max-Age says when to try again.
+			_ = w.SetResponse(code, message.TextPlain, nil, coapopt.Uint(message.MaxAge, registerRetryAfter))
+			return
+		}
 		if code != codes.Created {
 			setCode(w, code)
 			return
@@ -108,13 +122,15 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	}
 	reg := Registration{Endpoint: ep, Lifetime: 86400, Binding: "U", Version: "1.0", Links: links, Addr: addr, Local: from.local,
 		Secure: from.secure, PSKIdentity: from.identity}
+	requested := reg.Lifetime
 	if v, ok := p["lt"]; ok {
 		lt, ok := parseLifetime(v)
 		if !ok {
 			return "", codes.BadRequest
 		}
-		reg.Lifetime = lt
+		requested = lt
 	}
+	reg.Lifetime = s.clampLifetime(ep, requested)
 	if v := p["b"]; v != "" {
 		reg.Binding = v
 	}
@@ -130,15 +146,19 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	reg.ID = newID()
 
 	s.mu.Lock()
+	if code := s.admitLocked(ep, from); code != 0 {
+		s.mu.Unlock()
+		return "", code
+	}
 	// Core 6.2.1: a new Register from a known endpoint replaces the old
-	// registration, but not a secure one from an insecure or different peer.
+	// registration.
 	if old, ok := s.byEP[ep]; ok {
-		if !from.owns(s.regs[old]) {
-			s.mu.Unlock()
-			s.logger().Warn("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", addr, "identity", from.identity)
-			return "", codes.Forbidden
-		}
 		oldAddr := s.regs[old].Addr
+		if oldAddr != addr && !from.secure {
+			// Allowed (the device may have restarted behind a NAT), but
+			// it is also how a plain CoAP peer takes a name over.
+			s.logger().Warn("endpoint registered again from another address", "ep", ep, "old", oldAddr, "addr", addr)
+		}
 		delete(s.regs, old)
 		_ = s.Store.Delete(old)
 		defer s.closeStaleSession(oldAddr)
@@ -153,6 +173,9 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	s.mu.Unlock()
 	if err != nil {
 		s.logger().Error("storing registration", "ep", ep, "err", err)
+	}
+	if requested > reg.Lifetime {
+		go s.tellLifetime(reg)
 	}
 	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "secure", reg.Secure, "identity", reg.PSKIdentity, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
 	return reg.ID, codes.Created
@@ -180,7 +203,7 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 			s.mu.Unlock()
 			return codes.BadRequest
 		}
-		reg.Lifetime = lt
+		reg.Lifetime = s.clampLifetime(reg.Endpoint, lt)
 	}
 	if v := p["b"]; v != "" {
 		reg.Binding = v
@@ -209,6 +232,84 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	}
 	s.logger().Info("registration updated", "ep", reg.Endpoint, "id", id, "addr", addr, "lt", reg.Lifetime)
 	return codes.Changed
+}
+
+// admitLocked decides whether from may register ep: 0 if so, else the
+// code to answer. An endpoint is bound to the DTLS identity of its first
+// registration over DTLS; from then on only that identity may register
+// it, and never a plain CoAP peer. A new endpoint beyond
+// MaxRegistrations gets 5.03.
+func (s *Server) admitLocked(ep string, from peer) codes.Code {
+	bound, isBound := s.bindings[ep]
+	if isBound && (!from.secure || from.identity != bound) {
+		s.logger().Warn("register refused: endpoint is bound to another DTLS identity", "ep", ep, "addr", from.addr, "secure", from.secure, "identity", from.identity)
+		return codes.Forbidden
+	}
+	// A plain registration that predates the server's bindings (none
+	// is made for it) is still only changed by its owner.
+	if old, ok := s.byEP[ep]; ok && !from.owns(s.regs[old]) {
+		s.logger().Warn("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", from.addr, "identity", from.identity)
+		return codes.Forbidden
+	}
+	if _, known := s.byEP[ep]; !known && len(s.regs) >= s.maxRegistrations() {
+		s.logger().Warn("register refused: registration limit reached", "ep", ep, "addr", from.addr, "max", s.maxRegistrations())
+		return codes.ServiceUnavailable
+	}
+	if from.secure && !isBound {
+		if len(s.bindings) >= s.maxRegistrations() {
+			s.logger().Warn("register refused: dtls binding limit reached", "ep", ep, "identity", from.identity, "max", s.maxRegistrations())
+			return codes.ServiceUnavailable
+		}
+		s.bindings[ep] = from.identity
+		if bs, ok := s.Store.(BindingStore); ok {
+			if err := bs.PutBinding(ep, from.identity); err != nil {
+				s.logger().Error("storing dtls binding", "ep", ep, "err", err)
+			}
+		}
+		s.logger().Info("endpoint bound to dtls identity", "ep", ep, "identity", from.identity)
+	}
+	return 0
+}
+
+// clampLifetime caps a requested lifetime at MaxLifetime.
+func (s *Server) clampLifetime(ep string, lt int64) int64 {
+	if m := s.maxLifetime(); lt > m {
+		s.logger().Warn("lifetime clamped", "ep", ep, "requested", lt, "max", m)
+		return m
+	}
+	return lt
+}
+
+// tellLifetime writes reg's clamped lifetime to the device's Server
+// Object (/1/x/1, Core E.2), which makes the device send an Update with
+// it, when the registration lists exactly one Server Object instance:
+// with more, which one is this server's is not known. Otherwise the
+// registration expires at the cap, and the device's next Update gets
+// 4.04, which makes it register again (Transport 5.3).
+func (s *Server) tellLifetime(reg Registration) {
+	var inst []string
+	for _, l := range strings.Split(reg.Links, ",") {
+		t := strings.Trim(strings.TrimSpace(strings.SplitN(l, ";", 2)[0]), "<>")
+		if rest, ok := strings.CutPrefix(t, "/1/"); ok && rest != "" && !strings.Contains(rest, "/") {
+			inst = append(inst, rest)
+		}
+	}
+	if len(inst) != 1 {
+		s.logger().Info("lifetime clamped; the device is not told", "ep", reg.Endpoint, "server_instances", len(inst))
+		return
+	}
+	path, err := model.ParsePath("/1/" + inst[0] + "/1")
+	if err != nil {
+		return
+	}
+	ctx, cancel := s.withTimeout(context.Background())
+	defer cancel()
+	lt := []byte(strconv.FormatInt(reg.Lifetime, 10))
+	if err := s.Write(ctx, reg.Endpoint, path, content.TextPlain, lt, true); err != nil {
+		s.logger().Warn("could not write the clamped lifetime", "ep", reg.Endpoint, "path", path, "err", err)
+		return
+	}
+	s.logger().Info("clamped lifetime written", "ep", reg.Endpoint, "path", path, "lt", reg.Lifetime)
 }
 
 func (s *Server) deregister(id string, from peer) codes.Code {
