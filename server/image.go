@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -99,9 +100,16 @@ func (s *Server) lookupImage(id string) (*image, bool) {
 // handleImage serves GET /fw/{id} on the registration socket too, for
 // URIs written before the image socket existed; serveImages does the work.
 func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, id string) {
+	if r.Type() != message.Confirmable {
+		return // as on the image socket: no answer to a NON (see amplify.go)
+	}
+	var from netip.Addr
+	if ua, ok := w.Conn().RemoteAddr().(*net.UDPAddr); ok {
+		from = ua.AddrPort().Addr()
+	}
 	req := message.Message{Code: r.Code(), Options: r.Options()}
 	var resp message.Message
-	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, 12))
+	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, imageOptBuf), from, isSecure(w.Conn()))
 	var rd io.ReadSeeker
 	if body != nil {
 		rd = bytes.NewReader(body)

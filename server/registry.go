@@ -160,6 +160,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 			s.logger().Warn("endpoint registered again from another address", "ep", ep, "old", oldAddr, "addr", addr)
 		}
 		delete(s.regs, old)
+		s.trackAddrLocked(oldAddr, -1)
 		_ = s.Store.Delete(old)
 		defer s.closeStaleSession(oldAddr)
 	}
@@ -168,6 +169,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	}
 	s.regs[reg.ID] = &reg
 	s.byEP[ep] = reg.ID
+	s.trackAddrLocked(reg.Addr, 1)
 	err := s.Store.Put(reg)
 	s.notifyLocked(reg)
 	s.mu.Unlock()
@@ -218,6 +220,8 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	// The address may change behind a NAT; the newest one is the one to use.
 	if reg.Addr != addr {
 		defer s.closeStaleSession(reg.Addr)
+		s.trackAddrLocked(reg.Addr, -1)
+		s.trackAddrLocked(addr, 1)
 	}
 	reg.Addr = addr
 	reg.Local = from.local
@@ -350,6 +354,7 @@ func (s *Server) closeStaleSession(addr string) {
 
 func (s *Server) removeLocked(reg *Registration) {
 	delete(s.regs, reg.ID)
+	s.trackAddrLocked(reg.Addr, -1)
 	if s.byEP[reg.Endpoint] == reg.ID {
 		delete(s.byEP, reg.Endpoint)
 	}

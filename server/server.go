@@ -96,6 +96,8 @@ type Server struct {
 	regs     map[string]*Registration // by ID
 	byEP     map[string]string        // endpoint -> ID
 	bindings map[string]string        // endpoint -> the DTLS identity it is bound to
+	regIPs   map[netip.Addr]int       // registrations per device IP, for the image port
+	echo     *echoGate
 	watchers map[string][]chan Registration
 	images   map[string]*image
 	coap     *udpserver.Server
@@ -195,6 +197,8 @@ func (s *Server) Listen() error {
 		s.logger().Warn("loading registrations", "err", err)
 	}
 	s.bindings = make(map[string]string)
+	s.regIPs = make(map[netip.Addr]int)
+	s.echo = newEchoGate()
 	if bs, ok := s.Store.(BindingStore); ok {
 		b, err := bs.Bindings()
 		if err != nil {
@@ -210,6 +214,7 @@ func (s *Server) Listen() error {
 		r.Lifetime = min(r.Lifetime, s.maxLifetime())
 		s.regs[r.ID] = &r
 		s.byEP[r.Endpoint] = r.ID
+		s.trackAddrLocked(r.Addr, 1)
 		if r.Secure {
 			if _, ok := s.bindings[r.Endpoint]; !ok {
 				s.bindings[r.Endpoint] = r.PSKIdentity
@@ -434,7 +439,18 @@ func (s *Server) Close() error {
 // handle dispatches incoming CoAP requests: the registration interface
 // under /rd and published images under /fw.
 func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	if r.Type() == message.Acknowledgement || r.Type() == message.Reset || r.Code() == codes.Empty || r.Code() >= 32 {
+		// go-coap hands over an ACK or RST that matches no exchange of
+		// ours, and responses nobody asked for. Answering one would send
+		// a fresh confirmable message, retransmitted up to 4 times, to
+		// whatever address the datagram claims to come from (RFC 7252
+		// §4.2, §11.3): ignore them.
+		return
+	}
 	segs, err := r.Options().Path()
+	if errors.Is(err, message.ErrOptionNotFound) {
+		segs, err = "", nil
+	}
 	if err != nil {
 		setCode(w, codes.BadOption)
 		return
