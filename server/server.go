@@ -105,13 +105,16 @@ type Server struct {
 	httpLis  net.Listener
 	imgLis   *net.UDPConn
 	dtls     *dtlsserver.Server
-	dtlsLis  *coapnet.DTLSListener
+	dtlsLis  *dtlsAcceptor
 	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
 	httpSrv  *http.Server
 	closed   bool
 	done     chan struct{}
 	now      func() time.Time
 	tx       txParams // zero: RFC 7252's defaults
+	// handshakeTimeout bounds a DTLS handshake; zero means go-coap's
+	// 30 s. Tests shorten it.
+	handshakeTimeout time.Duration
 	// pushDial opens a push's socket; nil means udpsock.Dial. Tests
 	// replace it.
 	pushDial func(laddr, raddr netip.AddrPort, tick time.Duration) (*udpsock.Conn, error)
