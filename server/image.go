@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -33,6 +34,89 @@ type image struct {
 	Image
 	f       *os.File
 	modTime time.Time
+
+	mu       sync.Mutex
+	watchers []*imageWatcher
+}
+
+// imageWatcher follows what the image servers send to one address.
+type imageWatcher struct {
+	ip     netip.Addr
+	served int64 // the furthest end offset sent so far
+	fn     func(served, total int64)
+}
+
+// WatchImage calls fn whenever the image servers (CoAP or HTTP) send
+// part of the published image id to ep's address, the IP it registered
+// from: served is the end of the furthest part sent so far, total the
+// image's size. Devices behind one IP address are not told apart. fn
+// runs on the serving goroutine and must not block; it is not called
+// once stop has returned.
+func (s *Server) WatchImage(id, ep string, fn func(served, total int64)) (stop func(), err error) {
+	reg, ok := s.Registration(ep)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	ip, ok := hostIP(reg.Addr)
+	if !ok {
+		return nil, fmt.Errorf("server: address of %q: %q", ep, reg.Addr)
+	}
+	im, ok := s.lookupImage(id)
+	if !ok {
+		return nil, fmt.Errorf("server: image %s not published", id)
+	}
+	w := &imageWatcher{ip: ip, fn: fn}
+	im.mu.Lock()
+	im.watchers = append(im.watchers, w)
+	im.mu.Unlock()
+	return func() {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		for i, x := range im.watchers {
+			if x == w {
+				im.watchers = append(im.watchers[:i:i], im.watchers[i+1:]...)
+				break
+			}
+		}
+	}, nil
+}
+
+// served reports that the bytes up to end went to the address ip.
+func (im *image) served(ip netip.Addr, end int64) {
+	ip = ip.Unmap().WithZone("")
+	// Calls under the lock: once stop returns, fn is not running.
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, w := range im.watchers {
+		if w.ip == ip && end > w.served {
+			w.served = end
+			w.fn(end, im.Size)
+		}
+	}
+}
+
+// servedReader is the ReadSeeker http.ServeContent reads an image
+// through, reporting how far it got.
+type servedReader struct {
+	io.ReadSeeker
+	im  *image
+	ip  netip.Addr
+	pos int64
+}
+
+func (r *servedReader) Seek(off int64, whence int) (int64, error) {
+	n, err := r.ReadSeeker.Seek(off, whence)
+	r.pos = n
+	return n, err
+}
+
+func (r *servedReader) Read(p []byte) (int, error) {
+	n, err := r.ReadSeeker.Read(p)
+	r.pos += int64(n)
+	if n > 0 {
+		r.im.served(r.ip, r.pos)
+	}
+	return n, err
 }
 
 // Publish makes file available for pull downloads and returns its
@@ -135,7 +219,11 @@ func (s *Server) ImageHandler() http.Handler {
 		}
 		w.Header().Set("ETag", `"`+hex.EncodeToString(im.ETag)+`"`)
 		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", im.modTime, io.NewSectionReader(im.f, 0, im.Size))
+		var rs io.ReadSeeker = io.NewSectionReader(im.f, 0, im.Size)
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			rs = &servedReader{ReadSeeker: rs, im: im, ip: ap.Addr()}
+		}
+		http.ServeContent(w, r, "", im.modTime, rs)
 	})
 }
 

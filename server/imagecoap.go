@@ -116,6 +116,7 @@ func (s *Server) imageBlock(req, resp *message.Message, payload, optBuf []byte, 
 		s.logger().Error("reading image", "id", id, "off", off, "err", err)
 		return codes.InternalServerError, nil
 	}
+	im.served(from, off+int64(n))
 	bv, _ := blockwise.EncodeBlockOption(szx, num, off+int64(n) < im.Size)
 	// In option number order (RFC 7252 §3.1): ETag 4, Content-Format 12,
 	// Block2 23, Size2 28.
