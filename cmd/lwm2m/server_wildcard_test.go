@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 )
 
 // TestServerWildcardBindProcesses runs what a new user runs: "lwm2m
@@ -119,4 +124,43 @@ func freeUDPPort(t *testing.T) string {
 	}
 	defer c.Close()
 	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// The registration limits are flags of "lwm2m server".
+func TestServerLimitFlags(t *testing.T) {
+	for _, args := range [][]string{{"-max-registrations", "0"}, {"-max-lifetime", "10ms"}} {
+		var out, errb bytes.Buffer
+		if code := runServer(context.Background(), args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage)", args, code)
+		}
+	}
+	if testing.Short() {
+		return
+	}
+	bin := e2eBuild(t)
+	dir := t.TempDir()
+	env := append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
+	srv := startEnv(t, env, "server", bin, "server", "-coap", "127.0.0.1:0", "-api", "127.0.0.1:0", "-max-registrations", "1")
+	waitListening(t, srv)
+	line, _, _ := strings.Cut(srv.out.String(), "\n")
+	var coap string
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "coap="); ok {
+			coap = v
+		}
+	}
+	cc, err := coapudp.Dial(coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for i, want := range []codes.Code{codes.Created, codes.ServiceUnavailable} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := cc.Post(ctx, "/rd", message.AppLinkFormat, strings.NewReader("</3/0>"),
+			message.Option{ID: message.URIQuery, Value: []byte("ep=limit-" + strconv.Itoa(i))})
+		cancel()
+		if err != nil || resp.Code() != want {
+			t.Errorf("register %d: %v %v, want %v", i, resp, err, want)
+		}
+	}
 }
