@@ -86,3 +86,17 @@ func TestWildcardBind(t *testing.T) {
 		})
 	}
 }
+
+// The same over DTLS on a wildcard coaps bind.
+func TestWildcardBindDTLS(t *testing.T) {
+	s := startServer(t, &Server{Addr: ":0", DTLSAddr: ":0", PSKs: map[string][]byte{"psk-dev": testPSK}, RequestTimeout: 3 * time.Second})
+	port := s.DTLSLocalAddr().(*net.UDPAddr).Port
+	for i, host := range []string{"127.0.0.1", "::1"} {
+		ep := "secure" + strconv.Itoa(i)
+		dtlsDevice(t, net.JoinHostPort(host, strconv.Itoa(port)), "psk-dev", testPSK, ep)
+		c, err := s.Read(ctxT(t), ep, mustPath("/3/0/3"), content.TextPlain)
+		if err != nil || string(c.Payload) != "9.9" {
+			t.Errorf("read over DTLS from %s: %q %v", host, c.Payload, err)
+		}
+	}
+}
