@@ -104,7 +104,8 @@ func (s *Server) listenDTLS() error {
 		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
 	}
 	// See dtlslisten.go for why the socket is not pion's own.
-	l, err := dtls.NewListenerWithOptions(newHelloListener(pc, log),
+	hello := newHelloListener(pc, log)
+	l, err := dtls.NewListenerWithOptions(hello,
 		dtls.WithPSK(lookup),
 		// The same suites as our client offers, CCM_8 first
 		// (LwM2M 1.1 Transport, 5.2.8.1).
@@ -113,10 +114,10 @@ func (s *Server) listenDTLS() error {
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 	)
 	if err != nil {
-		pc.Close()
+		hello.Close()
 		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
 	}
-	s.dtlsLis = &dtlsAcceptor{l}
+	s.dtlsLis = &dtlsAcceptor{Listener: l, hello: hello}
 	s.sessions = make(map[string]*udpclient.Conn)
 	opts := []dtlsserver.Option{}
 	if s.handshakeTimeout > 0 {

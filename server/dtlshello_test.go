@@ -134,6 +134,13 @@ func TestDTLSDroppedHandshakeLogged(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The failed peer's state on the socket is gone with it.
+	for s.dtlsLis.hello.peers() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d peers left on the socket after a failed handshake", s.dtlsLis.hello.peers())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func FuzzNormalizeClientHello(f *testing.F) {

@@ -227,7 +227,17 @@ func (c *helloConn) SetReadDeadline(t time.Time) error {
 func (c *helloConn) SetWriteDeadline(time.Time) error { return nil }
 
 // dtlsAcceptor adapts pion's net.Listener to go-coap's DTLS server.
-type dtlsAcceptor struct{ net.Listener }
+type dtlsAcceptor struct {
+	net.Listener
+	hello *helloListener
+}
+
+// peers returns how many peers have a conn on the socket.
+func (l *helloListener) peers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
 
 func (a dtlsAcceptor) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
