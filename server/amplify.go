@@ -132,9 +132,16 @@ func (s *Server) trackAddrLocked(addr string, delta int) {
 }
 
 // mayReceiveBlocks reports whether the image port may send a block to
-// ip: a registered device's address, or one verified by Echo.
+// ip: a loopback address, a registered device's address, or one
+// verified by Echo. A datagram with a loopback source comes from this
+// host (Linux drops one that arrives from the wire as a martian, and ::1
+// never leaves a node, RFC 4291 §2.5.3), and a local process can flood
+// loopback by itself.
 func (s *Server) mayReceiveBlocks(ip netip.Addr, echo []byte) bool {
 	ip = ip.Unmap().WithZone("")
+	if ip.IsLoopback() && !s.strictLoopback {
+		return true
+	}
 	s.mu.Lock()
 	registered := s.regIPs[ip] > 0
 	g := s.echo

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"crypto/sha256"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -90,7 +94,9 @@ func sortOpts(o message.Options) message.Options {
 // back (RFC 9175 §2.4); a NON GET gets no answer at all (RFC 7252
 // §11.3). The registration socket, which serves /fw too, does the same.
 func TestImagePortNoAmplification(t *testing.T) {
-	s := startServer(t, &Server{})
+	s := &Server{}
+	s.strictLoopback = true // loopback stands in for remote peers here
+	startServer(t, s)
 	f, _ := writeImage(t, 5000)
 	im, err := s.Publish(f)
 	if err != nil {
@@ -153,7 +159,9 @@ func TestImagePortNoAmplification(t *testing.T) {
 
 // A registered device's address is verified: it pulls without an Echo.
 func TestImagePortRegisteredDevice(t *testing.T) {
-	s := startServer(t, &Server{Addr: "127.0.0.1:0"})
+	s := &Server{}
+	s.strictLoopback = true
+	startServer(t, s)
 	newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	f, _ := writeImage(t, 5000)
 	im, err := s.Publish(f)
@@ -169,6 +177,59 @@ func TestImagePortRegisteredDevice(t *testing.T) {
 	q.send(getFW(im.ID))
 	if m, _ := q.read(); m.Code != codes.Unauthorized {
 		t.Errorf("another address: %v, want 4.01", m.Code)
+	}
+}
+
+// By default a loopback address is verified: its datagrams come from
+// this host.
+func TestImagePortLoopbackVerified(t *testing.T) {
+	s := startServer(t, &Server{})
+	f, _ := writeImage(t, 5000)
+	im, err := s.Publish(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, la := range []string{"127.0.0.2:0", "[::1]:0"} {
+		addr := s.ImageLocalAddr()
+		if la == "[::1]:0" {
+			w := startServer(t, &Server{Addr: "[::1]:0"})
+			if im, err = w.Publish(f); err != nil {
+				t.Fatal(err)
+			}
+			addr = w.ImageLocalAddr()
+		}
+		p := newRawPeer(t, la, addr)
+		p.send(getFW(im.ID))
+		if m, _ := p.read(); m.Code != codes.Content {
+			t.Errorf("from %s: %v, want 2.05", la, m.Code)
+		}
+	}
+}
+
+// libcoap's client answers the Echo challenge by itself.
+func TestImagePortEchoWithLibcoap(t *testing.T) {
+	bin, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("coap-client-notls not installed")
+		}
+		t.Fatal(err)
+	}
+	s := &Server{}
+	s.strictLoopback = true
+	startServer(t, s)
+	f, sum := writeImage(t, 5000)
+	im, err := s.Publish(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.bin")
+	cmd := exec.CommandContext(ctxT(t), bin, "-b", "1024", "-o", out, "coap://"+s.ImageLocalAddr().String()+"/fw/"+im.ID)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("coap-client: %v %s", err, b)
+	}
+	if got, _ := os.ReadFile(out); sha256.Sum256(got) != sum {
+		t.Errorf("libcoap fetched %d bytes with another hash", len(got))
 	}
 }
 

@@ -112,6 +112,9 @@ type Server struct {
 	done     chan struct{}
 	now      func() time.Time
 	tx       txParams // zero: RFC 7252's defaults
+	// strictLoopback makes the image port verify loopback addresses
+	// like any other, so that tests on loopback can exercise the Echo.
+	strictLoopback bool
 	// handshakeTimeout bounds a DTLS handshake; zero means go-coap's
 	// 30 s. Tests shorten it.
 	handshakeTimeout time.Duration

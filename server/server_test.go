@@ -315,8 +315,6 @@ func TestBlock2WithLibcoap(t *testing.T) {
 // leaves the heap as it was.
 func TestImageSocketFlatMemory(t *testing.T) {
 	s := startServer(t, &Server{})
-	// A registered device's address may pull (see amplify.go).
-	newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	f, sum := writeImage(t, 32<<20)
 	im, err := s.Publish(f)
 	if err != nil {
