@@ -2,7 +2,10 @@ package server
 
 import (
 	"crypto/sha256"
+	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,4 +293,55 @@ func TestRegistrationPortIgnoresStrayACK(t *testing.T) {
 			t.Errorf("after a stray %v %v: %v %v mid %d, want the ACK 4.04 to mid %d", m.Type, m.Code, got.Type, got.Code, got.MessageID, p.mid)
 		}
 	}
+}
+
+// Any datagram decoded as a request gets a code from the image port,
+// never a panic, and a block only for a GET of a published image.
+func FuzzImageRequest(f *testing.F) {
+	s := &Server{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := s.Listen(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	dir := f.TempDir()
+	file := filepath.Join(dir, "fw.bin")
+	if err := os.WriteFile(file, make([]byte, 3000), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	im, err := s.Publish(file)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed := func(opts ...message.Option) []byte {
+		m := getFW(im.ID, opts...)
+		m.Token = []byte{1}
+		b, _ := coder.DefaultCoder.Encode(m, make([]byte, 256))
+		out := make([]byte, b)
+		coder.DefaultCoder.Encode(m, out)
+		return out
+	}
+	bv, _ := encodeBlock2(6, 2)
+	f.Add(seed())
+	f.Add(seed(coapopt.Uint(message.Block2, bv)))
+	f.Add(seed(message.Option{ID: message.Block2, Value: []byte{0xff, 0xff, 0xff, 0xff}}))
+	f.Add(seed(message.Option{ID: optionEcho, Value: make([]byte, echoLen)}))
+	payload := make([]byte, 1024)
+	optBuf := make([]byte, imageOptBuf)
+	from := netip.MustParseAddr("192.0.2.1")
+	f.Fuzz(func(t *testing.T, d []byte) {
+		req := message.Message{Options: make(message.Options, 0, 32)}
+		if _, err := coder.DefaultCoder.Decode(d, &req); err != nil {
+			return
+		}
+		resp := message.Message{Options: make(message.Options, 0, 8)}
+		for _, secure := range []bool{false, true} {
+			code, body := s.imageBlock(&req, &resp, payload, optBuf, from, secure)
+			if code == codes.Content && (req.Code != codes.GET || len(body) > 1024) {
+				t.Fatalf("2.05 with %d bytes to %v", len(body), req.Code)
+			}
+			if code == codes.Content && !secure {
+				t.Fatal("a block to an unverified address")
+			}
+		}
+	})
 }
