@@ -93,8 +93,12 @@ func localAddr(cc *udpclient.Conn, r *pool.Message) string {
 	return la.String()
 }
 
+// newID returns a registration ID. Whoever knows it may Update a plain
+// CoAP registration from anywhere (the address may change behind a
+// NAT), so it has 64 random bits: 32 were within reach of a datagram
+// spray over thousands of registrations.
 func newID() string {
-	var b [4]byte
+	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
@@ -222,6 +226,9 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 		defer s.closeStaleSession(reg.Addr)
 		s.trackAddrLocked(reg.Addr, -1)
 		s.trackAddrLocked(addr, 1)
+		if !from.secure {
+			s.logger().Warn("registration updated from another address", "ep", reg.Endpoint, "old", reg.Addr, "addr", addr)
+		}
 	}
 	reg.Addr = addr
 	reg.Local = from.local

@@ -168,4 +168,21 @@ func TestReregisterFromAnotherAddressLogged(t *testing.T) {
 	if !strings.Contains(logs.String(), "endpoint registered again from another address") {
 		t.Errorf("not logged:\n%s", logs.String())
 	}
+	// An Update from yet another address moves the registration, logged.
+	reg, _ := s.Registration("dev1")
+	third, err := coapudp.Dial(s.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if resp, err := third.Post(ctxT(t), "/rd/"+reg.ID, message.TextPlain, nil); err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("update from a third address: %v %v", resp, err)
+	}
+	if !strings.Contains(logs.String(), "registration updated from another address") {
+		t.Errorf("move not logged:\n%s", logs.String())
+	}
+	// The ID is all that an Update needs: 64 random bits.
+	if len(reg.ID) != 16 {
+		t.Errorf("registration ID %q: want 16 hex digits", reg.ID)
+	}
 }
