@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
@@ -106,6 +107,21 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 	}
 }
 
+// fromRegisteredAddr makes m leave from the address ep registered to.
+// go-coap does so by itself once the device has sent something on the
+// connection, but not on one made after a restart: on a host with
+// several addresses the route may pick another source, and a device
+// whose socket is connected to the server's address drops the request.
+func (s *Server) fromRegisteredAddr(ep string, m *pool.Message) {
+	reg, ok := s.Registration(ep)
+	if !ok || reg.Secure {
+		return
+	}
+	if ip, ok := hostIP(reg.Local); ok {
+		m.SetControlMessage(&coapnet.ControlMessage{Src: net.IP(ip.AsSlice())})
+	}
+}
+
 func (s *Server) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
@@ -177,6 +193,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		for _, o := range req.opts {
 			m.SetOptionBytes(o.ID, o.Value)
 		}
+		s.fromRegisteredAddr(req.ep, m)
 		if num > 0 {
 			v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, false)
 			m.SetOptionUint32(message.Block2, v)
@@ -405,7 +422,13 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 	if accept != AnyFormat {
 		opts = append(opts, coapopt.Uint(message.Accept, uint32(accept)))
 	}
-	obs, err := cc.Observe(rctx, path.String(), cb, opts...)
+	oreq, err := cc.NewObserveRequest(rctx, path.String(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("server: observe %s on %s: %w", path, ep, err)
+	}
+	s.fromRegisteredAddr(ep, oreq)
+	obs, err := cc.DoObserve(oreq, cb)
+	cc.ReleaseMessage(oreq)
 	if err != nil {
 		mu.Lock()
 		code, body := first, firstBody
