@@ -148,6 +148,9 @@ type request struct {
 	want    codes.Code // 0 accepts any answer
 	block2  bool       // follow Block2 in the response
 	opts    []message.Option
+	// non sends the request once, as NON (RFC 7252 §4.3), for a request
+	// that an unverified peer may have caused.
+	non bool
 }
 
 // do runs req and returns the response content. It reassembles a Block2
@@ -172,6 +175,9 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		m.SetToken(tok)
 		m.SetCode(req.code)
 		m.SetType(message.Confirmable)
+		if req.non {
+			m.SetType(message.NonConfirmable)
+		}
 		m.SetMessageID(cc.GetMessageID())
 		if err := m.SetPath(req.path.String()); err != nil {
 			cc.ReleaseMessage(m)

@@ -253,22 +253,22 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 func (s *Server) admitLocked(ep string, from peer) codes.Code {
 	bound, isBound := s.bindings[ep]
 	if isBound && (!from.secure || from.identity != bound) {
-		s.logger().Warn("register refused: endpoint is bound to another DTLS identity", "ep", ep, "addr", from.addr, "secure", from.secure, "identity", from.identity)
+		s.noisy("register refused: endpoint is bound to another DTLS identity", "ep", ep, "addr", from.addr, "secure", from.secure, "identity", from.identity)
 		return codes.Forbidden
 	}
 	// A plain registration that predates the server's bindings (none
 	// is made for it) is still only changed by its owner.
 	if old, ok := s.byEP[ep]; ok && !from.owns(s.regs[old]) {
-		s.logger().Warn("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", from.addr, "identity", from.identity)
+		s.noisy("register refused: endpoint is registered over DTLS with another identity", "ep", ep, "addr", from.addr, "identity", from.identity)
 		return codes.Forbidden
 	}
 	if _, known := s.byEP[ep]; !known && len(s.regs) >= s.maxRegistrations() {
-		s.logger().Warn("register refused: registration limit reached", "ep", ep, "addr", from.addr, "max", s.maxRegistrations())
+		s.noisy("register refused: registration limit reached", "ep", ep, "addr", from.addr, "max", s.maxRegistrations())
 		return codes.ServiceUnavailable
 	}
 	if from.secure && !isBound {
 		if len(s.bindings) >= s.maxRegistrations() {
-			s.logger().Warn("register refused: dtls binding limit reached", "ep", ep, "identity", from.identity, "max", s.maxRegistrations())
+			s.noisy("register refused: dtls binding limit reached", "ep", ep, "identity", from.identity, "max", s.maxRegistrations())
 			return codes.ServiceUnavailable
 		}
 		s.bindings[ep] = from.identity
@@ -282,10 +282,30 @@ func (s *Server) admitLocked(ep string, from peer) codes.Code {
 	return 0
 }
 
+// noisy logs msg at Warn at most once a minute, and at Debug in between:
+// a peer that repeats a refused request must not flood the log.
+func (s *Server) noisy(msg string, args ...any) {
+	now := s.clock()
+	s.logMu.Lock()
+	if s.warned == nil {
+		s.warned = make(map[string]time.Time)
+	}
+	warn := now.Sub(s.warned[msg]) >= time.Minute
+	if warn {
+		s.warned[msg] = now
+	}
+	s.logMu.Unlock()
+	if warn {
+		s.logger().Warn(msg, args...)
+		return
+	}
+	s.logger().Debug(msg, args...)
+}
+
 // clampLifetime caps a requested lifetime at MaxLifetime.
 func (s *Server) clampLifetime(ep string, lt int64) int64 {
 	if m := s.maxLifetime(); lt > m {
-		s.logger().Warn("lifetime clamped", "ep", ep, "requested", lt, "max", m)
+		s.noisy("lifetime clamped", "ep", ep, "requested", lt, "max", m)
 		return m
 	}
 	return lt
@@ -315,8 +335,14 @@ func (s *Server) tellLifetime(reg Registration) {
 	}
 	ctx, cancel := s.withTimeout(context.Background())
 	defer cancel()
+	// One NON datagram, smaller than the Register: a forged Register
+	// must not make the server send a retransmitted request to whatever
+	// address it claims (RFC 7252 §11.3). If it is lost, the device
+	// registers again after the cap and is told again.
 	lt := []byte(strconv.FormatInt(reg.Lifetime, 10))
-	if err := s.Write(ctx, reg.Endpoint, path, content.TextPlain, lt, true); err != nil {
+	_, err = s.simple(ctx, request{op: "write", ep: reg.Endpoint, path: path, code: codes.PUT, format: content.TextPlain,
+		payload: lt, accept: AnyFormat, want: codes.Changed, non: true})
+	if err != nil {
 		s.logger().Warn("could not write the clamped lifetime", "ep", reg.Endpoint, "path", path, "err", err)
 		return
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,21 @@ func TestReregisterFromAnotherAddressLogged(t *testing.T) {
 	// The ID is all that an Update needs: 64 random bits.
 	if len(reg.ID) != 16 {
 		t.Errorf("registration ID %q: want 16 hex digits", reg.ID)
+	}
+}
+
+// A peer that repeats a refused Register does not flood the log: one
+// Warn, the rest at Debug.
+func TestRefusalsDoNotFloodLog(t *testing.T) {
+	var logs syncbuf.Buffer
+	s := startServer(t, &Server{MaxRegistrations: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	for i := range 5 {
+		if resp := register(t, d.conn(), "other"+strconv.Itoa(i), "</3/0>"); resp.Code() != codes.ServiceUnavailable {
+			t.Fatalf("register %d: %v", i, resp.Code())
+		}
+	}
+	if n := strings.Count(logs.String(), "registration limit reached"); n != 1 {
+		t.Errorf("%d warnings for 5 refusals, want 1", n)
 	}
 }

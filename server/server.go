@@ -112,6 +112,8 @@ type Server struct {
 	done     chan struct{}
 	now      func() time.Time
 	tx       txParams // zero: RFC 7252's defaults
+	logMu    sync.Mutex
+	warned   map[string]time.Time // when noisy last logged each message at Warn
 	// strictLoopback makes the image port verify loopback addresses
 	// like any other, so that tests on loopback can exercise the Echo.
 	strictLoopback bool
