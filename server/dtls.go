@@ -104,7 +104,8 @@ func (s *Server) listenDTLS() error {
 		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
 	}
 	// See dtlslisten.go for why the socket is not pion's own.
-	hello := newHelloListener(pc, log)
+	// Room for every registration's session, and handshakes besides.
+	hello := newHelloListener(pc, log, s.maxRegistrations()+helloBacklog)
 	l, err := dtls.NewListenerWithOptions(hello,
 		dtls.WithPSK(lookup),
 		// The same suites as our client offers, CCM_8 first

@@ -75,6 +75,7 @@ const (
 type helloListener struct {
 	pc     net.PacketConn
 	log    *slog.Logger
+	max    int // peers at most: sessions and handshakes under way
 	accept chan *helloConn
 	done   chan struct{}
 	once   sync.Once
@@ -82,8 +83,8 @@ type helloListener struct {
 	conns  map[string]*helloConn
 }
 
-func newHelloListener(pc net.PacketConn, log *slog.Logger) *helloListener {
-	l := &helloListener{pc: pc, log: log, accept: make(chan *helloConn, helloBacklog),
+func newHelloListener(pc net.PacketConn, log *slog.Logger, maxPeers int) *helloListener {
+	l := &helloListener{pc: pc, log: log, max: maxPeers, accept: make(chan *helloConn, helloBacklog),
 		done: make(chan struct{}), conns: make(map[string]*helloConn)}
 	go l.read()
 	return l
@@ -117,6 +118,13 @@ func (l *helloListener) deliver(raddr net.Addr, d []byte) {
 		if !isHandshakeRecord(d) {
 			l.mu.Unlock()
 			l.log.Debug("dtls: dropped a datagram: no session and not a handshake", "addr", raddr, "len", len(d))
+			return
+		}
+		if len(l.conns) >= l.max {
+			// Each peer holds a goroutine for up to the handshake
+			// timeout: bound what a flood of ClientHellos can take.
+			l.mu.Unlock()
+			l.log.Debug("dtls: dropped a handshake: too many peers", "addr", raddr, "max", l.max)
 			return
 		}
 		c = &helloConn{l: l, raddr: raddr, key: key, in: make(chan []byte, helloQueue),
