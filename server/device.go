@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
@@ -82,14 +83,42 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: address of %q: %w", ep, err)
 	}
+	// go-coap keys a connection by the device's address and the
+	// server's address the device's datagrams arrive at. On a wildcard
+	// bind that is the concrete address, not the listener's: without it
+	// this would be a second connection, and the device's answers would
+	// land on the one its Register made.
+	var local []*net.UDPAddr
+	if reg.Local != "" {
+		la, err := net.ResolveUDPAddr("udp", reg.Local)
+		if err != nil {
+			return nil, fmt.Errorf("server: local address of %q: %w", ep, err)
+		}
+		local = append(local, la)
+	}
 	// Serve starts the go-coap server on another goroutine; a request
 	// made right after Serve was called may find it not yet running.
 	for i := 0; ; i++ {
-		cc, err := cs.NewConn(addr)
+		cc, err := cs.NewConn(addr, local...)
 		if err == nil || i == 50 {
 			return cc, err
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fromRegisteredAddr makes m leave from the address ep registered to.
+// go-coap does so by itself once the device has sent something on the
+// connection, but not on one made after a restart: on a host with
+// several addresses the route may pick another source, and a device
+// whose socket is connected to the server's address drops the request.
+func (s *Server) fromRegisteredAddr(ep string, m *pool.Message) {
+	reg, ok := s.Registration(ep)
+	if !ok || reg.Secure {
+		return
+	}
+	if ip, ok := hostIP(reg.Local); ok {
+		m.SetControlMessage(&coapnet.ControlMessage{Src: net.IP(ip.AsSlice())})
 	}
 }
 
@@ -119,6 +148,9 @@ type request struct {
 	want    codes.Code // 0 accepts any answer
 	block2  bool       // follow Block2 in the response
 	opts    []message.Option
+	// non sends the request once, as NON (RFC 7252 §4.3), for a request
+	// that an unverified peer may have caused.
+	non bool
 }
 
 // do runs req and returns the response content. It reassembles a Block2
@@ -143,6 +175,9 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		m.SetToken(tok)
 		m.SetCode(req.code)
 		m.SetType(message.Confirmable)
+		if req.non {
+			m.SetType(message.NonConfirmable)
+		}
 		m.SetMessageID(cc.GetMessageID())
 		if err := m.SetPath(req.path.String()); err != nil {
 			cc.ReleaseMessage(m)
@@ -164,6 +199,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		for _, o := range req.opts {
 			m.SetOptionBytes(o.ID, o.Value)
 		}
+		s.fromRegisteredAddr(req.ep, m)
 		if num > 0 {
 			v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, false)
 			m.SetOptionUint32(message.Block2, v)
@@ -392,7 +428,13 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 	if accept != AnyFormat {
 		opts = append(opts, coapopt.Uint(message.Accept, uint32(accept)))
 	}
-	obs, err := cc.Observe(rctx, path.String(), cb, opts...)
+	oreq, err := cc.NewObserveRequest(rctx, path.String(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("server: observe %s on %s: %w", path, ep, err)
+	}
+	s.fromRegisteredAddr(ep, oreq)
+	obs, err := cc.DoObserve(oreq, cb)
+	cc.ReleaseMessage(oreq)
 	if err != nil {
 		mu.Lock()
 		code, body := first, firstBody

@@ -14,7 +14,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
-	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -99,26 +99,39 @@ func (s *Server) listenDTLS() error {
 		return nil, fmt.Errorf("unknown PSK identity %q", identity)
 	}
 	addr := s.DTLSAddr
-	l, err := coapnet.NewDTLSListener("udp", addr, coapnet.NewDTLSServerOptions(
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
+	}
+	// See dtlslisten.go for why the socket is not pion's own.
+	// Room for every registration's session, and handshakes besides.
+	hello := newHelloListener(pc, log, s.maxRegistrations()+helloBacklog)
+	l, err := dtls.NewListenerWithOptions(hello,
 		dtls.WithPSK(lookup),
 		// The same suites as our client offers, CCM_8 first
 		// (LwM2M 1.1 Transport, 5.2.8.1).
 		dtls.WithCipherSuites(dtlsconf.PSKSuites...),
 		// RFC 7627: bind the master secret to the whole handshake.
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
-	))
+	)
 	if err != nil {
+		hello.Close()
 		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
 	}
-	s.dtlsLis = l
+	s.dtlsLis = &dtlsAcceptor{Listener: l, hello: hello}
 	s.sessions = make(map[string]*udpclient.Conn)
-	s.dtls = coapdtls.NewServer(
+	opts := []dtlsserver.Option{}
+	if s.handshakeTimeout > 0 {
+		opts = append(opts, options.WithDTLSHandshakeTimeout(s.handshakeTimeout))
+	}
+	s.dtls = coapdtls.NewServer(append(opts,
 		options.WithHandlerFunc(s.handle),
 		options.WithBlockwise(false, blockwise.SZX1024, time.Minute),
 		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		options.WithOnNewConn(s.addSession),
+		// Failed handshakes come here too, with the reason.
 		options.WithErrors(func(err error) { log.Debug("coaps", "err", err) }),
-	)
+	)...)
 	return nil
 }
 

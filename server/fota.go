@@ -287,6 +287,12 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
+		// A pull's progress as the image servers see it.
+		if stop, err := s.WatchImage(im.ID, ep, func(served, total int64) {
+			report(Progress{Phase: "deliver", Sent: served, Total: total, State: -1, Result: -1})
+		}); err == nil {
+			defer stop()
+		}
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
 			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
 		}

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -32,6 +34,89 @@ type image struct {
 	Image
 	f       *os.File
 	modTime time.Time
+
+	mu       sync.Mutex
+	watchers []*imageWatcher
+}
+
+// imageWatcher follows what the image servers send to one address.
+type imageWatcher struct {
+	ip     netip.Addr
+	served int64 // the furthest end offset sent so far
+	fn     func(served, total int64)
+}
+
+// WatchImage calls fn whenever the image servers (CoAP or HTTP) send
+// part of the published image id to ep's address, the IP it registered
+// from: served is the end of the furthest part sent so far, total the
+// image's size. Devices behind one IP address are not told apart. fn
+// runs on the serving goroutine and must not block; it is not called
+// once stop has returned.
+func (s *Server) WatchImage(id, ep string, fn func(served, total int64)) (stop func(), err error) {
+	reg, ok := s.Registration(ep)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	ip, ok := hostIP(reg.Addr)
+	if !ok {
+		return nil, fmt.Errorf("server: address of %q: %q", ep, reg.Addr)
+	}
+	im, ok := s.lookupImage(id)
+	if !ok {
+		return nil, fmt.Errorf("server: image %s not published", id)
+	}
+	w := &imageWatcher{ip: ip, fn: fn}
+	im.mu.Lock()
+	im.watchers = append(im.watchers, w)
+	im.mu.Unlock()
+	return func() {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		for i, x := range im.watchers {
+			if x == w {
+				im.watchers = append(im.watchers[:i:i], im.watchers[i+1:]...)
+				break
+			}
+		}
+	}, nil
+}
+
+// served reports that the bytes up to end went to the address ip.
+func (im *image) served(ip netip.Addr, end int64) {
+	ip = ip.Unmap().WithZone("")
+	// Calls under the lock: once stop returns, fn is not running.
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, w := range im.watchers {
+		if w.ip == ip && end > w.served {
+			w.served = end
+			w.fn(end, im.Size)
+		}
+	}
+}
+
+// servedReader is the ReadSeeker http.ServeContent reads an image
+// through, reporting how far it got.
+type servedReader struct {
+	io.ReadSeeker
+	im  *image
+	ip  netip.Addr
+	pos int64
+}
+
+func (r *servedReader) Seek(off int64, whence int) (int64, error) {
+	n, err := r.ReadSeeker.Seek(off, whence)
+	r.pos = n
+	return n, err
+}
+
+func (r *servedReader) Read(p []byte) (int, error) {
+	n, err := r.ReadSeeker.Read(p)
+	r.pos += int64(n)
+	if n > 0 {
+		r.im.served(r.ip, r.pos)
+	}
+	return n, err
 }
 
 // Publish makes file available for pull downloads and returns its
@@ -99,9 +184,16 @@ func (s *Server) lookupImage(id string) (*image, bool) {
 // handleImage serves GET /fw/{id} on the registration socket too, for
 // URIs written before the image socket existed; serveImages does the work.
 func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, id string) {
+	if r.Type() != message.Confirmable {
+		return // as on the image socket: no answer to a NON (see amplify.go)
+	}
+	var from netip.Addr
+	if ua, ok := w.Conn().RemoteAddr().(*net.UDPAddr); ok {
+		from = ua.AddrPort().Addr()
+	}
 	req := message.Message{Code: r.Code(), Options: r.Options()}
 	var resp message.Message
-	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, 12))
+	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, imageOptBuf), from, isSecure(w.Conn()))
 	var rd io.ReadSeeker
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -127,7 +219,11 @@ func (s *Server) ImageHandler() http.Handler {
 		}
 		w.Header().Set("ETag", `"`+hex.EncodeToString(im.ETag)+`"`)
 		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", im.modTime, io.NewSectionReader(im.f, 0, im.Size))
+		var rs io.ReadSeeker = io.NewSectionReader(im.f, 0, im.Size)
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			rs = &servedReader{ReadSeeker: rs, im: im, ip: ap.Addr()}
+		}
+		http.ServeContent(w, r, "", im.modTime, rs)
 	})
 }
 
@@ -158,7 +254,8 @@ func (s *Server) imageURI(ep string, im Image, scheme string) (string, error) {
 }
 
 // hostFor picks the server address a device can reach: PublicHost, the
-// bound address, or the local address on the route to the device.
+// bound address, the address the device registered to, or the local
+// address on the route to the device.
 func (s *Server) hostFor(ep, scheme string) (string, error) {
 	if s.PublicHost != "" {
 		return s.PublicHost, nil
@@ -177,6 +274,9 @@ func (s *Server) hostFor(ep, scheme string) (string, error) {
 	reg, ok := s.Registration(ep)
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+	}
+	if h, _, err := net.SplitHostPort(reg.Local); err == nil {
+		return h, nil
 	}
 	// Connecting a UDP socket only asks the kernel for a route; it sends
 	// nothing.

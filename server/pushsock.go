@@ -87,14 +87,19 @@ func (s *Server) dialPush(ctx context.Context, ep string) (*sockPush, error) {
 	if !ok {
 		return nil, fmt.Errorf("listener address %v is not UDP", l.LocalAddr())
 	}
-	// go-coap's connection reports the listener's address, so on a
-	// wildcard listener the socket binds to the wildcard of the device's
-	// family and connect(2) picks the source address by route.
+	// On a wildcard listener the socket binds to the address the device
+	// registered to, which its datagrams come from (a device's socket
+	// connected to the server takes nothing from another address), or,
+	// not knowing it, to the wildcard of the device's family, and
+	// connect(2) picks the source address by route.
 	laddr := la.AddrPort()
 	if laddr.Addr().IsUnspecified() {
 		wild := netip.IPv6Unspecified()
 		if raddr.Addr().Is4() {
 			wild = netip.IPv4Unspecified()
+		}
+		if ip, ok := hostIP(reg.Local); ok && ip.Is4() == raddr.Addr().Is4() {
+			wild = ip
 		}
 		laddr = netip.AddrPortFrom(wild, laddr.Port())
 	}

@@ -35,6 +35,12 @@ var (
 	ErrNotListening  = errors.New("server: not listening")
 )
 
+// Registration limits of a zero Server.
+const (
+	DefaultMaxLifetime      = 24 * time.Hour
+	DefaultMaxRegistrations = 10000
+)
+
 // DefaultAddr is the CoAP address a zero Server listens on (LwM2M 1.1
 // Transport, 5.1: the IANA port for coap).
 const DefaultAddr = ":5683"
@@ -70,6 +76,18 @@ type Server struct {
 	// Grace is added to a registration's lifetime before it expires,
 	// to absorb a late Update. Zero means 30 seconds.
 	Grace time.Duration
+	// MaxLifetime caps a registration's lifetime; zero means
+	// DefaultMaxLifetime. A longer requested lifetime is accepted and
+	// clamped: the registration expires at the cap (plus Grace), and
+	// the server writes the cap to the device's Server Object Lifetime
+	// (/1/x/1) so that it updates in time. A response cannot change a
+	// lifetime (Core 6.2.1).
+	MaxLifetime time.Duration
+	// MaxRegistrations caps the number of registered endpoints (and of
+	// endpoints bound to a DTLS identity); zero means
+	// DefaultMaxRegistrations. A Register of a new endpoint beyond it
+	// gets 5.03 Service Unavailable with Max-Age.
+	MaxRegistrations int
 	// RequestTimeout bounds a single CoAP exchange with a device when the
 	// caller's context has no deadline. Zero means 30 seconds.
 	RequestTimeout time.Duration
@@ -77,6 +95,9 @@ type Server struct {
 	mu       sync.Mutex
 	regs     map[string]*Registration // by ID
 	byEP     map[string]string        // endpoint -> ID
+	bindings map[string]string        // endpoint -> the DTLS identity it is bound to
+	regIPs   map[netip.Addr]int       // registrations per device IP, for the image port
+	echo     *echoGate
 	watchers map[string][]chan Registration
 	images   map[string]*image
 	coap     *udpserver.Server
@@ -84,13 +105,21 @@ type Server struct {
 	httpLis  net.Listener
 	imgLis   *net.UDPConn
 	dtls     *dtlsserver.Server
-	dtlsLis  *coapnet.DTLSListener
+	dtlsLis  *dtlsAcceptor
 	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
 	httpSrv  *http.Server
 	closed   bool
 	done     chan struct{}
 	now      func() time.Time
 	tx       txParams // zero: RFC 7252's defaults
+	logMu    sync.Mutex
+	warned   map[string]time.Time // when noisy last logged each message at Warn
+	// strictLoopback makes the image port verify loopback addresses
+	// like any other, so that tests on loopback can exercise the Echo.
+	strictLoopback bool
+	// handshakeTimeout bounds a DTLS handshake; zero means go-coap's
+	// 30 s. Tests shorten it.
+	handshakeTimeout time.Duration
 	// pushDial opens a push's socket; nil means udpsock.Dial. Tests
 	// replace it.
 	pushDial func(laddr, raddr netip.AddrPort, tick time.Duration) (*udpsock.Conn, error)
@@ -132,6 +161,20 @@ func (s *Server) clock() time.Time {
 	return time.Now()
 }
 
+func (s *Server) maxLifetime() int64 {
+	if s.MaxLifetime > 0 {
+		return max(int64(s.MaxLifetime/time.Second), 1)
+	}
+	return int64(DefaultMaxLifetime / time.Second)
+}
+
+func (s *Server) maxRegistrations() int {
+	if s.MaxRegistrations > 0 {
+		return s.MaxRegistrations
+	}
+	return DefaultMaxRegistrations
+}
+
 func (s *Server) grace() time.Duration {
 	if s.Grace > 0 {
 		return s.Grace
@@ -161,10 +204,30 @@ func (s *Server) Listen() error {
 	if err != nil {
 		s.logger().Warn("loading registrations", "err", err)
 	}
+	s.bindings = make(map[string]string)
+	s.regIPs = make(map[netip.Addr]int)
+	s.echo = newEchoGate()
+	if bs, ok := s.Store.(BindingStore); ok {
+		b, err := bs.Bindings()
+		if err != nil {
+			s.logger().Warn("loading dtls bindings", "err", err)
+		}
+		for ep, id := range b {
+			s.bindings[ep] = id
+		}
+	}
 	for _, r := range stored {
-		r := r
+		// A registration stored under a larger cap, or before there was
+		// one, expires at today's.
+		r.Lifetime = min(r.Lifetime, s.maxLifetime())
 		s.regs[r.ID] = &r
 		s.byEP[r.Endpoint] = r.ID
+		s.trackAddrLocked(r.Addr, 1)
+		if r.Secure {
+			if _, ok := s.bindings[r.Endpoint]; !ok {
+				s.bindings[r.Endpoint] = r.PSKIdentity
+			}
+		}
 	}
 	addr := s.Addr
 	if addr == "" {
@@ -318,6 +381,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	// Registrations loaded from the Store may have lapsed while the
+	// server was down.
+	s.expire(s.clock())
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -381,7 +447,18 @@ func (s *Server) Close() error {
 // handle dispatches incoming CoAP requests: the registration interface
 // under /rd and published images under /fw.
 func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	if r.Type() == message.Acknowledgement || r.Type() == message.Reset || r.Code() == codes.Empty || r.Code() >= 32 {
+		// go-coap hands over an ACK or RST that matches no exchange of
+		// ours, and responses nobody asked for. Answering one would send
+		// a fresh confirmable message, retransmitted up to 4 times, to
+		// whatever address the datagram claims to come from (RFC 7252
+		// §4.2, §11.3): ignore them.
+		return
+	}
 	segs, err := r.Options().Path()
+	if errors.Is(err, message.ErrOptionNotFound) {
+		segs, err = "", nil
+	}
 	if err != nil {
 		setCode(w, codes.BadOption)
 		return

@@ -21,6 +21,11 @@ type Registration struct {
 	Version  string `json:"version"`  // lwm2m, "1.0" by default
 	Links    string `json:"links"`    // the CoRE link-format payload: objects and instances
 	Addr     string `json:"addr"`     // the client's UDP address, host:port
+	// Local is the server's address the device sent its last Register or
+	// Update to, host:port. On a wildcard bind it is the concrete
+	// address, which keys go-coap's connection to the device and which
+	// the server's requests come from.
+	Local string `json:"local,omitempty"`
 	// Secure is set when the device registered over DTLS (coaps); the
 	// server then reaches it only over that DTLS session.
 	Secure bool `json:"secure,omitempty"`
@@ -45,10 +50,44 @@ type Store interface {
 	Close() error
 }
 
+// BindingStore is a Store that also keeps which DTLS identity each
+// endpoint is bound to, beyond the life of its registrations. The server
+// discovers it on its Store; without it bindings last until restart,
+// except those of the registrations the Store lists.
+type BindingStore interface {
+	// PutBinding binds endpoint ep to a DTLS identity.
+	PutBinding(ep, identity string) error
+	// Bindings returns every endpoint's identity.
+	Bindings() (map[string]string, error)
+}
+
 // MemoryStore is a Store that forgets everything when the process exits.
 type MemoryStore struct {
-	mu   sync.Mutex
-	regs map[string]Registration
+	mu       sync.Mutex
+	regs     map[string]Registration
+	bindings map[string]string
+}
+
+// PutBinding binds ep to identity.
+func (m *MemoryStore) PutBinding(ep, identity string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bindings == nil {
+		m.bindings = make(map[string]string)
+	}
+	m.bindings[ep] = identity
+	return nil
+}
+
+// Bindings returns a copy of the bindings.
+func (m *MemoryStore) Bindings() (map[string]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]string, len(m.bindings))
+	for k, v := range m.bindings {
+		out[k] = v
+	}
+	return out, nil
 }
 
 // Put stores r under r.ID.
@@ -89,7 +128,10 @@ func sortRegs(rs []Registration) {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Endpoint < rs[j].Endpoint })
 }
 
-var bucketRegs = []byte("registrations")
+var (
+	bucketRegs     = []byte("registrations")
+	bucketBindings = []byte("bindings") // endpoint -> DTLS identity
+)
 
 // BoltStore is a Store in a bbolt database file.
 type BoltStore struct {
@@ -105,7 +147,10 @@ func OpenBoltStore(path string) (*BoltStore, error) {
 		return nil, fmt.Errorf("server: open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketRegs)
+		if _, err := tx.CreateBucketIfNotExists(bucketRegs); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketBindings)
 		return err
 	})
 	if err != nil {
@@ -154,6 +199,25 @@ func (b *BoltStore) List() ([]Registration, error) {
 	}
 	sortRegs(out)
 	return out, errors.Join(errs...)
+}
+
+// PutBinding binds ep to identity.
+func (b *BoltStore) PutBinding(ep, identity string) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBindings).Put([]byte(ep), []byte(identity))
+	})
+}
+
+// Bindings returns every endpoint's identity.
+func (b *BoltStore) Bindings() (map[string]string, error) {
+	out := map[string]string{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Close closes the database.

@@ -97,6 +97,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	db := fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)")
 	host := fs.String("public-host", "", "`host` that devices reach this server at, for package URIs")
 	verbose := fs.Bool("v", false, "log debug messages")
+	maxLifetime := fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped")
+	maxRegs := fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03")
 	fs.Usage = func() {
 		srvUsage(fs.Output())
 		fmt.Fprintln(fs.Output(), "\nServer flags:")
@@ -114,12 +116,17 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "lwm2m server: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if *maxLifetime < time.Second || *maxRegs < 1 {
+		fmt.Fprintln(stderr, "lwm2m server: -max-lifetime must be at least 1s and -max-registrations at least 1")
+		return 2
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	s := &server.Server{Addr: *coapAddr, ImageAddr: *imageAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log}
+	s := &server.Server{Addr: *coapAddr, ImageAddr: *imageAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log,
+		MaxLifetime: *maxLifetime, MaxRegistrations: *maxRegs}
 	if (*coapsAddr == "") != (*pskFile == "") {
 		fmt.Fprintln(stderr, "lwm2m server: -coaps and -psk-file go together")
 		return 2

@@ -180,11 +180,16 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 	if err := c.leaveIdle(); err != nil {
 		return 0, err
 	}
-	var from, fromLen uintptr
 	var l uint32 // value-result length of *rsa, reset before each call
+	var lp *uint32
 	if rsa != nil {
-		from, fromLen = uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&l))
+		lp = &l
 	}
+	// rsa and l may live on this goroutine's stack, which moves when it
+	// grows: convert their addresses to uintptr only in the system call's
+	// argument list, where the compiler keeps them valid (unsafe.Pointer
+	// rule 4). A uintptr taken earlier pointed into the old stack, and
+	// the sender came back empty.
 	// Spin first: see spinFor.
 	switch {
 	case c.noSpin:
@@ -196,7 +201,7 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 		t0 := time.Now()
 		for {
 			l = syscall.SizeofSockaddrAny
-			n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_DONTWAIT, from, fromLen)
+			n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_DONTWAIT, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(lp)))
 			if errno == 0 {
 				spinners.Add(-1)
 				c.misses = 0
@@ -215,7 +220,7 @@ func (c *Conn) read(b []byte, deadline time.Time, rsa *syscall.RawSockaddrAny) (
 	}
 	for {
 		l = syscall.SizeofSockaddrAny
-		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, from, fromLen)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(lp)))
 		switch errno {
 		case 0:
 			return int(n), nil

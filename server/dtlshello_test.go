@@ -1,0 +1,201 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+)
+
+// helloRelay forwards datagrams between one client and the server's
+// DTLS port, rewriting the record-layer version of every epoch-0
+// ClientHello record the client sends to ver, as an mbed TLS client
+// configured with an old minimum version (Anjay's default) writes it.
+type helloRelay struct {
+	front  *net.UDPConn // the client talks to this
+	server *net.UDPAddr
+	ver    [2]byte
+	mu     sync.Mutex
+	seen   int // ClientHello records rewritten
+}
+
+func newHelloRelay(t *testing.T, server net.Addr, ver [2]byte) *helloRelay {
+	t.Helper()
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.DialUDP("udp", nil, server.(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &helloRelay{front: front, server: server.(*net.UDPAddr), ver: ver}
+	t.Cleanup(func() { front.Close(); back.Close() })
+	var client *net.UDPAddr
+	var cmu sync.Mutex
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			cmu.Lock()
+			client = from
+			cmu.Unlock()
+			r.rewrite(buf[:n])
+			back.Write(buf[:n])
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := back.Read(buf)
+			if err != nil {
+				return
+			}
+			cmu.Lock()
+			to := client
+			cmu.Unlock()
+			if to != nil {
+				front.WriteToUDP(buf[:n], to)
+			}
+		}
+	}()
+	return r
+}
+
+// rewrite walks the DTLS records of a datagram (RFC 6347 §4.1).
+func (r *helloRelay) rewrite(d []byte) {
+	for len(d) >= 13 {
+		n := 13 + (int(d[11])<<8 | int(d[12]))
+		if n > len(d) {
+			return
+		}
+		if d[0] == 22 && d[3] == 0 && d[4] == 0 && n > 13 && d[13] == 1 {
+			d[1], d[2] = r.ver[0], r.ver[1]
+			r.mu.Lock()
+			r.seen++
+			r.mu.Unlock()
+		}
+		d = d[n:]
+	}
+}
+
+// A client whose ClientHello records carry another record-layer version
+// than DTLS 1.2's completes the handshake and registers (RFC 6347
+// §4.2.1; RFC 5246 App. E.1: a server must not assume a ClientHello's
+// record version).
+func TestDTLSClientHelloRecordVersion(t *testing.T) {
+	s := startDTLSServer(t)
+	for _, v := range []struct {
+		name string
+		ver  [2]byte
+	}{{"DTLS 1.0", [2]byte{254, 255}}, {"mbed TLS min SSL 3.0", [2]byte{254, 0}}, {"DTLS 1.1 (none exists)", [2]byte{254, 254}}} {
+		t.Run(v.name, func(t *testing.T) {
+			r := newHelloRelay(t, s.DTLSLocalAddr(), v.ver)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			conn, err := dtlsconf.Dial(ctx, r.front.LocalAddr().String(), &dtlsconf.Config{PSKIdentity: []byte("psk-dev"), PSK: testPSK, FlightInterval: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			conn.Close()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.seen == 0 {
+				t.Fatal("the relay rewrote no ClientHello")
+			}
+		})
+	}
+}
+
+// A handshake the server drops is logged with the reason (at Debug,
+// which -v shows).
+func TestDTLSDroppedHandshakeLogged(t *testing.T) {
+	var logs syncbuf.Buffer
+	s := &Server{DTLSAddr: "127.0.0.1:0", PSKs: map[string][]byte{"psk-dev": testPSK},
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	s.handshakeTimeout = time.Second
+	startServer(t, s)
+	if _, err := dialDTLS(t, s.DTLSLocalAddr().String(), "psk-dev", []byte("not the right key")); err == nil {
+		t.Fatal("handshake with a wrong key succeeded")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "handshake failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no handshake failure logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The failed peer's state on the socket is gone with it.
+	for s.dtlsLis.hello.peers() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d peers left on the socket after a failed handshake", s.dtlsLis.hello.peers())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func FuzzNormalizeClientHello(f *testing.F) {
+	f.Add([]byte{22, 254, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1})
+	f.Add([]byte{22, 254, 253, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 23, 254, 253, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, d []byte) {
+		orig := append([]byte(nil), d...)
+		normalizeClientHello(d)
+		for i := range d {
+			if d[i] != orig[i] && !(d[i] == 254 || d[i] == 255) {
+				t.Fatalf("byte %d changed from %d to %d", i, orig[i], d[i])
+			}
+		}
+		if normalizeClientHello(d) != 0 {
+			t.Fatal("not idempotent")
+		}
+	})
+}
+
+// The coaps socket keeps state for a bounded number of peers: a flood of
+// ClientHellos from new addresses cannot take more.
+func TestHelloListenerPeerCap(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newHelloListener(pc, slog.New(slog.NewTextHandler(io.Discard, nil)), 2)
+	defer l.Close()
+	hello := []byte{22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}
+	var peers []*net.UDPConn
+	for range 3 {
+		c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(hello)
+		peers = append(peers, c)
+	}
+	// Datagrams are read in order: once the first peer's second
+	// datagram is in, the third peer's ClientHello was handled.
+	first, _, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers[0].Write(hello)
+	buf := make([]byte, 64)
+	for range 2 {
+		first.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := first.ReadFrom(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := l.peers(); n != 2 {
+		t.Errorf("%d peers, want the cap 2", n)
+	}
+}
