@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -17,6 +18,26 @@ import (
 // ErrUpdateFailed reports a firmware update that ended with a result other
 // than Success; the UpdateResult says why.
 var ErrUpdateFailed = errors.New("server: firmware update failed")
+
+// ErrEmptyPackage reports an update with an empty package file; nothing is
+// sent to the device.
+var ErrEmptyPackage = errors.New("server: the package is empty")
+
+// checkPackage refuses what cannot be a package before anything is sent:
+// not a regular file (a device or a FIFO would be read forever) or empty.
+func checkPackage(file string) error {
+	st, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("server: package: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("server: package %s is not a regular file", file)
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%w: %s", ErrEmptyPackage, file)
+	}
+	return nil
+}
 
 // Method is how the package reaches the device (OMA Object 5, resource 9).
 type Method int
@@ -171,6 +192,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
+	if err := checkPackage(pkgFile); err != nil {
+		return 0, err
+	}
 	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
 	var pmu sync.Mutex
 	report := func(p Progress) {
@@ -279,6 +303,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
+		// Whatever the outcome, the package is served no longer than
+		// the update runs.
+		defer s.Unpublish(im.ID)
 		scheme := "coap"
 		if method == PullHTTP {
 			scheme = "http"
@@ -400,6 +427,9 @@ func (s *Server) UpdateMany(ctx context.Context, pattern, pkgFile string, method
 	}
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: none matches %q", ErrNotRegistered, pattern)
+	}
+	if err := checkPackage(pkgFile); err != nil {
+		return nil, err
 	}
 	var pmu sync.Mutex
 	safe := func(p Progress) {

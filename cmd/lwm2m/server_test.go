@@ -21,6 +21,13 @@ import (
 // device, "dev1", that answers nothing but the registration.
 func srvStart(t *testing.T) string {
 	t.Helper()
+	api, _ := srvStartCoAP(t)
+	return api
+}
+
+// srvStartCoAP is srvStart that also returns the CoAP address.
+func srvStartCoAP(t *testing.T) (api, coapAddr string) {
+	t.Helper()
 	s := &server.Server{Addr: "127.0.0.1:0", RequestTimeout: 2 * time.Second}
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
@@ -28,7 +35,11 @@ func srvStart(t *testing.T) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Serve(ctx)
 	t.Cleanup(cancel)
-	hs := httptest.NewServer(s.APIHandler())
+	tok, err := server.LoadOrCreateAPIToken(srvDefaultTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.APIHandler(server.APIConfig{Token: tok}))
 	t.Cleanup(hs.Close)
 
 	cc, err := coapudp.Dial(s.LocalAddr().String())
@@ -43,7 +54,7 @@ func srvStart(t *testing.T) string {
 	if err != nil || resp.Code() != codes.Created {
 		t.Fatalf("register: %v %v", resp, err)
 	}
-	return hs.URL
+	return hs.URL, s.LocalAddr().String()
 }
 
 func srvRun(t *testing.T, args ...string) (int, string, string) {
