@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -48,7 +49,7 @@ func ParseFormat(s string) (content.Format, error) {
 type APIRecord struct {
 	Path  string `json:"path"`
 	Type  string `json:"type"`
-	Value string `json:"value"` // plain-text form; opaque values in hex
+	Value string `json:"value"` // plain-text form; opaque in hex, time in RFC 3339
 }
 
 // APIContent is the answer to read and the body of an observe line.
@@ -113,13 +114,27 @@ func toAPIContent(c Content, base model.Path) APIContent {
 		return out
 	}
 	for _, r := range recs {
-		v := r.Value.String()
-		if r.Value.Type == model.TypeOpaque {
-			v = hex.EncodeToString(r.Value.Bytes)
-		}
-		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: v})
+		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: formatValue(r.Value)})
 	}
 	return out
+}
+
+// formatValue shows a value for people: opaque in hex, a float always
+// with a decimal point or exponent, a time in RFC 3339 (UTC).
+func formatValue(v model.Value) string {
+	switch v.Type {
+	case model.TypeOpaque:
+		return hex.EncodeToString(v.Bytes)
+	case model.TypeFloat:
+		s := strconv.FormatFloat(v.Float, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eIN") {
+			s += ".0"
+		}
+		return s
+	case model.TypeTime:
+		return v.Time().UTC().Format(time.RFC3339)
+	}
+	return v.String()
 }
 
 // APIHandler returns the HTTP/JSON command interface, documented in

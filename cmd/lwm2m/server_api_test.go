@@ -15,6 +15,7 @@ import (
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
 // srvInProcess runs "lwm2m server ARGS" in this process on loopback and
@@ -160,5 +161,20 @@ func srvRegister(t *testing.T, coapAddr, ep, version string) {
 		message.Option{ID: message.URIQuery, Value: []byte("lwm2m=" + version)})
 	if err != nil || resp.Code() != codes.Created {
 		t.Fatalf("register: %v %v", resp, err)
+	}
+}
+
+// TestServerPrintContent: an answer that could not be decoded is an
+// error (exit 1), never its raw bytes on the terminal; values are escaped.
+func TestServerPrintContent(t *testing.T) {
+	var out bytes.Buffer
+	err := srvPrintContent(&out, server.APIContent{Format: 11542, Payload: "yAAFYQ==", Error: "tlv: truncated"})
+	if err == nil || out.Len() != 0 {
+		t.Errorf("undecodable answer: err %v, printed %q", err, out.String())
+	}
+	out.Reset()
+	err = srvPrintContent(&out, server.APIContent{Records: []server.APIRecord{{Path: "/3/0/0", Type: "string", Value: "a\x1b[2J\nb"}}})
+	if err != nil || out.String() != "/3/0/0 = \"a\\x1b[2J\\nb\" (string)\n" {
+		t.Errorf("err %v, printed %q", err, out.String())
 	}
 }
