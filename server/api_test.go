@@ -8,10 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +24,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 )
 
 const testToken = "test-token-0123456789"
@@ -420,9 +422,20 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 	})
 }
 
-// writePackageDir is a helper for tests that need the package in a file.
-func writePackageDir(t *testing.T, b []byte) string {
-	f := filepath.Join(t.TempDir(), "pkg")
-	os.WriteFile(f, b, 0o600)
-	return f
+// TestLogIsTerminalSafe: device-provided strings in the server's log are
+// quoted by slog's text handler, so they cannot forge log lines or reach
+// the terminal as escape sequences.
+func TestLogIsTerminalSafe(t *testing.T) {
+	var buf syncbuf.Buffer
+	s := startServer(t, &Server{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	newStallDevice(t, s.LocalAddr().String(), "evil\nlevel=ERROR msg=forged\x1b[2J")
+	out := buf.String()
+	if !strings.Contains(out, `ep="evil\nlevel=ERROR msg=forged\x1b[2J"`) {
+		t.Errorf("endpoint not quoted in the log:\n%s", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "level=ERROR") || strings.Contains(line, "\x1b") {
+			t.Errorf("log line %q", line)
+		}
+	}
 }
