@@ -483,6 +483,8 @@ func apiError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrNotRegistered):
 		status = http.StatusNotFound
+	case errors.Is(err, ErrNoHTTPListener), errors.Is(err, ErrEmptyPackage):
+		status = http.StatusBadRequest
 	case errors.As(err, &ce):
 		status = http.StatusBadGateway
 		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)

@@ -23,6 +23,18 @@ var ErrUpdateFailed = errors.New("server: firmware update failed")
 // sent to the device.
 var ErrEmptyPackage = errors.New("server: the package is empty")
 
+// ErrNoHTTPListener reports a pull-http update on a server without an
+// HTTP image listener (Server.HTTPAddr; the flag -http of lwm2m server).
+var ErrNoHTTPListener = errors.New("server: pull-http needs an HTTP image listener: start the server with -http ADDR")
+
+// checkUpdate refuses an update that cannot work before anything is sent.
+func (s *Server) checkUpdate(file string, method Method) error {
+	if method == PullHTTP && s.HTTPLocalAddr() == nil {
+		return ErrNoHTTPListener
+	}
+	return checkPackage(file)
+}
+
 // checkPackage refuses what cannot be a package before anything is sent:
 // not a regular file (a device or a FIFO would be read forever) or empty.
 func checkPackage(file string) error {
@@ -192,7 +204,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
-	if err := checkPackage(pkgFile); err != nil {
+	if err := s.checkUpdate(pkgFile, method); err != nil {
 		return 0, err
 	}
 	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
@@ -428,7 +440,7 @@ func (s *Server) UpdateMany(ctx context.Context, pattern, pkgFile string, method
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: none matches %q", ErrNotRegistered, pattern)
 	}
-	if err := checkPackage(pkgFile); err != nil {
+	if err := s.checkUpdate(pkgFile, method); err != nil {
 		return nil, err
 	}
 	var pmu sync.Mutex
