@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -436,6 +438,80 @@ func TestLogIsTerminalSafe(t *testing.T) {
 	for _, line := range strings.Split(out, "\n") {
 		if strings.HasPrefix(line, "level=ERROR") || strings.Contains(line, "\x1b") {
 			t.Errorf("log line %q", line)
+		}
+	}
+}
+
+// TestUpdateChecksBeforeSending: a package that is empty, or a method the
+// device's /5/0/9 rules out, is refused at once, before anything reaches
+// the device; the log says how each update ended.
+func TestUpdateChecksBeforeSending(t *testing.T) {
+	var log syncbuf.Buffer
+	s := startServer(t, &Server{HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	f, _ := writeImage(t, 3000)
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := s.Update(ctxT(t), "dev1", empty, Push, nil); !errors.Is(err, ErrEmptyPackage) {
+		t.Errorf("empty package: %v", err)
+	}
+	for _, c := range []struct {
+		delivery string
+		method   Method
+	}{{"0", Push}, {"1", PullCoAP}, {"1", PullHTTP}} {
+		d.mu.Lock()
+		d.res["/5/0/9"] = c.delivery
+		d.mu.Unlock()
+		_, err := s.Update(ctxT(t), "dev1", f, c.method, nil)
+		if !errors.Is(err, ErrDeliveryMethod) || !strings.Contains(err.Error(), "/5/0/9 = "+c.delivery) {
+			t.Errorf("/5/0/9 = %s, %v: %v", c.delivery, c.method, err)
+		}
+	}
+	if len(d.firmware()) != 0 || d.get("/5/0/1") != "" {
+		t.Errorf("the device was sent something: %d bytes pushed, URI %q", len(d.firmware()), d.get("/5/0/1"))
+	}
+	d.mu.Lock()
+	d.res["/5/0/9"] = "2"
+	d.mu.Unlock()
+	if _, err := s.Update(ctxT(t), "dev1", f, Push, nil); err != nil {
+		t.Errorf("/5/0/9 = 2, push: %v", err)
+	}
+	out := log.String()
+	for _, want := range []string{`msg="firmware update failed" ep=dev1 method=push`, "ErrEmpty", "push only", `msg="firmware update succeeded" ep=dev1 method=push`} {
+		if want == "ErrEmpty" {
+			want = ErrEmptyPackage.Error()
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestUpdateLogsTimeoutAndCancel: the log says an update timed out or
+// was cancelled, and in which phase.
+func TestUpdateLogsTimeoutAndCancel(t *testing.T) {
+	var log syncbuf.Buffer
+	s := startServer(t, &Server{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	d := newStallDevice(t, s.LocalAddr().String(), "dev1")
+	f, _ := writeImage(t, 3000)
+	ctx, cancel := context.WithTimeout(ctxT(t), time.Second)
+	defer cancel()
+	if _, err := s.Update(ctx, "dev1", f, PullCoAP, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("update: %v", err)
+	}
+	<-d.uri
+	ctx, cancel = context.WithCancel(ctxT(t))
+	go func() {
+		<-d.uri
+		cancel()
+	}()
+	if _, err := s.Update(ctx, "dev1", f, PullCoAP, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("update: %v", err)
+	}
+	out := log.String()
+	for _, want := range []string{`msg="firmware update timed out" ep=dev1 method=pull`, `phase="waiting for the download"`, `msg="firmware update cancelled" ep=dev1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
 }

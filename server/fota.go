@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"log/slog"
 	"os"
 	"path"
 	"strconv"
@@ -200,14 +201,17 @@ const pollInterval = 3 * time.Second
 // returns the final Update Result; err is nil only for Success. ctx bounds
 // the whole procedure. progress, if not nil, is called from one goroutine
 // at a time.
-func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (UpdateResult, error) {
+func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (res UpdateResult, err error) {
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
+	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
+	// phase names what the update was doing, for the log of its outcome.
+	phase := "checking the package"
+	defer func() { logOutcome(log, phase, res, err) }()
 	if err := s.checkUpdate(pkgFile, method); err != nil {
 		return 0, err
 	}
-	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
 	var pmu sync.Mutex
 	report := func(p Progress) {
 		if progress == nil {
@@ -286,8 +290,13 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 
 	log.Info("firmware update started")
+	phase = "reading the firmware state"
 	if err := poll(); err != nil {
 		return 0, fmt.Errorf("server: update %s: reading firmware state: %w", ep, err)
+	}
+	phase = "checking the delivery method"
+	if err := s.checkDeliveryMethod(ctx, ep, method); err != nil {
+		return 0, err
 	}
 	state, result := st.get()
 	switch state {
@@ -296,25 +305,33 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	case StateDownloading, StateDownloaded:
 		// Object 5: an empty Package URI drops the previous package.
 		log.Info("resetting previous download", "state", StateName(state))
+		phase = "resetting the previous download"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
 			return 0, fmt.Errorf("server: update %s: reset: %w", ep, err)
 		}
 	}
 	observe()
 
+	// delivered reports bytes pushed, or served to a pulling device.
+	delivered := func(sent, total int64) {
+		report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
+	}
 	switch method {
 	case Push:
-		err := s.Push(ctx, ep, pkgFile, func(sent, total int64) {
-			report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
-		})
+		phase = "pushing the package"
+		err := s.Push(ctx, ep, pkgFile, delivered)
 		if err != nil {
 			return 0, fmt.Errorf("server: update %s: %w", ep, err)
 		}
 	case PullCoAP, PullHTTP:
+		phase = "publishing the package"
 		im, err := s.Publish(pkgFile)
 		if err != nil {
 			return 0, err
 		}
+		// TODO(issue 11): pass delivered to the image server's
+		// bytes-served events for im, so that a pull shows progress.
+		_ = delivered
 		// Whatever the outcome, the package is served no longer than
 		// the update runs.
 		defer s.Unpublish(im.ID)
@@ -326,6 +343,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
+		phase = "writing the Package URI"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
 			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
 		}
@@ -336,6 +354,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 
 	// Values seen before delivery are stale from here on.
+	phase = "waiting for the download"
 	st.forget()
 	_ = poll()
 	executed := false
@@ -356,6 +375,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			switch {
 			case !executed && state == StateDownloaded:
 				report(Progress{Phase: "execute", State: state, Result: r})
+				phase = "executing Update"
 				// A device may restart before it answers; do not wait for
 				// that answer longer than for a normal exchange.
 				ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -370,15 +390,16 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 					log.Warn("no answer to Update; waiting for the device", "err", err)
 				}
 				log.Info("update executed")
+				phase = "waiting for the device to report the result of the update"
 				executed = true
 				st.forget()
 				continue
 			case !executed && state == StateIdle && r > ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			case executed && state == StateIdle && r == ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			case executed && r > ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			}
 		}
 		select {
@@ -404,17 +425,61 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 }
 
-func (s *Server) finish(log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}, report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
+func (s *Server) finish(report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
 	report(Progress{Phase: "done", State: state, Result: r})
 	if r == ResultSuccess {
-		log.Info("firmware update succeeded")
 		return r, nil
 	}
-	log.Warn("firmware update failed", "result", int(r), "reason", r.String())
 	return r, fmt.Errorf("%w: result %d (%s)", ErrUpdateFailed, int(r), r)
+}
+
+// logOutcome logs how an update ended: success, the device's failure
+// result, a timeout or cancellation and in which phase, or another error.
+func logOutcome(log *slog.Logger, phase string, r UpdateResult, err error) {
+	switch {
+	case err == nil:
+		log.Info("firmware update succeeded", "result", int(r))
+	case errors.Is(err, ErrUpdateFailed):
+		log.Warn("firmware update failed", "result", int(r), "reason", r.String())
+	case errors.Is(err, context.DeadlineExceeded):
+		log.Warn("firmware update timed out", "phase", phase, "err", err)
+	case errors.Is(err, context.Canceled):
+		log.Warn("firmware update cancelled", "phase", phase)
+	default:
+		log.Warn("firmware update failed", "phase", phase, "err", err)
+	}
+}
+
+// ErrDeliveryMethod reports an update by a method the device says it
+// does not take (/5/0/9, Firmware Update Delivery Method).
+var ErrDeliveryMethod = errors.New("server: delivery method not supported by the device")
+
+var pathDelivery = model.NewPath(5, 0, 9)
+
+// checkDeliveryMethod reads /5/0/9 (0 pull only, 1 push only, 2 both;
+// OMA Object 5) and refuses a method the device does not support. A
+// device without the resource (LwM2M 1.0) is given the benefit of the
+// doubt.
+func (s *Server) checkDeliveryMethod(ctx context.Context, ep string, method Method) error {
+	c, err := s.Read(ctx, ep, pathDelivery, content.TextPlain)
+	if err != nil {
+		var ce *CodeError
+		if errors.As(err, &ce) {
+			return nil // 4.04 and the like: the resource is optional
+		}
+		return fmt.Errorf("server: update %s: reading the delivery method: %w", ep, err)
+	}
+	v, ok := parseIntPayload(c)
+	if !ok {
+		return nil
+	}
+	switch {
+	case v == 0 && method == Push:
+		return fmt.Errorf("%w: %s takes the package by pull only (/5/0/9 = 0); use method pull or pull-http", ErrDeliveryMethod, ep)
+	case v == 1 && method != Push:
+		return fmt.Errorf("%w: %s takes the package by push only (/5/0/9 = 1); use method push", ErrDeliveryMethod, ep)
+	}
+	return nil
 }
 
 // DeviceResult is one device's outcome in UpdateMany.
