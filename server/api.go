@@ -548,7 +548,14 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if !requireContentType(w, r, "application/json") {
 		return false
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
+	body := http.MaxBytesReader(w, r.Body, 1<<20)
+	if err := json.NewDecoder(body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+		return false
+	}
+	// Read to the end: only then does net/http watch the connection and
+	// cancel the request's context when the client goes away.
+	if _, err := io.Copy(io.Discard, body); err != nil {
 		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
 		return false
 	}

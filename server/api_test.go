@@ -515,3 +515,56 @@ func TestUpdateLogsTimeoutAndCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestAPITimeoutAndClientGone: a device call honours the request's
+// timeout, and ends when its HTTP client goes away, long before the
+// server's own RequestTimeout.
+func TestAPITimeoutAndClientGone(t *testing.T) {
+	s := startServer(t, &Server{RequestTimeout: time.Minute})
+	d := newRawDevice(t, s.LocalAddr().String(), "mute")
+	handled := make(chan struct{}, 4)
+	api := s.APIHandler(APIConfig{Token: testToken})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.ServeHTTP(w, r)
+		handled <- struct{}{}
+	}))
+	defer hs.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp := apiDo(t, ctx, hs, "GET", "/api/devices/mute/read?path=/3/0&timeout=300ms", "")
+	var e map[string]string
+	json.NewDecoder(resp.Body).Decode(&e)
+	if resp.StatusCode != http.StatusGatewayTimeout || e["error"] != "device mute did not answer READ /3/0 within 300ms" {
+		t.Errorf("%s %v", resp.Status, e)
+	}
+	<-handled
+
+	for _, c := range []struct{ method, path, body, coapPath string }{
+		{"GET", "/api/devices/mute/read?path=/3/0/1", "", "3/0/1"},
+		{"POST", "/api/devices/mute/execute", `{"path":"/3/0/4"}`, "3/0/4"},
+	} {
+		cctx, ccancel := context.WithCancel(ctx)
+		go func() {
+			defer ccancel()
+			for { // until the request reaches the device
+				m, ok := d.read(5 * time.Second)
+				if p, _ := m.Options.Path(); !ok || strings.TrimPrefix(p, "/") == c.coapPath {
+					return
+				}
+			}
+		}()
+		req, _ := http.NewRequestWithContext(cctx, c.method, hs.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s %s answered %s", c.method, c.path, resp.Status)
+		}
+		select {
+		case <-handled:
+		case <-ctx.Done():
+			t.Fatalf("%s %s went on after its client left", c.method, c.path)
+		}
+	}
+}
