@@ -189,7 +189,7 @@ func TestAPIRefusesForeignRequests(t *testing.T) {
 		t.Errorf("the device executed %d times", execs)
 	}
 	// The API's own origin and localhost are fine.
-	for _, h := range []string{"", "localhost:" + port} {
+	for _, h := range []string{"", "localhost:" + port, "[::1]:" + port} {
 		req, _ := http.NewRequest("POST", hs.URL+"/api/devices/dev1/execute", strings.NewReader(`{"path":"/3/0/4"}`))
 		req.Header.Set("Authorization", "Bearer "+testToken)
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")

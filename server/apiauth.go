@@ -114,9 +114,9 @@ func requireAuth(token string, next http.Handler) http.Handler {
 }
 
 // ownHost reports whether r's Host header names the address the request
-// came in on: that IP and port, or localhost with the port when it came
-// in on loopback. A name that merely resolves to the API (DNS rebinding)
-// does not match.
+// came in on: that IP and port, or localhost or a loopback IP with the
+// port when it came in on loopback. A name that merely resolves to the API
+// (DNS rebinding) does not match.
 func ownHost(r *http.Request) bool {
 	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if !ok {
@@ -133,10 +133,12 @@ func ownHost(r *http.Request) bool {
 	if port != strconv.Itoa(int(local.Port())) {
 		return false
 	}
+	loopback := local.Addr().IsLoopback()
 	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return ip.Unmap() == local.Addr().Unmap()
+		ip = ip.Unmap()
+		return ip == local.Addr().Unmap() || loopback && ip.IsLoopback()
 	}
-	return strings.EqualFold(host, "localhost") && local.Addr().IsLoopback()
+	return loopback && strings.EqualFold(host, "localhost")
 }
 
 // requireContentType checks a request body's media type: a JSON body sent
