@@ -349,7 +349,7 @@ func (s *Server) parseUpdateParams(r *http.Request) (updateParams, int, error) {
 // up to max bytes, and returns its name; the caller removes it.
 func receivePackage(w http.ResponseWriter, r *http.Request, dir string, max int64) (string, int, error) {
 	if r.ContentLength > max {
-		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package of %d bytes is larger than the limit of %d bytes", r.ContentLength, max)
+		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package of %d bytes is larger than the server's limit of %d bytes (-max-package-size)", r.ContentLength, max)
 	}
 	f, err := os.CreateTemp(dir, "lwm2m-package-*")
 	if err != nil {
@@ -363,7 +363,7 @@ func receivePackage(w http.ResponseWriter, r *http.Request, dir string, max int6
 	switch {
 	case errors.As(err, &mbe):
 		os.Remove(f.Name())
-		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package larger than the limit of %d bytes", max)
+		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package larger than the server's limit of %d bytes (-max-package-size)", max)
 	case err != nil:
 		os.Remove(f.Name())
 		return "", http.StatusBadRequest, fmt.Errorf("receiving the package: %w", err)

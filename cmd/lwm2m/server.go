@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -236,6 +237,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
+	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		log.Warn("the API is reachable beyond this host over plain HTTP: its token crosses the network in clear; prefer -api 127.0.0.1:PORT", "addr", l.Addr().String())
+	}
 	// One line that scripts (and tests) can parse to learn the bound ports.
 	ready := fmt.Sprintf("listening coap=%s api=http://%s images=%s", s.LocalAddr(), l.Addr(), s.ImageLocalAddr())
 	if a := s.DTLSLocalAddr(); a != nil {
