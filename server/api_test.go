@@ -214,7 +214,8 @@ func TestAPIRefusesForeignRequests(t *testing.T) {
 func TestAPIErrorsAreJSON(t *testing.T) {
 	s := startServer(t, &Server{})
 	newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	hs := apiServer(t, s, APIConfig{MaxPackageSize: 10})
+	pkgDir := t.TempDir()
+	hs := apiServer(t, s, APIConfig{MaxPackageSize: 10, PackageDir: pkgDir})
 	for _, c := range []struct {
 		method, path, body string
 		status             int
@@ -256,6 +257,9 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 		if resp.StatusCode != c.status || jerr != nil || e["error"] == "" {
 			t.Errorf("update?%s with %d bytes: %s, want %d with a JSON error: %v %v", c.query, len(c.pkg), resp.Status, c.status, e, jerr)
 		}
+	}
+	if left, _ := os.ReadDir(pkgDir); len(left) != 0 {
+		t.Errorf("refused uploads left files behind: %v", left)
 	}
 }
 
@@ -402,7 +406,8 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 	}
 	t.Run("client disconnect", func(t *testing.T) {
 		s, d, f, sum := stalled(t)
-		hs := apiServer(t, s, APIConfig{})
+		pkgDir := t.TempDir()
+		hs := apiServer(t, s, APIConfig{PackageDir: pkgDir})
 		pkg, _ := os.ReadFile(f)
 		ctx, cancel := context.WithCancel(ctxT(t))
 		defer cancel()
@@ -418,9 +423,21 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 			}
 		}()
 		<-d.uri
+		if left, _ := os.ReadDir(pkgDir); len(left) != 1 {
+			t.Errorf("package files during the update: %v", left)
+		}
 		cancel()
 		<-done
 		waitGone(t, s, sum)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			left, _ := os.ReadDir(pkgDir)
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("package copy left after the client went away: %v", left)
+			}
+		}
 	})
 }
 
