@@ -178,3 +178,15 @@ func TestServerPrintContent(t *testing.T) {
 		t.Errorf("err %v, printed %q", err, out.String())
 	}
 }
+
+// TestServerUpdateTooLarge: a package beyond -max-package-size is refused
+// with a message that names the flag, and the command exits 1.
+func TestServerUpdateTooLarge(t *testing.T) {
+	api := srvInProcess(t, "-max-package-size", "1000")
+	pkg := filepath.Join(t.TempDir(), "big.pkg")
+	os.WriteFile(pkg, make([]byte, 4<<20), 0o600)
+	code, _, errs := srvRun(t, "update", "-api", api, "-match", "*", "-package", pkg)
+	if code != 1 || !strings.Contains(errs, "-max-package-size") {
+		t.Errorf("exit %d: %s", code, errs)
+	}
+}
