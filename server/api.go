@@ -449,7 +449,7 @@ func (s *Server) apiUpdate(w http.ResponseWriter, r *http.Request, cfg APIConfig
 	for _, d := range res {
 		a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
 		if d.Err != nil {
-			a.Error = d.Err.Error()
+			a.Error = apiMessage(d.Err)
 		}
 		out.Results = append(out.Results, a)
 	}
@@ -477,7 +477,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // apiError maps errors to HTTP: unknown endpoint 404, a device's CoAP
 // error 502 with the code, a timeout 504.
 func apiError(w http.ResponseWriter, err error) {
-	body := map[string]string{"error": err.Error()}
+	body := map[string]string{"error": apiMessage(err)}
 	status := http.StatusInternalServerError
 	var ce *CodeError
 	switch {
@@ -492,6 +492,12 @@ func apiError(w http.ResponseWriter, err error) {
 		status = http.StatusGatewayTimeout
 	}
 	writeJSON(w, status, body)
+}
+
+// apiMessage is err's message without this package's "server: " prefix,
+// which means nothing to the API's user.
+func apiMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), "server: ")
 }
 
 func parsePath(w http.ResponseWriter, s string) (model.Path, bool) {

@@ -377,12 +377,9 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 	for _, how := range []string{"timeout", "cancel"} {
 		t.Run(how, func(t *testing.T) {
 			s, d, f, sum := stalled(t)
-			ctx, cancel := context.WithCancel(ctxT(t))
+			ectx := &expireCtx{Context: ctxT(t), done: make(chan struct{})}
+			ctx, cancel := context.WithCancel(ectx)
 			defer cancel()
-			if how == "timeout" {
-				ctx, cancel = context.WithTimeout(ctx, time.Second)
-				defer cancel()
-			}
 			var wg sync.WaitGroup
 			var err error
 			wg.Add(1)
@@ -394,12 +391,16 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 			if !published(s, sum) {
 				t.Error("image not published while the device should fetch it")
 			}
+			want := context.Canceled
 			if how == "cancel" {
 				cancel()
+			} else {
+				ectx.expire()
+				want = context.DeadlineExceeded
 			}
 			wg.Wait()
-			if err == nil {
-				t.Fatal("update succeeded")
+			if !errors.Is(err, want) {
+				t.Fatalf("update: %v, want %v", err, want)
 			}
 			waitGone(t, s, sum)
 		})
@@ -504,6 +505,27 @@ func TestUpdateChecksBeforeSending(t *testing.T) {
 	}
 }
 
+// expireCtx is a context whose deadline passes when the test says so:
+// a timeout in a known phase, without timing.
+type expireCtx struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *expireCtx) Done() <-chan struct{} { return c.done }
+
+func (c *expireCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *expireCtx) expire() { c.once.Do(func() { close(c.done) }) }
+
 // TestUpdateLogsTimeoutAndCancel: the log says an update timed out or
 // was cancelled, and in which phase.
 func TestUpdateLogsTimeoutAndCancel(t *testing.T) {
@@ -511,19 +533,24 @@ func TestUpdateLogsTimeoutAndCancel(t *testing.T) {
 	s := startServer(t, &Server{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	d := newStallDevice(t, s.LocalAddr().String(), "dev1")
 	f, _ := writeImage(t, 3000)
-	ctx, cancel := context.WithTimeout(ctxT(t), time.Second)
-	defer cancel()
-	if _, err := s.Update(ctx, "dev1", f, PullCoAP, nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("update: %v", err)
+	ectx := &expireCtx{Context: ctxT(t), done: make(chan struct{})}
+	_, err := s.Update(ectx, "dev1", f, PullCoAP, func(p Progress) {
+		if p.Phase == "uri" { // the Package URI is written
+			ectx.expire()
+		}
+	})
+	if want := "server: update dev1: timed out waiting for the download"; !errors.Is(err, context.DeadlineExceeded) || err.Error() != want {
+		t.Errorf("update: %v, want %q", err, want)
 	}
 	<-d.uri
-	ctx, cancel = context.WithCancel(ctxT(t))
-	go func() {
-		<-d.uri
-		cancel()
-	}()
-	if _, err := s.Update(ctx, "dev1", f, PullCoAP, nil); !errors.Is(err, context.Canceled) {
-		t.Errorf("update: %v", err)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	_, err = s.Update(ctx, "dev1", f, PullCoAP, func(p Progress) {
+		if p.Phase == "uri" { // the Package URI is written
+			cancel()
+		}
+	})
+	if want := "server: update dev1: cancelled waiting for the download"; !errors.Is(err, context.Canceled) || err.Error() != want {
+		t.Errorf("update: %v, want %q", err, want)
 	}
 	out := log.String()
 	for _, want := range []string{`msg="firmware update timed out" ep=dev1 method=pull`, `phase="waiting for the download"`, `msg="firmware update cancelled" ep=dev1`} {

@@ -292,7 +292,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	log.Info("firmware update started")
 	phase = "reading the firmware state"
 	if err := poll(); err != nil {
-		return 0, fmt.Errorf("server: update %s: reading firmware state: %w", ep, err)
+		return 0, updateError(ep, "reading firmware state", err)
 	}
 	phase = "checking the delivery method"
 	if err := s.checkDeliveryMethod(ctx, ep, method); err != nil {
@@ -307,7 +307,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		log.Info("resetting previous download", "state", StateName(state))
 		phase = "resetting the previous download"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
-			return 0, fmt.Errorf("server: update %s: reset: %w", ep, err)
+			return 0, updateError(ep, "dropping the previous package", err)
 		}
 	}
 	observe()
@@ -321,7 +321,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		phase = "pushing the package"
 		err := s.Push(ctx, ep, pkgFile, delivered)
 		if err != nil {
-			return 0, fmt.Errorf("server: update %s: %w", ep, err)
+			return 0, updateError(ep, "", err)
 		}
 	case PullCoAP, PullHTTP:
 		phase = "publishing the package"
@@ -345,7 +345,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		}
 		phase = "writing the Package URI"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
-			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
+			return 0, updateError(ep, "writing Package URI", err)
 		}
 		log.Info("package URI written", "uri", uri)
 		report(Progress{Phase: "uri", URI: uri, State: -1, Result: -1})
@@ -383,7 +383,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 				cancel()
 				var ce *CodeError
 				if errors.As(err, &ce) {
-					return r, fmt.Errorf("server: update %s: executing Update: %w", ep, err)
+					return r, updateError(ep, "executing Update", err)
 				}
 				if err != nil {
 					// The device may have restarted before answering.
@@ -404,7 +404,15 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		}
 		select {
 		case <-ctx.Done():
-			return UpdateResult(max(result, 0)), fmt.Errorf("server: update %s: waiting in state %s: %w", ep, StateName(state), ctx.Err())
+			why := "timed out"
+			if ctx.Err() == context.Canceled {
+				why = "cancelled"
+			}
+			msg := fmt.Sprintf("server: update %s: %s %s", ep, why, phase)
+			if state >= 0 {
+				msg += " (device state " + StateName(state) + ")"
+			}
+			return UpdateResult(max(result, 0)), &wrapError{msg: msg, err: ctx.Err()}
 		case <-st.changed:
 		case reg := <-events:
 			// A new registration means the device restarted: its old
@@ -450,6 +458,25 @@ func logOutcome(log *slog.Logger, phase string, r UpdateResult, err error) {
 	}
 }
 
+// updateError adds what an update of ep was doing to err, without
+// repeating the package prefix that err already carries.
+func updateError(ep, step string, err error) error {
+	msg := "server: update " + ep + ": "
+	if step != "" {
+		msg += step + ": "
+	}
+	return &wrapError{msg: msg + strings.TrimPrefix(err.Error(), "server: "), err: err}
+}
+
+// wrapError is an error with its own message that wraps another.
+type wrapError struct {
+	msg string
+	err error
+}
+
+func (e *wrapError) Error() string { return e.msg }
+func (e *wrapError) Unwrap() error { return e.err }
+
 // ErrDeliveryMethod reports an update by a method the device says it
 // does not take (/5/0/9, Firmware Update Delivery Method).
 var ErrDeliveryMethod = errors.New("server: delivery method not supported by the device")
@@ -467,7 +494,7 @@ func (s *Server) checkDeliveryMethod(ctx context.Context, ep string, method Meth
 		if errors.As(err, &ce) {
 			return nil // 4.04 and the like: the resource is optional
 		}
-		return fmt.Errorf("server: update %s: reading the delivery method: %w", ep, err)
+		return updateError(ep, "reading the delivery method", err)
 	}
 	v, ok := parseIntPayload(c)
 	if !ok {

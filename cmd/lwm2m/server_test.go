@@ -143,6 +143,10 @@ func TestServerCommandErrors(t *testing.T) {
 	if code != 1 || errs != want {
 		t.Errorf("exit %d, stderr %q, want %q", code, errs, want)
 	}
+	code, _, errs = srvRun(t, "read", "-api", api, "-ep", "dev1", "/3/0")
+	if want := "lwm2m server read: read /3/0 on dev1: 4.04 NotFound\n"; code != 1 || errs != want {
+		t.Errorf("exit %d, stderr %q, want %q", code, errs, want)
+	}
 	code, _, errs = srvRun(t, "update", "-api", api, "-ep", "dev1", "-package", "/etc/hostname", "-method", "pull-http", "-timeout", "5s")
 	if code != 1 || !strings.Contains(errs, "-http") || strings.Contains(errs, "HTTPAddr") {
 		t.Errorf("pull-http without -http: exit %d: %q", code, errs)
