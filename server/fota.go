@@ -329,9 +329,6 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
-		// TODO(issue 11): pass delivered to the image server's
-		// bytes-served events for im, so that a pull shows progress.
-		_ = delivered
 		// Whatever the outcome, the package is served no longer than
 		// the update runs.
 		defer s.Unpublish(im.ID)
