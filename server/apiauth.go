@@ -85,7 +85,11 @@ func LoadOrCreateAPIToken(file string) (string, error) {
 		if errors.Is(err, os.ErrExist) {
 			return ReadAPIToken(file)
 		}
-		return "", fmt.Errorf("server: api token: %w", err)
+		// A file system without hard links: rename, which is atomic
+		// but not exclusive.
+		if err := os.Rename(tmp.Name(), file); err != nil {
+			return "", fmt.Errorf("server: api token: %w", err)
+		}
 	}
 	return tok, nil
 }
