@@ -33,7 +33,7 @@ var ErrNoToken = errors.New("server: no API token")
 func ReadAPIToken(file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%w: %s does not exist (is the server running, with the same token file?)", ErrNoToken, file)
+		return "", fmt.Errorf("%w: %s does not exist (is the server running, with the same token file?)%w", ErrNoToken, file, noError{err})
 	}
 	if err != nil {
 		return "", fmt.Errorf("server: api token: %w", err)
@@ -49,20 +49,29 @@ func ReadAPIToken(file string) (string, error) {
 // writes it there with mode 0600 (its directory, when created, 0700). An
 // existing file readable by others is made private.
 func LoadOrCreateAPIToken(file string) (string, error) {
-	if tok, err := ReadAPIToken(file); err == nil {
+	tok, err := ReadAPIToken(file)
+	switch {
+	case err == nil:
 		if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o077 != 0 {
 			if err := os.Chmod(file, 0o600); err != nil {
 				return "", fmt.Errorf("server: api token: %w", err)
 			}
 		}
 		return tok, nil
-	} else if !errors.Is(err, ErrNoToken) {
+	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, ErrNoToken):
+		// An empty or broken file; only then remove what is there, not
+		// a token another server has just made.
+		if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("server: api token: %w", err)
+		}
+	default:
 		return "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return "", fmt.Errorf("server: api token: %w", err)
 	}
-	tok, err := NewAPIToken()
+	tok, err = NewAPIToken()
 	if err != nil {
 		return "", err
 	}
@@ -80,7 +89,6 @@ func LoadOrCreateAPIToken(file string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("server: api token: %w", err)
 	}
-	_ = os.Remove(file) // an empty or broken file
 	if err := os.Link(tmp.Name(), file); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return ReadAPIToken(file)
@@ -93,6 +101,12 @@ func LoadOrCreateAPIToken(file string) (string, error) {
 	}
 	return tok, nil
 }
+
+// noError wraps an error for errors.Is without adding to the message.
+type noError struct{ err error }
+
+func (e noError) Error() string { return "" }
+func (e noError) Unwrap() error { return e.err }
 
 // requireAuth wraps the API: a request needs the bearer token (401), a
 // Host that names the API's own address (403, against DNS rebinding) and
