@@ -68,10 +68,16 @@ func LoadOrCreateAPIToken(file string) (string, error) {
 	default:
 		return "", err
 	}
+	return createAPIToken(file)
+}
+
+// createAPIToken writes a new token to file, unless another server has
+// just done so: then it returns that one.
+func createAPIToken(file string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return "", fmt.Errorf("server: api token: %w", err)
 	}
-	tok, err = NewAPIToken()
+	tok, err := NewAPIToken()
 	if err != nil {
 		return "", err
 	}
