@@ -190,3 +190,12 @@ func TestServerUpdateTooLarge(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errs)
 	}
 }
+
+// TestFlagBeforeCommand: a flag before the command says where flags go.
+func TestFlagBeforeCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"-api", "http://127.0.0.1:1", "server", "list"}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "flags go after it") || strings.Count(errb.String(), "usage: lwm2m") != 1 {
+		t.Errorf("exit %d: %q", code, errb.String())
+	}
+}
