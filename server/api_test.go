@@ -261,6 +261,12 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 	if left, _ := os.ReadDir(pkgDir); len(left) != 0 {
 		t.Errorf("refused uploads left files behind: %v", left)
 	}
+	s.mu.Lock()
+	published := len(s.images)
+	s.mu.Unlock()
+	if published != 0 {
+		t.Errorf("%d images published by refused requests", published)
+	}
 }
 
 // TestAPIUpdateKeepsNoServerPath: the API takes the package in the
