@@ -180,6 +180,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return srvRunSub(ctx, name, sub, append(pre, fs.Args()[1:]...), stdout, stderr)
 	}
+	return srvServe(ctx, f, stdout, stderr)
+}
+
+// srvServe runs the server with the flags f until ctx ends.
+func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) int {
 	level := slog.LevelInfo
 	if *f.verbose {
 		level = slog.LevelDebug
