@@ -499,9 +499,9 @@ func (s *Server) checkDeliveryMethod(ctx context.Context, ep string, method Meth
 	}
 	switch {
 	case v == 0 && method == Push:
-		return fmt.Errorf("%w: %s takes the package by pull only (/5/0/9 = 0); use method pull or pull-http", ErrDeliveryMethod, ep)
+		return updateError(ep, "", fmt.Errorf("%w: it takes the package by pull only (/5/0/9 = 0); use pull or pull-http", ErrDeliveryMethod))
 	case v == 1 && method != Push:
-		return fmt.Errorf("%w: %s takes the package by push only (/5/0/9 = 1); use method push", ErrDeliveryMethod, ep)
+		return updateError(ep, "", fmt.Errorf("%w: it takes the package by push only (/5/0/9 = 1); use push", ErrDeliveryMethod))
 	}
 	return nil
 }
