@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -45,7 +49,7 @@ func ParseFormat(s string) (content.Format, error) {
 type APIRecord struct {
 	Path  string `json:"path"`
 	Type  string `json:"type"`
-	Value string `json:"value"` // plain-text form; opaque values in hex
+	Value string `json:"value"` // plain-text form; opaque in hex, time in RFC 3339
 }
 
 // APIContent is the answer to read and the body of an observe line.
@@ -66,13 +70,22 @@ type APIWrite struct {
 	Replace bool    `json:"replace,omitempty"`
 }
 
-// APIUpdate is the body of /api/update.
-type APIUpdate struct {
-	Endpoint string `json:"endpoint,omitempty"`
-	Match    string `json:"match,omitempty"`
-	Package  string `json:"package"` // a file path on the server's host
-	Method   string `json:"method,omitempty"`
-	Timeout  string `json:"timeout,omitempty"` // Go duration, default 10m
+// DefaultMaxPackageSize bounds a package uploaded to /api/update when
+// APIConfig.MaxPackageSize is zero.
+const DefaultMaxPackageSize = 256 << 20
+
+// APIConfig configures APIHandler.
+type APIConfig struct {
+	// Token is the bearer token every request must carry in
+	// "Authorization: Bearer TOKEN". Empty refuses every request.
+	Token string
+	// MaxPackageSize bounds a package uploaded to /api/update (413
+	// beyond). Zero means DefaultMaxPackageSize.
+	MaxPackageSize int64
+	// PackageDir keeps uploaded packages while their update runs, each
+	// in a file of mode 0600 removed when the update ends. Empty means
+	// os.TempDir().
+	PackageDir string
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -101,19 +114,38 @@ func toAPIContent(c Content, base model.Path) APIContent {
 		return out
 	}
 	for _, r := range recs {
-		v := r.Value.String()
-		if r.Value.Type == model.TypeOpaque {
-			v = hex.EncodeToString(r.Value.Bytes)
-		}
-		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: v})
+		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: formatValue(r.Value)})
 	}
 	return out
 }
 
+// formatValue shows a value for people: opaque in hex, a float always
+// with a decimal point or exponent, a time in RFC 3339 (UTC).
+func formatValue(v model.Value) string {
+	switch v.Type {
+	case model.TypeOpaque:
+		return hex.EncodeToString(v.Bytes)
+	case model.TypeFloat:
+		s := strconv.FormatFloat(v.Float, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eIN") {
+			s += ".0"
+		}
+		return s
+	case model.TypeTime:
+		return v.Time().UTC().Format(time.RFC3339)
+	}
+	return v.String()
+}
+
 // APIHandler returns the HTTP/JSON command interface, documented in
-// docs/SERVER.md. Serve it on loopback only: it has no authentication.
-func (s *Server) APIHandler() http.Handler {
+// docs/SERVER.md. Every request needs cfg.Token as a bearer token, a Host
+// header naming the address it came in on and no foreign Origin; bodies
+// need their Content-Type. Errors are JSON: {"error": "..."}.
+func (s *Server) APIHandler(cfg APIConfig) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+	})
 	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Registrations())
 	})
@@ -127,10 +159,12 @@ func (s *Server) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/devices/{ep}/read", func(w http.ResponseWriter, r *http.Request) {
 		p, f, ok := pathAndFormat(w, r)
-		if !ok {
+		ctx, cancel, ok2 := requestContext(w, r, ok)
+		if !ok2 {
 			return
 		}
-		c, err := s.Read(r.Context(), r.PathValue("ep"), p, f)
+		defer cancel()
+		c, err := s.Read(ctx, r.PathValue("ep"), p, f)
 		if err != nil {
 			apiError(w, err)
 			return
@@ -138,11 +172,13 @@ func (s *Server) APIHandler() http.Handler {
 		writeJSON(w, http.StatusOK, toAPIContent(c, p))
 	})
 	mux.HandleFunc("GET /api/devices/{ep}/discover", func(w http.ResponseWriter, r *http.Request) {
-		p, _, ok := pathAndFormat(w, r)
+		p, ok := parsePath(w, r.URL.Query().Get("path"))
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		links, err := s.Discover(r.Context(), r.PathValue("ep"), p)
+		defer cancel()
+		links, err := s.Discover(ctx, r.PathValue("ep"), p)
 		if err != nil {
 			apiError(w, err)
 			return
@@ -156,10 +192,12 @@ func (s *Server) APIHandler() http.Handler {
 	mux.HandleFunc("POST /api/devices/{ep}/write", func(w http.ResponseWriter, r *http.Request) {
 		var req APIWrite
 		p, f, payload, ok := decodeWrite(w, r, &req)
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		if err := s.Write(r.Context(), r.PathValue("ep"), p, f, payload, req.Replace); err != nil {
+		defer cancel()
+		if err := s.Write(ctx, r.PathValue("ep"), p, f, payload, req.Replace); err != nil {
 			apiError(w, err)
 			return
 		}
@@ -168,10 +206,12 @@ func (s *Server) APIHandler() http.Handler {
 	mux.HandleFunc("POST /api/devices/{ep}/create", func(w http.ResponseWriter, r *http.Request) {
 		var req APIWrite
 		p, f, payload, ok := decodeWrite(w, r, &req)
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		np, err := s.Create(r.Context(), r.PathValue("ep"), p, f, payload)
+		defer cancel()
+		np, err := s.Create(ctx, r.PathValue("ep"), p, f, payload)
 		if err != nil {
 			apiError(w, err)
 			return
@@ -180,14 +220,13 @@ func (s *Server) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/devices/{ep}/execute", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Path, Args string }
-		if !decodeJSON(w, r, &req) {
-			return
-		}
-		p, ok := parsePath(w, req.Path)
+		p, ok := decodePathBody(w, r, &req, &req.Path)
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		if err := s.Execute(r.Context(), r.PathValue("ep"), p, req.Args); err != nil {
+		defer cancel()
+		if err := s.Execute(ctx, r.PathValue("ep"), p, req.Args); err != nil {
 			apiError(w, err)
 			return
 		}
@@ -195,14 +234,13 @@ func (s *Server) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/devices/{ep}/delete", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Path string }
-		if !decodeJSON(w, r, &req) {
-			return
-		}
-		p, ok := parsePath(w, req.Path)
+		p, ok := decodePathBody(w, r, &req, &req.Path)
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		if err := s.Delete(r.Context(), r.PathValue("ep"), p); err != nil {
+		defer cancel()
+		if err := s.Delete(ctx, r.PathValue("ep"), p); err != nil {
 			apiError(w, err)
 			return
 		}
@@ -210,150 +248,212 @@ func (s *Server) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/devices/{ep}/attributes", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Path, Query string }
-		if !decodeJSON(w, r, &req) {
-			return
-		}
-		p, ok := parsePath(w, req.Path)
+		p, ok := decodePathBody(w, r, &req, &req.Path)
+		ctx, cancel, ok := requestContext(w, r, ok)
 		if !ok {
 			return
 		}
-		if err := s.WriteAttributes(r.Context(), r.PathValue("ep"), p, req.Query); err != nil {
+		defer cancel()
+		if err := s.WriteAttributes(ctx, r.PathValue("ep"), p, req.Query); err != nil {
 			apiError(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("GET /api/devices/{ep}/observe", func(w http.ResponseWriter, r *http.Request) {
-		p, f, ok := pathAndFormat(w, r)
-		if !ok {
-			return
-		}
-		ch := make(chan Notification, 16)
-		o, err := s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
-			select {
-			case ch <- n:
-			default: // a slow reader misses values, never blocks the device
-			}
-		})
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = o.Cancel(ctx)
-		}()
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		enc := json.NewEncoder(w)
-		_ = rc.Flush()
-		for {
-			select {
-			case <-r.Context().Done():
-				return
-			case n := <-ch:
-				if enc.Encode(toAPIContent(n.Content, p)) != nil || rc.Flush() != nil {
-					return
-				}
-			}
+	mux.HandleFunc("GET /api/devices/{ep}/observe", s.apiObserve)
+	mux.HandleFunc("POST /api/update", func(w http.ResponseWriter, r *http.Request) {
+		s.apiUpdate(w, r, cfg)
+	})
+	return requireAuth(cfg.Token, mux)
+}
+
+func (s *Server) apiObserve(w http.ResponseWriter, r *http.Request) {
+	p, f, ok := pathAndFormat(w, r)
+	if !ok {
+		return
+	}
+	ch := make(chan Notification, 16)
+	o, err := s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
+		select {
+		case ch <- n:
+		default: // a slow reader misses values, never blocks the device
 		}
 	})
-	mux.HandleFunc("POST /api/update", func(w http.ResponseWriter, r *http.Request) {
-		var req APIUpdate
-		if !decodeJSON(w, r, &req) {
-			return
-		}
-		method := PullCoAP
-		if req.Method != "" {
-			m, err := ParseMethod(req.Method)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			method = m
-		}
-		timeout := 10 * time.Minute
-		if req.Timeout != "" {
-			d, err := time.ParseDuration(req.Timeout)
-			if err != nil || d <= 0 {
-				http.Error(w, "bad timeout", http.StatusBadRequest)
-				return
-			}
-			timeout = d
-		}
-		pattern := req.Match
-		if req.Endpoint != "" {
-			if _, ok := s.Registration(req.Endpoint); !ok {
-				apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, req.Endpoint))
-				return
-			}
-			pattern = escapeGlob(req.Endpoint)
-		}
-		if pattern == "" || req.Package == "" {
-			http.Error(w, "need endpoint or match, and package", http.StatusBadRequest)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		rc := http.NewResponseController(w)
-		enc := json.NewEncoder(w)
-		lines := make(chan Progress, 64)
-		done := make(chan struct{})
-		var res []DeviceResult
+		_ = o.Cancel(ctx)
+	}()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	_ = rc.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case n := <-ch:
+			if enc.Encode(toAPIContent(n.Content, p)) != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// updateParams are /api/update's query parameters.
+type updateParams struct {
+	pattern string
+	method  Method
+	timeout time.Duration
+}
+
+func (s *Server) parseUpdateParams(r *http.Request) (updateParams, int, error) {
+	q := r.URL.Query()
+	up := updateParams{method: PullCoAP, timeout: 10 * time.Minute}
+	if m := q.Get("method"); m != "" {
 		var err error
-		go func() {
-			defer close(done)
-			res, err = s.UpdateMany(ctx, pattern, req.Package, method, func(p Progress) {
-				if p.Phase == "deliver" {
-					// One per block: a slow reader may miss some.
-					select {
-					case lines <- p:
-					default:
-					}
-					return
-				}
-				// State changes are few and each one counts; the loop
-				// below drains lines until UpdateMany returns.
+		if up.method, err = ParseMethod(m); err != nil {
+			return up, http.StatusBadRequest, err
+		}
+	}
+	if t := q.Get("timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			return up, http.StatusBadRequest, fmt.Errorf("bad timeout %q: want a positive Go duration such as 10m", t)
+		}
+		up.timeout = d
+	}
+	ep, match := q.Get("ep"), q.Get("match")
+	if (ep == "") == (match == "") {
+		return up, http.StatusBadRequest, errors.New("give exactly one of the query parameters ep and match")
+	}
+	up.pattern = match
+	if ep != "" {
+		if _, ok := s.Registration(ep); !ok {
+			return up, http.StatusNotFound, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+		}
+		up.pattern = escapeGlob(ep)
+	}
+	if _, err := path.Match(up.pattern, ""); err != nil {
+		return up, http.StatusBadRequest, fmt.Errorf("bad match pattern %q: %w", up.pattern, err)
+	}
+	return up, 0, nil
+}
+
+// receivePackage stores the request body in a private file of its own,
+// up to max bytes, and returns its name; the caller removes it.
+func receivePackage(w http.ResponseWriter, r *http.Request, dir string, max int64) (string, int, error) {
+	if r.ContentLength > max {
+		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package of %d bytes is larger than the server's limit of %d bytes (-max-package-size)", r.ContentLength, max)
+	}
+	f, err := os.CreateTemp(dir, "lwm2m-package-*")
+	if err != nil {
+		return "", http.StatusInternalServerError, fmt.Errorf("storing the package: %w", err)
+	}
+	n, err := io.Copy(f, http.MaxBytesReader(w, r.Body, max))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		os.Remove(f.Name())
+		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("package larger than the server's limit of %d bytes (-max-package-size)", max)
+	case err != nil:
+		os.Remove(f.Name())
+		return "", http.StatusBadRequest, fmt.Errorf("receiving the package: %w", err)
+	case n == 0:
+		os.Remove(f.Name())
+		return "", http.StatusBadRequest, ErrEmptyPackage
+	}
+	return f.Name(), 0, nil
+}
+
+// apiUpdate runs /api/update: the body is the package itself; the server
+// keeps it in a private file only while the update runs.
+func (s *Server) apiUpdate(w http.ResponseWriter, r *http.Request, cfg APIConfig) {
+	if !requireContentType(w, r, "application/octet-stream") {
+		return
+	}
+	up, code, err := s.parseUpdateParams(r)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), up.timeout)
+	defer cancel()
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(up.timeout))
+	max := cfg.MaxPackageSize
+	if max <= 0 {
+		max = DefaultMaxPackageSize
+	}
+	file, code, err := receivePackage(w, r, cfg.PackageDir, max)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	defer os.Remove(file)
+	_ = rc.SetReadDeadline(time.Time{})
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	lines := make(chan Progress, 64)
+	done := make(chan struct{})
+	var res []DeviceResult
+	go func() {
+		defer close(done)
+		res, err = s.UpdateMany(ctx, up.pattern, file, up.method, func(p Progress) {
+			if p.Phase == "deliver" {
+				// One per block: a slow reader may miss some.
 				select {
 				case lines <- p:
-				case <-ctx.Done():
+				default:
 				}
-			})
-		}()
-		started := false
-		for {
+				return
+			}
+			// State changes are few and each one counts; the loop
+			// below drains lines until UpdateMany returns.
 			select {
-			case p := <-lines:
-				started = true
-				_ = enc.Encode(APIUpdateLine{Progress: &p})
-				_ = rc.Flush()
-				continue
-			case <-done:
+			case lines <- p:
+			case <-ctx.Done():
 			}
-			break
-		}
-		if err != nil && !started {
-			apiError(w, err)
-			return
-		}
-		for len(lines) > 0 {
-			p := <-lines
+		})
+	}()
+	started := false
+	for {
+		select {
+		case p := <-lines:
+			started = true
 			_ = enc.Encode(APIUpdateLine{Progress: &p})
+			_ = rc.Flush()
+			continue
+		case <-done:
 		}
-		out := APIUpdateLine{Results: []APIResult{}}
-		for _, d := range res {
-			a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
-			if d.Err != nil {
-				a.Error = d.Err.Error()
-			}
-			out.Results = append(out.Results, a)
+		break
+	}
+	if err != nil && !started {
+		apiError(w, err)
+		return
+	}
+	for len(lines) > 0 {
+		p := <-lines
+		_ = enc.Encode(APIUpdateLine{Progress: &p})
+	}
+	out := APIUpdateLine{Results: []APIResult{}}
+	for _, d := range res {
+		a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
+		if d.Err != nil {
+			a.Error = apiMessage(d.Err)
 		}
-		_ = enc.Encode(out)
-	})
-	return mux
+		out.Results = append(out.Results, a)
+	}
+	_ = enc.Encode(out)
 }
 
 func escapeGlob(s string) string {
@@ -377,12 +477,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // apiError maps errors to HTTP: unknown endpoint 404, a device's CoAP
 // error 502 with the code, a timeout 504.
 func apiError(w http.ResponseWriter, err error) {
-	body := map[string]string{"error": err.Error()}
+	body := map[string]string{"error": apiMessage(err)}
 	status := http.StatusInternalServerError
 	var ce *CodeError
 	switch {
 	case errors.Is(err, ErrNotRegistered):
 		status = http.StatusNotFound
+	case errors.Is(err, ErrNoHTTPListener), errors.Is(err, ErrEmptyPackage):
+		status = http.StatusBadRequest
 	case errors.As(err, &ce):
 		status = http.StatusBadGateway
 		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)
@@ -392,10 +494,16 @@ func apiError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, body)
 }
 
+// apiMessage is err's message without this package's "server: " prefix,
+// which means nothing to the API's user.
+func apiMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), "server: ")
+}
+
 func parsePath(w http.ResponseWriter, s string) (model.Path, bool) {
 	p, err := model.ParsePath(s)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, err.Error())
 		return p, false
 	}
 	return p, true
@@ -408,15 +516,53 @@ func pathAndFormat(w http.ResponseWriter, r *http.Request) (model.Path, content.
 	}
 	f, err := ParseFormat(r.URL.Query().Get("format"))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, err.Error())
 		return p, 0, false
 	}
 	return p, f, true
 }
 
+// requestContext bounds a device operation by the request's "timeout"
+// query parameter, when given; ok false skips it.
+func requestContext(w http.ResponseWriter, r *http.Request, ok bool) (context.Context, context.CancelFunc, bool) {
+	if !ok {
+		return nil, nil, false
+	}
+	t := r.URL.Query().Get("timeout")
+	if t == "" {
+		ctx, cancel := context.WithCancel(r.Context())
+		return ctx, cancel, true
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout %q: want a positive Go duration such as 30s", t))
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, true
+}
+
+// decodePathBody decodes a JSON body with a path field into v.
+func decodePathBody(w http.ResponseWriter, r *http.Request, v any, path *string) (model.Path, bool) {
+	if !decodeJSON(w, r, v) {
+		return model.Path{}, false
+	}
+	return parsePath(w, *path)
+}
+
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad JSON: " + err.Error()})
+	if !requireContentType(w, r, "application/json") {
+		return false
+	}
+	body := http.MaxBytesReader(w, r.Body, 1<<20)
+	if err := json.NewDecoder(body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+		return false
+	}
+	// Read to the end: only then does net/http watch the connection and
+	// cancel the request's context when the client goes away.
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
 		return false
 	}
 	return true
@@ -442,7 +588,7 @@ func decodeWrite(w http.ResponseWriter, r *http.Request, req *APIWrite) (model.P
 		payload, err = base64.StdEncoding.DecodeString(req.Payload)
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, err.Error())
 		return p, 0, nil, false
 	}
 	return p, f, payload, true

@@ -40,6 +40,42 @@ func (e *CodeError) Error() string {
 	return s
 }
 
+// TimeoutError reports a device that did not answer an operation in
+// time. It matches context.DeadlineExceeded with errors.Is.
+type TimeoutError struct {
+	Op       string // "read", "write", ...
+	Endpoint string
+	Path     string
+	After    time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("device %s did not answer %s %s within %s", e.Endpoint, strings.ToUpper(e.Op), e.Path, e.After)
+}
+
+func (e *TimeoutError) Unwrap() error { return context.DeadlineExceeded }
+
+// exchangeError says once what went wrong with an exchange: the device did
+// not answer in time, the caller gave up, or the transport's own error.
+func exchangeError(ctx context.Context, start time.Time, op, ep string, path model.Path, err error) error {
+	switch ctx.Err() {
+	case context.DeadlineExceeded:
+		after := time.Since(start)
+		if dl, ok := ctx.Deadline(); ok {
+			after = dl.Sub(start)
+		}
+		if after >= time.Second {
+			after = after.Round(time.Second)
+		} else {
+			after = after.Round(time.Millisecond)
+		}
+		return &TimeoutError{Op: op, Endpoint: ep, Path: path.String(), After: after}
+	case context.Canceled:
+		return fmt.Errorf("server: %s %s on %s: %w", op, path, ep, context.Canceled)
+	}
+	return fmt.Errorf("server: %s %s on %s: %w", op, path, ep, err)
+}
+
 // codeString formats a CoAP code the usual way, "4.04 NotFound".
 func codeString(c codes.Code) string {
 	return fmt.Sprintf("%d.%02d %v", c>>5, c&0x1f, c)
@@ -160,6 +196,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 	if err != nil {
 		return Content{}, nil, err
 	}
+	start := time.Now()
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	var out Content
@@ -207,7 +244,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		resp, err := cc.Do(m)
 		cc.ReleaseMessage(m)
 		if err != nil {
-			return Content{}, nil, fmt.Errorf("server: %s %s on %s: %w", req.op, req.path, req.ep, err)
+			return Content{}, nil, exchangeError(ctx, start, req.op, req.ep, req.path, err)
 		}
 		body, _ := resp.ReadBody()
 		if req.want != 0 && resp.Code() != req.want {
@@ -422,6 +459,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 		n.Seq, _ = m.Observe()
 		fn(n)
 	}
+	start := time.Now()
 	rctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	var opts []message.Option
@@ -442,7 +480,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 		if code != 0 && code != codes.Content {
 			return nil, &CodeError{Op: "observe", Endpoint: ep, Path: path.String(), Code: code, Message: printable(body)}
 		}
-		return nil, fmt.Errorf("server: observe %s on %s: %w", path, ep, err)
+		return nil, exchangeError(rctx, start, "observe", ep, path, err)
 	}
 	o.obs = obs
 	go func() {

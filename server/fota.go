@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"log/slog"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -17,6 +19,38 @@ import (
 // ErrUpdateFailed reports a firmware update that ended with a result other
 // than Success; the UpdateResult says why.
 var ErrUpdateFailed = errors.New("server: firmware update failed")
+
+// ErrEmptyPackage reports an update with an empty package file; nothing is
+// sent to the device.
+var ErrEmptyPackage = errors.New("server: the package is empty")
+
+// ErrNoHTTPListener reports a pull-http update on a server without an
+// HTTP image listener (Server.HTTPAddr; the flag -http of lwm2m server).
+var ErrNoHTTPListener = errors.New("server: pull-http needs an HTTP image listener: start the server with -http ADDR")
+
+// checkUpdate refuses an update that cannot work before anything is sent.
+func (s *Server) checkUpdate(file string, method Method) error {
+	if method == PullHTTP && s.HTTPLocalAddr() == nil {
+		return ErrNoHTTPListener
+	}
+	return checkPackage(file)
+}
+
+// checkPackage refuses what cannot be a package before anything is sent:
+// not a regular file (a device or a FIFO would be read forever) or empty.
+func checkPackage(file string) error {
+	st, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("server: package: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("server: package %s is not a regular file", file)
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%w: %s", ErrEmptyPackage, file)
+	}
+	return nil
+}
 
 // Method is how the package reaches the device (OMA Object 5, resource 9).
 type Method int
@@ -167,11 +201,17 @@ const pollInterval = 3 * time.Second
 // returns the final Update Result; err is nil only for Success. ctx bounds
 // the whole procedure. progress, if not nil, is called from one goroutine
 // at a time.
-func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (UpdateResult, error) {
+func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (res UpdateResult, err error) {
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
 	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
+	// phase names what the update was doing, for the log of its outcome.
+	phase := "checking the package"
+	defer func() { logOutcome(log, phase, res, err) }()
+	if err := s.checkUpdate(pkgFile, method); err != nil {
+		return 0, err
+	}
 	var pmu sync.Mutex
 	report := func(p Progress) {
 		if progress == nil {
@@ -250,8 +290,13 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 
 	log.Info("firmware update started")
+	phase = "reading the firmware state"
 	if err := poll(); err != nil {
-		return 0, fmt.Errorf("server: update %s: reading firmware state: %w", ep, err)
+		return 0, updateError(ep, "reading firmware state", err)
+	}
+	phase = "checking the delivery method"
+	if err := s.checkDeliveryMethod(ctx, ep, method); err != nil {
+		return 0, err
 	}
 	state, result := st.get()
 	switch state {
@@ -260,25 +305,33 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	case StateDownloading, StateDownloaded:
 		// Object 5: an empty Package URI drops the previous package.
 		log.Info("resetting previous download", "state", StateName(state))
+		phase = "resetting the previous download"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
-			return 0, fmt.Errorf("server: update %s: reset: %w", ep, err)
+			return 0, updateError(ep, "dropping the previous package", err)
 		}
 	}
 	observe()
 
+	// delivered reports bytes pushed, or served to a pulling device.
+	delivered := func(sent, total int64) {
+		report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
+	}
 	switch method {
 	case Push:
-		err := s.Push(ctx, ep, pkgFile, func(sent, total int64) {
-			report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
-		})
+		phase = "pushing the package"
+		err := s.Push(ctx, ep, pkgFile, delivered)
 		if err != nil {
-			return 0, fmt.Errorf("server: update %s: %w", ep, err)
+			return 0, updateError(ep, "", err)
 		}
 	case PullCoAP, PullHTTP:
+		phase = "publishing the package"
 		im, err := s.Publish(pkgFile)
 		if err != nil {
 			return 0, err
 		}
+		// Whatever the outcome, the package is served no longer than
+		// the update runs.
+		defer s.Unpublish(im.ID)
 		scheme := "coap"
 		if method == PullHTTP {
 			scheme = "http"
@@ -287,14 +340,13 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 		if err != nil {
 			return 0, err
 		}
+		phase = "writing the Package URI"
 		// A pull's progress as the image servers see it.
-		if stop, err := s.WatchImage(im.ID, ep, func(served, total int64) {
-			report(Progress{Phase: "deliver", Sent: served, Total: total, State: -1, Result: -1})
-		}); err == nil {
+		if stop, err := s.WatchImage(im.ID, ep, delivered); err == nil {
 			defer stop()
 		}
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
-			return 0, fmt.Errorf("server: update %s: writing Package URI: %w", ep, err)
+			return 0, updateError(ep, "writing Package URI", err)
 		}
 		log.Info("package URI written", "uri", uri)
 		report(Progress{Phase: "uri", URI: uri, State: -1, Result: -1})
@@ -303,6 +355,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 
 	// Values seen before delivery are stale from here on.
+	phase = "waiting for the download"
 	st.forget()
 	_ = poll()
 	executed := false
@@ -323,6 +376,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			switch {
 			case !executed && state == StateDownloaded:
 				report(Progress{Phase: "execute", State: state, Result: r})
+				phase = "executing Update"
 				// A device may restart before it answers; do not wait for
 				// that answer longer than for a normal exchange.
 				ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -330,27 +384,36 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 				cancel()
 				var ce *CodeError
 				if errors.As(err, &ce) {
-					return r, fmt.Errorf("server: update %s: executing Update: %w", ep, err)
+					return r, updateError(ep, "executing Update", err)
 				}
 				if err != nil {
 					// The device may have restarted before answering.
 					log.Warn("no answer to Update; waiting for the device", "err", err)
 				}
 				log.Info("update executed")
+				phase = "waiting for the device to report the result of the update"
 				executed = true
 				st.forget()
 				continue
 			case !executed && state == StateIdle && r > ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			case executed && state == StateIdle && r == ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			case executed && r > ResultSuccess:
-				return s.finish(log, report, state, r)
+				return s.finish(report, state, r)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return UpdateResult(max(result, 0)), fmt.Errorf("server: update %s: waiting in state %s: %w", ep, StateName(state), ctx.Err())
+			why := "timed out"
+			if ctx.Err() == context.Canceled {
+				why = "cancelled"
+			}
+			msg := fmt.Sprintf("server: update %s: %s %s", ep, why, phase)
+			if state >= 0 {
+				msg += " (device state " + StateName(state) + ")"
+			}
+			return UpdateResult(max(result, 0)), &wrapError{msg: msg, err: ctx.Err()}
 		case <-st.changed:
 		case reg := <-events:
 			// A new registration means the device restarted: its old
@@ -371,17 +434,80 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 }
 
-func (s *Server) finish(log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}, report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
+func (s *Server) finish(report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
 	report(Progress{Phase: "done", State: state, Result: r})
 	if r == ResultSuccess {
-		log.Info("firmware update succeeded")
 		return r, nil
 	}
-	log.Warn("firmware update failed", "result", int(r), "reason", r.String())
 	return r, fmt.Errorf("%w: result %d (%s)", ErrUpdateFailed, int(r), r)
+}
+
+// logOutcome logs how an update ended: success, the device's failure
+// result, a timeout or cancellation and in which phase, or another error.
+func logOutcome(log *slog.Logger, phase string, r UpdateResult, err error) {
+	switch {
+	case err == nil:
+		log.Info("firmware update succeeded", "result", int(r))
+	case errors.Is(err, ErrUpdateFailed):
+		log.Warn("firmware update failed", "result", int(r), "reason", r.String())
+	case errors.Is(err, context.DeadlineExceeded):
+		log.Warn("firmware update timed out", "phase", phase, "err", err)
+	case errors.Is(err, context.Canceled):
+		log.Warn("firmware update cancelled", "phase", phase)
+	default:
+		log.Warn("firmware update failed", "phase", phase, "err", err)
+	}
+}
+
+// updateError adds what an update of ep was doing to err, without
+// repeating the package prefix that err already carries.
+func updateError(ep, step string, err error) error {
+	msg := "server: update " + ep + ": "
+	if step != "" {
+		msg += step + ": "
+	}
+	return &wrapError{msg: msg + strings.TrimPrefix(err.Error(), "server: "), err: err}
+}
+
+// wrapError is an error with its own message that wraps another.
+type wrapError struct {
+	msg string
+	err error
+}
+
+func (e *wrapError) Error() string { return e.msg }
+func (e *wrapError) Unwrap() error { return e.err }
+
+// ErrDeliveryMethod reports an update by a method the device says it
+// does not take (/5/0/9, Firmware Update Delivery Method).
+var ErrDeliveryMethod = errors.New("server: delivery method not supported by the device")
+
+var pathDelivery = model.NewPath(5, 0, 9)
+
+// checkDeliveryMethod reads /5/0/9 (0 pull only, 1 push only, 2 both;
+// OMA Object 5) and refuses a method the device does not support. A
+// device without the resource (LwM2M 1.0) is given the benefit of the
+// doubt.
+func (s *Server) checkDeliveryMethod(ctx context.Context, ep string, method Method) error {
+	c, err := s.Read(ctx, ep, pathDelivery, content.TextPlain)
+	if err != nil {
+		var ce *CodeError
+		if errors.As(err, &ce) {
+			return nil // 4.04 and the like: the resource is optional
+		}
+		return updateError(ep, "reading the delivery method", err)
+	}
+	v, ok := parseIntPayload(c)
+	if !ok {
+		return nil
+	}
+	switch {
+	case v == 0 && method == Push:
+		return updateError(ep, "", fmt.Errorf("%w: it takes the package by pull only (/5/0/9 = 0); use pull or pull-http", ErrDeliveryMethod))
+	case v == 1 && method != Push:
+		return updateError(ep, "", fmt.Errorf("%w: it takes the package by push only (/5/0/9 = 1); use push", ErrDeliveryMethod))
+	}
+	return nil
 }
 
 // DeviceResult is one device's outcome in UpdateMany.
@@ -406,6 +532,9 @@ func (s *Server) UpdateMany(ctx context.Context, pattern, pkgFile string, method
 	}
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: none matches %q", ErrNotRegistered, pattern)
+	}
+	if err := s.checkUpdate(pkgFile, method); err != nil {
+		return nil, err
 	}
 	var pmu sync.Mutex
 	safe := func(p Progress) {

@@ -35,6 +35,7 @@ type image struct {
 	f       *os.File
 	modTime time.Time
 
+	refs     int // Publish calls not yet matched by Unpublish
 	mu       sync.Mutex
 	watchers []*imageWatcher
 }
@@ -120,7 +121,8 @@ func (r *servedReader) Read(p []byte) (int, error) {
 }
 
 // Publish makes file available for pull downloads and returns its
-// description. Publishing the same content twice returns the same ID.
+// description. Publishing the same content twice returns the same ID; the
+// image is served until every Publish has had its Unpublish.
 // The file is kept open and read per block; it must not change while
 // published.
 func (s *Server) Publish(file string) (Image, error) {
@@ -139,7 +141,7 @@ func (s *Server) Publish(file string) (Image, error) {
 		f.Close()
 		return Image{}, fmt.Errorf("server: publish %s: %w", file, err)
 	}
-	im := &image{f: f, modTime: st.ModTime()}
+	im := &image{f: f, modTime: st.ModTime(), refs: 1}
 	copy(im.SHA256[:], h.Sum(nil))
 	im.ID = hex.EncodeToString(im.SHA256[:8])
 	im.ETag = append([]byte(nil), im.SHA256[:8]...)
@@ -156,6 +158,7 @@ func (s *Server) Publish(file string) (Image, error) {
 	}
 	if old, ok := s.images[im.ID]; ok {
 		f.Close()
+		old.refs++
 		return old.Image, nil
 	}
 	s.images[im.ID] = im
@@ -163,11 +166,18 @@ func (s *Server) Publish(file string) (Image, error) {
 	return im.Image, nil
 }
 
-// Unpublish stops serving the image id.
+// Unpublish undoes one Publish of the image id; the last one stops
+// serving it.
 func (s *Server) Unpublish(id string) {
 	s.mu.Lock()
 	im, ok := s.images[id]
-	delete(s.images, id)
+	if ok {
+		im.refs--
+		ok = im.refs <= 0
+	}
+	if ok {
+		delete(s.images, id)
+	}
 	s.mu.Unlock()
 	if ok {
 		im.f.Close()

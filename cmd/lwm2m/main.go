@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -62,6 +63,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd, ok := commands[args[0]]
+	if !ok && strings.HasPrefix(args[0], "-") {
+		// "lwm2m -api URL server list": flags belong to a command.
+		fmt.Fprintf(stderr, "lwm2m: flag %s before the command; flags go after it: lwm2m COMMAND [flags]\n", args[0])
+		usage(stderr)
+		return 2
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "lwm2m: unknown command %q\n", args[0])
 		usage(stderr)

@@ -46,7 +46,16 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// Servers and commands, in this process and in children, share one
+	// API token file, never the user's own.
+	dir, err := os.MkdirTemp("", "lwm2m-test-token-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(srvTokenEnv, filepath.Join(dir, "api-token"))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 const trialTrailer = "\nLWM2M-TEST-MODE="

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,43 +21,68 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/server"
 )
 
-// srvDefaultAPI is where one-shot commands find a running server unless
-// -api or $LWM2M_SERVER_API says otherwise.
+// srvDefaultAPIAddr is where one-shot commands find a running server
+// unless -api or $LWM2M_SERVER_API says otherwise; srvTokenEnv names the
+// token file unless -token-file does.
 const (
 	srvDefaultAPIAddr = "127.0.0.1:5780"
 	srvAPIEnv         = "LWM2M_SERVER_API"
+	srvTokenEnv       = "LWM2M_TOKEN_FILE"
 )
+
+// srvClient is a one-shot command's view of the API.
+type srvClient struct {
+	api, token, tokenFile string
+	// timeout bounds one device exchange on the server's side; zero
+	// leaves the server's default.
+	timeout time.Duration
+}
 
 type srvSub struct {
 	summary, usage string
-	run            func(ctx context.Context, api string, fs *flag.FlagSet, args []string, stdout io.Writer) error
+	run            func(ctx context.Context, c *srvClient, fs *flag.FlagSet, args []string, stdout io.Writer) error
 	flags          func(fs *flag.FlagSet)
 }
 
 var srvSubs map[string]srvSub
 
+// srvSubNames orders the commands in the usage.
+var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update"}
+
 func init() {
 	srvSubs = map[string]srvSub{
 		"list":       {"list registered devices", "", srvList, nil},
-		"read":       {"read a path", "-ep EP PATH", srvRead, srvFormatFlag},
-		"write":      {"write a value (plain text) to a resource", "-ep EP PATH VALUE", srvWrite, nil},
-		"exec":       {"execute a resource", "-ep EP PATH [ARGS]", srvExec, nil},
-		"discover":   {"discover a path", "-ep EP PATH", srvDiscover, nil},
-		"write-attr": {"write notification attributes", "-ep EP PATH QUERY (e.g. pmin=1&pmax=60)", srvWriteAttr, nil},
-		"delete":     {"delete an object instance", "-ep EP PATH", srvDelete, nil},
+		"read":       {"read a path", "-ep EP PATH", srvRead, srvDeviceFlags(srvFormatFlag)},
+		"write":      {"write a value (plain text) to a resource", "-ep EP PATH VALUE", srvWrite, srvDeviceFlags(nil)},
+		"exec":       {"execute a resource", "-ep EP PATH [ARGS]", srvExec, srvDeviceFlags(nil)},
+		"discover":   {"discover a path", "-ep EP PATH", srvDiscover, srvDeviceFlags(nil)},
+		"write-attr": {"write notification attributes", "-ep EP PATH QUERY (e.g. pmin=1&pmax=60)", srvWriteAttr, srvDeviceFlags(nil)},
+		"delete":     {"delete an object instance", "-ep EP PATH", srvDelete, srvDeviceFlags(nil)},
 		"observe": {"print notifications until Ctrl-C or -n", "-ep EP [-n N] PATH", srvObserve, func(fs *flag.FlagSet) {
 			srvFormatFlag(fs)
 			fs.Int("n", 0, "stop after `N` notifications (0: never)")
 		}},
 		"update": {"update firmware and wait for the result", "-ep EP|-match GLOB -package FILE [-method pull|pull-http|push] [-timeout D]", srvUpdate, func(fs *flag.FlagSet) {
 			fs.String("match", "", "update every endpoint matching `GLOB`")
-			fs.String("package", "", "firmware package `FILE` (read by the server)")
+			fs.String("package", "", "firmware package `FILE`, sent to the server in the request")
 			fs.String("method", "pull", "delivery `method`: pull (coap), pull-http or push")
 			fs.Duration("timeout", 10*time.Minute, "give up after `D`")
 		}},
+	}
+}
+
+// srvDeviceFlags adds -timeout, for one exchange with the device, and more.
+func srvDeviceFlags(more func(*flag.FlagSet)) func(*flag.FlagSet) {
+	return func(fs *flag.FlagSet) {
+		fs.Duration("timeout", 30*time.Second, "give up when the device has not answered within `D`")
+		if more != nil {
+			more(fs)
+		}
 	}
 }
 
@@ -64,87 +90,147 @@ func srvFormatFlag(fs *flag.FlagSet) {
 	fs.String("format", "", "content `format` to ask for: text, tlv, senml-json, senml-cbor, opaque or a number")
 }
 
-func srvUsage(w io.Writer) {
-	fmt.Fprintln(w, `usage: lwm2m server [-coap ADDR] [-coaps ADDR -psk-file FILE] [-api ADDR] [-http ADDR] [-db FILE] [-public-host HOST]
-       lwm2m server COMMAND [-api URL] [flags] ARGS
-
-Without a command, runs the LwM2M server. Commands talk to a running server
-through its HTTP API (-api, default $`+srvAPIEnv+` or http://`+srvDefaultAPIAddr+`):`)
-	for _, n := range []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update"} {
-		fmt.Fprintf(w, "  %-10s %s\n", n, srvSubs[n].summary)
+// srvDefaultTokenFile is $LWM2M_TOKEN_FILE, or api-token in the user's
+// configuration directory.
+func srvDefaultTokenFile() string {
+	if f := os.Getenv(srvTokenEnv); f != "" {
+		return f
 	}
-	fmt.Fprintln(w, "\nRun 'lwm2m server COMMAND -h' for a command's flags.")
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "lwm2m", "api-token")
 }
 
+// srvServerFlags are the flags of the server itself.
+type srvServerFlags struct {
+	coap, api, coaps, pskFile, http, images, db, host, tokenFile *string
+	maxPackage                                                   *int64
+	verbose                                                      *bool
+	maxLifetime                                                  *time.Duration
+	maxRegs                                                      *int
+}
+
+func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
+	return srvServerFlags{
+		coap:        fs.String("coap", server.DefaultAddr, "UDP `address` for CoAP (registration and image downloads)"),
+		api:         fs.String("api", srvDefaultAPIAddr, "TCP `address` of the HTTP/JSON command API; before a COMMAND, the URL of a running server's API"),
+		coaps:       fs.String("coaps", "", "UDP `address` for CoAP over DTLS with PSK (needs -psk-file); e.g. "+server.DefaultDTLSAddr),
+		pskFile:     fs.String("psk-file", "", "DTLS credentials `file`: one identity:hexkey per line, # comments"),
+		http:        fs.String("http", "", "TCP `address` to serve firmware images over HTTP (for -method pull-http)"),
+		images:      fs.String("coap-images", "", "UDP `address` that serves images over CoAP (default: the -coap host, a free port)"),
+		db:          fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)"),
+		host:        fs.String("public-host", "", "`host` that devices reach this server at, for package URIs"),
+		tokenFile:   fs.String("token-file", srvDefaultTokenFile(), "`file` that keeps the API token, made with mode 0600 if missing ($"+srvTokenEnv+")"),
+		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update may upload"),
+		verbose:     fs.Bool("v", false, "log debug messages"),
+		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
+		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
+	}
+}
+
+func srvUsage(w io.Writer) {
+	fmt.Fprintln(w, `usage: lwm2m server [flags]
+       lwm2m server COMMAND [-api URL] [-token-file FILE] [flags] ARGS
+
+Without a command, runs the LwM2M server. Commands talk to a running server
+through its HTTP API (-api, default $`+srvAPIEnv+` or http://`+srvDefaultAPIAddr+`),
+with the token from its token file (-token-file, default $`+srvTokenEnv+`
+or api-token in the user's configuration directory):`)
+	for _, n := range srvSubNames {
+		fmt.Fprintf(w, "  %-10s %s\n", n, srvSubs[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'lwm2m server COMMAND -h' for a command's flags.\n\nServer flags:")
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	srvDefineServerFlags(fs)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// srvGlobal are the flags a COMMAND also takes before its name.
+var srvGlobal = map[string]bool{"api": true, "token-file": true}
+
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		sub, ok := srvSubs[args[0]]
+	fs := flag.NewFlagSet("lwm2m server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := srvDefineServerFlags(fs)
+	fs.Usage = func() { srvUsage(fs.Output()) }
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		name := fs.Arg(0)
+		sub, ok := srvSubs[name]
 		if !ok {
-			fmt.Fprintf(stderr, "lwm2m server: unknown command %q\n", args[0])
+			fmt.Fprintf(stderr, "lwm2m server: unknown command %q\n", name)
 			srvUsage(stderr)
 			return 2
 		}
-		return srvRunSub(ctx, args[0], sub, args[1:], stdout, stderr)
-	}
-	fs := flag.NewFlagSet("lwm2m server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	coapAddr := fs.String("coap", server.DefaultAddr, "UDP `address` for CoAP (registration and image downloads)")
-	apiAddr := fs.String("api", srvDefaultAPIAddr, "TCP `address` of the HTTP/JSON command API (keep it on loopback)")
-	coapsAddr := fs.String("coaps", "", "UDP `address` for CoAP over DTLS with PSK (needs -psk-file); e.g. "+server.DefaultDTLSAddr)
-	pskFile := fs.String("psk-file", "", "DTLS credentials `file`: one identity:hexkey per line, # comments")
-	httpAddr := fs.String("http", "", "TCP `address` to serve firmware images over HTTP (for -method pull-http)")
-	imageAddr := fs.String("coap-images", "", "UDP `address` that serves images over CoAP (default: the -coap host, a free port)")
-	db := fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)")
-	host := fs.String("public-host", "", "`host` that devices reach this server at, for package URIs")
-	verbose := fs.Bool("v", false, "log debug messages")
-	maxLifetime := fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped")
-	maxRegs := fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03")
-	fs.Usage = func() {
-		srvUsage(fs.Output())
-		fmt.Fprintln(fs.Output(), "\nServer flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
+		// Global flags before the command go to it; server flags do not
+		// belong there.
+		var pre []string
+		bad := ""
+		fs.Visit(func(fl *flag.Flag) {
+			if srvGlobal[fl.Name] {
+				pre = append(pre, "-"+fl.Name+"="+fl.Value.String())
+			} else if bad == "" {
+				bad = fl.Name
+			}
+		})
+		if bad != "" {
+			fmt.Fprintf(stderr, "lwm2m server %s: -%s is a flag of the server itself, not of %s\n", name, bad, name)
+			return 2
 		}
-		return 2
+		return srvRunSub(ctx, name, sub, append(pre, fs.Args()[1:]...), stdout, stderr)
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lwm2m server: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *maxLifetime < time.Second || *maxRegs < 1 {
-		fmt.Fprintln(stderr, "lwm2m server: -max-lifetime must be at least 1s and -max-registrations at least 1")
-		return 2
-	}
+	return srvServe(ctx, f, stdout, stderr)
+}
+
+// srvServe runs the server with the flags f until ctx ends.
+func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) int {
 	level := slog.LevelInfo
-	if *verbose {
+	if *f.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	s := &server.Server{Addr: *coapAddr, ImageAddr: *imageAddr, DTLSAddr: *coapsAddr, HTTPAddr: *httpAddr, PublicHost: *host, Logger: log,
-		MaxLifetime: *maxLifetime, MaxRegistrations: *maxRegs}
-	if (*coapsAddr == "") != (*pskFile == "") {
+	s := &server.Server{Addr: *f.coap, ImageAddr: *f.images, DTLSAddr: *f.coaps, HTTPAddr: *f.http, PublicHost: *f.host, Logger: log,
+		MaxLifetime: *f.maxLifetime, MaxRegistrations: *f.maxRegs}
+	if (*f.coaps == "") != (*f.pskFile == "") {
 		fmt.Fprintln(stderr, "lwm2m server: -coaps and -psk-file go together")
 		return 2
 	}
-	if *pskFile != "" {
-		psks, err := server.LoadPSKFile(*pskFile)
+	if *f.tokenFile == "" {
+		fmt.Fprintln(stderr, "lwm2m server: no configuration directory for the API token: give -token-file FILE")
+		return 2
+	}
+	if *f.maxLifetime < time.Second || *f.maxRegs < 1 {
+		fmt.Fprintln(stderr, "lwm2m server: -max-lifetime must be at least 1s and -max-registrations at least 1")
+		return 2
+	}
+	if *f.maxPackage <= 0 {
+		fmt.Fprintln(stderr, "lwm2m server: -max-package-size must be positive")
+		return 2
+	}
+	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "lwm2m server: -token-file:", err)
+		return 1
+	}
+	if *f.pskFile != "" {
+		psks, err := server.LoadPSKFile(*f.pskFile)
 		if err != nil {
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
 		}
 		if len(psks) == 0 {
-			fmt.Fprintf(stderr, "lwm2m server: %s holds no credentials\n", *pskFile)
+			fmt.Fprintf(stderr, "lwm2m server: %s holds no credentials\n", *f.pskFile)
 			return 1
 		}
 		s.PSKs = psks
 	}
-	if *db != "" {
-		st, err := server.OpenBoltStore(*db)
+	if *f.db != "" {
+		st, err := server.OpenBoltStore(*f.db)
 		if err != nil {
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
@@ -155,15 +241,19 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "lwm2m server:", err)
 		return 1
 	}
-	l, err := net.Listen("tcp", *apiAddr)
+	l, err := net.Listen("tcp", strings.TrimPrefix(*f.api, "http://"))
 	if err != nil {
 		s.Close()
-		fmt.Fprintln(stderr, "lwm2m server: api:", err)
+		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	hs := &http.Server{Handler: s.APIHandler(), ReadHeaderTimeout: 10 * time.Second}
+	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage})
+	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
-	log.Info("api listening", "addr", "http://"+l.Addr().String())
+	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
+	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		log.Warn("the API is reachable beyond this host over plain HTTP: its token crosses the network in clear; prefer -api 127.0.0.1:PORT", "addr", l.Addr().String())
+	}
 	// One line that scripts (and tests) can parse to learn the bound ports.
 	ready := fmt.Sprintf("listening coap=%s api=http://%s images=%s", s.LocalAddr(), l.Addr(), s.ImageLocalAddr())
 	if a := s.DTLSLocalAddr(); a != nil {
@@ -206,6 +296,15 @@ type srvUsageError struct{ msg string }
 
 func (e srvUsageError) Error() string { return e.msg }
 
+// srvAPIURL accepts the API as a URL or as the host:port the server's
+// -api flag takes.
+func srvAPIURL(s string) string {
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	return strings.TrimRight(s, "/")
+}
+
 func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lwm2m server "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -214,8 +313,12 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 		def = "http://" + srvDefaultAPIAddr
 	}
 	api := fs.String("api", def, "`URL` of the running server's API ($"+srvAPIEnv+")")
-	if name != "list" {
+	tokenFile := fs.String("token-file", srvDefaultTokenFile(), "`file` with the server's API token ($"+srvTokenEnv+")")
+	if name != "list" && name != "update" {
 		fs.String("ep", "", "device `endpoint` name")
+	}
+	if name == "update" {
+		fs.String("ep", "", "update the device with this `endpoint` name")
 	}
 	if sub.flags != nil {
 		sub.flags(fs)
@@ -224,24 +327,37 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 		fmt.Fprintf(fs.Output(), "usage: lwm2m server %s %s\n\n%s.\n\nFlags:\n", name, sub.usage, sub.summary)
 		fs.PrintDefaults()
 	}
+	usage := fs.Usage
+	fs.Usage = func() {}
 	pos, err := srvParse(fs, args)
+	fs.Usage = usage
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return 0
 		}
+		fs.Usage()
 		return 2
 	}
-	err = sub.run(ctx, strings.TrimRight(*api, "/"), fs, pos, stdout)
+	c := &srvClient{api: srvAPIURL(*api), tokenFile: *tokenFile}
+	if fl := fs.Lookup("timeout"); fl != nil && name != "update" {
+		c.timeout = fl.Value.(flag.Getter).Get().(time.Duration)
+		if c.timeout <= 0 {
+			err = srvUsageError{"-timeout must be positive"}
+		}
+	}
+	if err == nil {
+		err = sub.run(ctx, c, fs, pos, stdout)
+	}
 	var ue srvUsageError
 	switch {
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "lwm2m server %s: %s\n", name, ue.msg)
+		fmt.Fprintf(stderr, "lwm2m server %s: %s\n", name, termSafe(ue.msg))
 		fs.Usage()
 		return 2
 	case err != nil:
-		fmt.Fprintf(stderr, "lwm2m server %s: %v\n", name, err)
+		fmt.Fprintf(stderr, "lwm2m server %s: %s\n", name, termSafe(err.Error()))
 		return 1
 	}
 	return 0
@@ -255,7 +371,8 @@ func srvFlag(fs *flag.FlagSet, name string) string {
 	return f.Value.String()
 }
 
-// srvTarget returns -ep and the one path argument, plus extra arguments.
+// srvTarget returns -ep and the positional arguments, the first a path,
+// checked here: a bad one is a usage error, not the server's.
 func srvTarget(fs *flag.FlagSet, pos []string, min, max int) (ep string, rest []string, err error) {
 	ep = srvFlag(fs, "ep")
 	if ep == "" {
@@ -264,41 +381,104 @@ func srvTarget(fs *flag.FlagSet, pos []string, min, max int) (ep string, rest []
 	if len(pos) < min || len(pos) > max {
 		return "", nil, srvUsageError{"wrong number of arguments"}
 	}
+	if len(pos) > 0 {
+		if _, err := model.ParsePath(pos[0]); err != nil {
+			return "", nil, srvUsageError{fmt.Sprintf("bad path %q: %v", pos[0], err)}
+		}
+	}
+	if fl := fs.Lookup("format"); fl != nil {
+		if _, err := server.ParseFormat(fl.Value.String()); err != nil {
+			return "", nil, srvUsageError{fmt.Sprintf("bad -format %q: want text, tlv, senml-json, senml-cbor, opaque, link or a number", fl.Value.String())}
+		}
+	}
 	return ep, pos, nil
 }
 
-// srvCall does one API request and decodes a JSON answer into out.
-func srvCall(ctx context.Context, method, u string, body any, out any) error {
+// do sends one API request with the token and returns the response; an
+// answer other than 2xx is an error.
+func (c *srvClient) do(ctx context.Context, method, u, ctype string, body io.Reader, size int64) (*http.Response, error) {
+	if c.token == "" {
+		if c.tokenFile == "" {
+			return nil, errors.New("no configuration directory for the API token: give -token-file FILE")
+		}
+		tok, err := server.ReadAPIToken(c.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("-token-file: %w", err)
+		}
+		c.token = tok
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
+		req.ContentLength = size
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("cannot reach the server's API at %s (is lwm2m server running? -api): %w", c.api, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, c.apiError(resp)
+	}
+	return resp, nil
+}
+
+// call does one request with a JSON body (nil for none) and decodes a JSON
+// answer into out. The device's timeout goes in the query.
+func (c *srvClient) call(ctx context.Context, method, u string, body any, out any) error {
+	if c.timeout > 0 {
+		// The server's own timeout answers first; this one is a safety net.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout+10*time.Second)
+		defer cancel()
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		u += sep + "timeout=" + url.QueryEscape(c.timeout.String())
+	}
 	var r io.Reader
+	var n int64
 	if body != nil {
 		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
+		r, n = bytes.NewReader(b), int64(len(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, r)
+	resp, err := c.do(ctx, method, u, "application/json", r, n)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("is the server running? %w", err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return srvAPIError(resp)
-	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
 	return nil
 }
 
-func srvAPIError(resp *http.Response) error {
+func (c *srvClient) apiError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	var e map[string]string
+	msg := strings.TrimSpace(string(b))
 	if json.Unmarshal(b, &e) == nil && e["error"] != "" {
-		return errors.New(e["error"])
+		msg = e["error"]
 	}
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("the server at %s refused the token in %s: is it that server's token file? (-token-file)", c.api, c.tokenFile)
+	case http.StatusForbidden:
+		return fmt.Errorf("the server at %s refused the request: %s", c.api, msg)
+	}
+	return errors.New(msg)
 }
 
 func srvDevURL(api, ep, op string, q url.Values) string {
@@ -309,12 +489,12 @@ func srvDevURL(api, ep, op string, q url.Values) string {
 	return u
 }
 
-func srvList(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvList(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	if len(pos) != 0 {
 		return srvUsageError{"list takes no arguments"}
 	}
 	var regs []server.Registration
-	if err := srvCall(ctx, "GET", api+"/api/devices", nil, &regs); err != nil {
+	if err := c.call(ctx, "GET", c.api+"/api/devices", nil, &regs); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -322,47 +502,52 @@ func srvList(ctx context.Context, api string, fs *flag.FlagSet, pos []string, st
 	for _, r := range regs {
 		sec := "none"
 		if r.Secure {
-			sec = "psk:" + r.PSKIdentity
+			sec = "psk:" + termSafe(r.PSKIdentity)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", r.Endpoint, r.ID, r.Addr, sec, r.Version, r.Binding, r.Lifetime, r.Updated.Format(time.RFC3339), r.Links)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", termSafe(r.Endpoint), termSafe(r.ID), termSafe(r.Addr), sec,
+			termSafe(r.Version), termSafe(r.Binding), r.Lifetime, r.Updated.Format(time.RFC3339), termSafe(r.Links))
 	}
 	return tw.Flush()
 }
 
-func srvPrintContent(w io.Writer, c server.APIContent) {
-	if len(c.Records) > 0 {
-		for _, r := range c.Records {
-			fmt.Fprintf(w, "%s = %s (%s)\n", r.Path, r.Value, r.Type)
-		}
-		return
+// srvPrintContent prints decoded records, or a link payload; a payload
+// that could not be decoded is an error, never raw bytes on the terminal.
+func srvPrintContent(w io.Writer, c server.APIContent) error {
+	if c.Error != "" {
+		return fmt.Errorf("cannot decode the device's answer (content format %d): %s", c.Format, c.Error)
 	}
-	b, _ := base64.StdEncoding.DecodeString(c.Payload)
-	fmt.Fprintf(w, "%s\n", b)
+	for _, r := range c.Records {
+		fmt.Fprintf(w, "%s = %s (%s)\n", termSafe(r.Path), termSafe(r.Value), termSafe(r.Type))
+	}
+	if len(c.Records) == 0 && c.Format == uint16(content.LinkFormat) {
+		b, _ := base64.StdEncoding.DecodeString(c.Payload)
+		fmt.Fprintln(w, termSafe(string(b)))
+	}
+	return nil
 }
 
-func srvRead(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvRead(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 1, 1)
 	if err != nil {
 		return err
 	}
-	var c server.APIContent
+	var cont server.APIContent
 	q := url.Values{"path": {pos[0]}, "format": {srvFlag(fs, "format")}}
-	if err := srvCall(ctx, "GET", srvDevURL(api, ep, "read", q), nil, &c); err != nil {
+	if err := c.call(ctx, "GET", srvDevURL(c.api, ep, "read", q), nil, &cont); err != nil {
 		return err
 	}
-	srvPrintContent(stdout, c)
-	return nil
+	return srvPrintContent(stdout, cont)
 }
 
-func srvWrite(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvWrite(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 2, 2)
 	if err != nil {
 		return err
 	}
-	return srvCall(ctx, "POST", srvDevURL(api, ep, "write", nil), server.APIWrite{Path: pos[0], Value: &pos[1], Replace: true}, nil)
+	return c.call(ctx, "POST", srvDevURL(c.api, ep, "write", nil), server.APIWrite{Path: pos[0], Value: &pos[1], Replace: true}, nil)
 }
 
-func srvExec(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvExec(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 1, 2)
 	if err != nil {
 		return err
@@ -371,72 +556,67 @@ func srvExec(ctx context.Context, api string, fs *flag.FlagSet, pos []string, st
 	if len(pos) == 2 {
 		body["args"] = pos[1]
 	}
-	return srvCall(ctx, "POST", srvDevURL(api, ep, "execute", nil), body, nil)
+	return c.call(ctx, "POST", srvDevURL(c.api, ep, "execute", nil), body, nil)
 }
 
-func srvDelete(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvDelete(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 1, 1)
 	if err != nil {
 		return err
 	}
-	return srvCall(ctx, "POST", srvDevURL(api, ep, "delete", nil), map[string]string{"path": pos[0]}, nil)
+	return c.call(ctx, "POST", srvDevURL(c.api, ep, "delete", nil), map[string]string{"path": pos[0]}, nil)
 }
 
-func srvWriteAttr(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvWriteAttr(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 2, 2)
 	if err != nil {
 		return err
 	}
-	return srvCall(ctx, "POST", srvDevURL(api, ep, "attributes", nil), map[string]string{"path": pos[0], "query": pos[1]}, nil)
+	return c.call(ctx, "POST", srvDevURL(c.api, ep, "attributes", nil), map[string]string{"path": pos[0], "query": pos[1]}, nil)
 }
 
-func srvDiscover(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvDiscover(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 1, 1)
 	if err != nil {
 		return err
 	}
 	var links []string
-	if err := srvCall(ctx, "GET", srvDevURL(api, ep, "discover", url.Values{"path": {pos[0]}}), nil, &links); err != nil {
+	if err := c.call(ctx, "GET", srvDevURL(c.api, ep, "discover", url.Values{"path": {pos[0]}}), nil, &links); err != nil {
 		return err
 	}
 	for _, l := range links {
-		fmt.Fprintln(stdout, l)
+		fmt.Fprintln(stdout, termSafe(l))
 	}
 	return nil
 }
 
-func srvObserve(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+func srvObserve(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	ep, pos, err := srvTarget(fs, pos, 1, 1)
 	if err != nil {
 		return err
 	}
 	n := fs.Lookup("n").Value.(flag.Getter).Get().(int)
 	q := url.Values{"path": {pos[0]}, "format": {srvFlag(fs, "format")}}
-	req, err := http.NewRequestWithContext(ctx, "GET", srvDevURL(api, ep, "observe", q), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.do(ctx, "GET", srvDevURL(c.api, ep, "observe", q), "", nil, 0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("is the server running? %w", err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return srvAPIError(resp)
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 8<<20)
 	seen := 0
 	for sc.Scan() {
-		var c server.APIContent
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+		var cont server.APIContent
+		if err := json.Unmarshal(sc.Bytes(), &cont); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s ", time.Now().Format("15:04:05"))
-		srvPrintContent(stdout, c)
+		if err := srvPrintContent(stdout, cont); err != nil {
+			return err
+		}
 		seen++
 		if n > 0 && seen >= n {
 			return nil
@@ -451,52 +631,79 @@ func srvObserve(ctx context.Context, api string, fs *flag.FlagSet, pos []string,
 	return errors.New("observation ended")
 }
 
-func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+// srvOpenPackage opens a package to upload: a regular file that is not
+// empty. A device such as /dev/zero or a FIFO is refused before it is
+// opened (opening a FIFO would wait for a writer).
+func srvOpenPackage(name string) (*os.File, int64, error) {
+	st, err := os.Stat(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("-package %s is not a regular file", name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	if st, err = f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("-package %s is not a regular file", name)
+	}
+	if st.Size() == 0 {
+		f.Close()
+		return nil, 0, fmt.Errorf("-package %s is empty", name)
+	}
+	return f, st.Size(), nil
+}
+
+func srvUpdate(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	if len(pos) != 0 {
 		return srvUsageError{"update takes no arguments"}
 	}
-	req := server.APIUpdate{
-		Endpoint: srvFlag(fs, "ep"),
-		Match:    srvFlag(fs, "match"),
-		Package:  srvFlag(fs, "package"),
-		Method:   srvFlag(fs, "method"),
-		Timeout:  srvFlag(fs, "timeout"),
-	}
-	if (req.Endpoint == "") == (req.Match == "") {
+	ep, match, pkg, method := srvFlag(fs, "ep"), srvFlag(fs, "match"), srvFlag(fs, "package"), srvFlag(fs, "method")
+	timeout := fs.Lookup("timeout").Value.(flag.Getter).Get().(time.Duration)
+	if (ep == "") == (match == "") {
 		return srvUsageError{"give exactly one of -ep and -match"}
 	}
-	if req.Package == "" {
+	if pkg == "" {
 		return srvUsageError{"-package is required"}
 	}
-	if _, err := server.ParseMethod(req.Method); err != nil {
-		return srvUsageError{err.Error()}
+	if _, err := server.ParseMethod(method); err != nil {
+		return srvUsageError{fmt.Sprintf("bad -method %q: want pull, pull-http or push", method)}
 	}
-	// The server opens the file itself; it runs on this host.
-	abs, err := filepath.Abs(req.Package)
+	if timeout <= 0 {
+		return srvUsageError{"-timeout must be positive"}
+	}
+	f, size, err := srvOpenPackage(pkg)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(abs); err != nil {
-		return err
+	defer f.Close()
+	q := url.Values{"method": {method}, "timeout": {timeout.String()}}
+	if ep != "" {
+		q.Set("ep", ep)
+	} else {
+		q.Set("match", match)
 	}
-	req.Package = abs
-	b, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, "POST", api+"/api/update", bytes.NewReader(b))
+	// The server ends the update at its timeout; this one is a safety net.
+	ctx, cancel := context.WithTimeout(ctx, timeout+time.Minute)
+	defer cancel()
+	resp, err := c.do(ctx, "POST", c.api+"/api/update?"+q.Encode(), "application/octet-stream", io.NewSectionReader(f, 0, size), size)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(hreq)
-	if err != nil {
-		return fmt.Errorf("is the server running? %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return srvAPIError(resp)
-	}
+	return srvShowUpdate(resp.Body, stdout)
+}
+
+// srvShowUpdate prints an /api/update stream: progress, then each
+// device's outcome.
+func srvShowUpdate(body io.Reader, stdout io.Writer) error {
 	// A json.Decoder, not a line scanner: the results line of a large
 	// fleet is longer than any fixed line buffer.
-	dec := json.NewDecoder(resp.Body)
-	lastPct := map[string]int64{}
+	dec := json.NewDecoder(body)
+	show := srvProgressPrinter(stdout)
 	for {
 		var line server.APIUpdateLine
 		if err := dec.Decode(&line); err == io.EOF {
@@ -505,22 +712,7 @@ func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, 
 			return err
 		}
 		if p := line.Progress; p != nil {
-			switch p.Phase {
-			case "deliver":
-				pct := p.Sent * 100 / max(p.Total, 1)
-				if pct/10 != lastPct[p.Endpoint]/10 || p.Sent == p.Total {
-					fmt.Fprintf(stdout, "%s: sent %d/%d bytes (%d%%)\n", p.Endpoint, p.Sent, p.Total, pct)
-				}
-				lastPct[p.Endpoint] = pct
-			case "uri":
-				fmt.Fprintf(stdout, "%s: package URI %s\n", p.Endpoint, p.URI)
-			case "state":
-				fmt.Fprintf(stdout, "%s: state %s, result %s\n", p.Endpoint, server.StateName(p.State), p.Result)
-			case "execute":
-				fmt.Fprintf(stdout, "%s: executing Update\n", p.Endpoint)
-			case "registered":
-				fmt.Fprintf(stdout, "%s: registered again\n", p.Endpoint)
-			}
+			show(*p)
 			continue
 		}
 		if line.Results != nil {
@@ -528,9 +720,9 @@ func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, 
 			for _, r := range line.Results {
 				if r.Error != "" {
 					failed++
-					fmt.Fprintf(stdout, "%s: FAILED: %s\n", r.Endpoint, r.Error)
+					fmt.Fprintf(stdout, "%s: FAILED: %s\n", termSafe(r.Endpoint), termSafe(r.Error))
 				} else {
-					fmt.Fprintf(stdout, "%s: %s\n", r.Endpoint, r.ResultName)
+					fmt.Fprintf(stdout, "%s: %s\n", termSafe(r.Endpoint), termSafe(r.ResultName))
 				}
 			}
 			if failed > 0 {
@@ -540,4 +732,29 @@ func srvUpdate(ctx context.Context, api string, fs *flag.FlagSet, pos []string, 
 		}
 	}
 	return errors.New("the server ended the update without a result")
+}
+
+// srvProgressPrinter returns a function that prints one progress line
+// per state change and every 10% of delivered bytes.
+func srvProgressPrinter(stdout io.Writer) func(server.Progress) {
+	lastPct := map[string]int64{}
+	return func(p server.Progress) {
+		ep := termSafe(p.Endpoint)
+		switch p.Phase {
+		case "deliver":
+			pct := p.Sent * 100 / max(p.Total, 1)
+			if pct/10 != lastPct[p.Endpoint]/10 || p.Sent == p.Total {
+				fmt.Fprintf(stdout, "%s: sent %d/%d bytes (%d%%)\n", ep, p.Sent, p.Total, pct)
+			}
+			lastPct[p.Endpoint] = pct
+		case "uri":
+			fmt.Fprintf(stdout, "%s: package URI %s\n", ep, termSafe(p.URI))
+		case "state":
+			fmt.Fprintf(stdout, "%s: state %s, result %s\n", ep, server.StateName(p.State), termSafe(p.Result.String()))
+		case "execute":
+			fmt.Fprintf(stdout, "%s: executing Update\n", ep)
+		case "registered":
+			fmt.Fprintf(stdout, "%s: registered again\n", ep)
+		}
+	}
 }

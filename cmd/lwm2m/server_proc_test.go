@@ -167,7 +167,13 @@ func e2eMustCLI(t *testing.T, api string, args ...string) string {
 
 // e2eRegistrations reads the server's registrations by endpoint.
 func e2eRegistrations(api string) (map[string]server.Registration, error) {
-	resp, err := http.Get(api + "/api/devices")
+	tok, err := server.ReadAPIToken(srvDefaultTokenFile())
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", api+"/api/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
