@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -96,54 +95,54 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 
 // logRefused logs a refused request with its reason: at Warn when a
 // payload or a transfer failed (4.00, 4.08, 4.13, 4.15), which an
-// operator must see to understand a failed push, else at Info. At most
-// refusalBurst lines a second, so that a hostile peer cannot flood the
-// log; the next line counts those left out.
+// operator must see to understand a failed push, else at Info. The first
+// refusal of each code is logged, then at most one a warnEvery per code,
+// counting those held back, so that a hostile peer cannot flood the log;
+// the held-back ones go to Debug as "request refused again".
 func (c *Client) logRefused(method codes.Code, path string, code codes.Code, reason error) {
-	ok, dropped := c.refused.allow(time.Now())
-	if !ok {
-		return
-	}
 	// "4.08" as on the wire: go-coap names some codes only by number.
 	attrs := []any{"method", method, "path", path, "code", fmt.Sprintf("%d.%02d", code>>5, code&31)}
 	if reason != nil {
 		attrs = append(attrs, "reason", reason.Error())
 	}
-	if dropped > 0 {
-		attrs = append(attrs, "not_logged_before", dropped)
-	}
-	level := slog.LevelInfo
-	switch code {
-	case codes.BadRequest, codes.RequestEntityIncomplete, codes.RequestEntityTooLarge, codes.UnsupportedMediaType:
+	ok, held := c.refused.allow(code)
+	level := slog.LevelDebug
+	switch {
+	case !ok:
+	case code == codes.BadRequest, code == codes.RequestEntityIncomplete, code == codes.RequestEntityTooLarge, code == codes.UnsupportedMediaType:
 		level = slog.LevelWarn
+	default:
+		level = slog.LevelInfo
+	}
+	if !ok {
+		// A message of its own, so that the repeats are easy to filter.
+		c.log.Log(context.Background(), level, "lwm2m: request refused again", attrs...)
+		return
+	}
+	if held > 0 {
+		attrs = append(attrs, "more_since_last", held)
 	}
 	c.log.Log(context.Background(), level, "lwm2m: request refused", attrs...)
 }
 
-// refusalBurst is how many refusals are logged per second at most.
-const refusalBurst = 20
-
-// refusalLog limits the log lines of refused requests.
+// refusalLog rate-limits the log of refused requests per response code.
 type refusalLog struct {
-	mu      sync.Mutex
-	window  time.Time // start of the current second
-	n       int       // lines in it
-	dropped int       // refusals not logged since the last line
+	mu     sync.Mutex
+	byCode map[codes.Code]*rateLog
 }
 
-func (l *refusalLog) allow(now time.Time) (ok bool, dropped int) {
+func (l *refusalLog) allow(code codes.Code) (bool, int) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.window) >= time.Second {
-		l.window, l.n = now, 0
+	r := l.byCode[code]
+	if r == nil {
+		if l.byCode == nil {
+			l.byCode = make(map[codes.Code]*rateLog)
+		}
+		r = new(rateLog)
+		l.byCode[code] = r
 	}
-	if l.n >= refusalBurst {
-		l.dropped++
-		return false, 0
-	}
-	l.n++
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
+	l.mu.Unlock()
+	return r.allow()
 }
 
 func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Message) response {
