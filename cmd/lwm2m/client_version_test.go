@@ -20,6 +20,9 @@ func TestClientLwM2MVersion(t *testing.T) {
 			t.Errorf("-lwm2m-version %q exited %d, want 2\n%s", v, got, errb.String())
 		}
 	}
+	// runClient is the supervisor; its child is this test binary acting
+	// as the program (TestMain).
+	t.Setenv("LWM2M_TEST_AS_PROGRAM", "1")
 	srv := lwm2mtest.Start(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)

@@ -20,6 +20,9 @@ import (
 // libcoap's OpenSSL server succeeds with them and, without them, ends with
 // Unsupported protocol (9) for want of credentials.
 func TestClientFwPSKFlags(t *testing.T) {
+	// runClient is the supervisor; its child is this test binary acting
+	// as the program (TestMain).
+	t.Setenv("LWM2M_TEST_AS_PROGRAM", "1")
 	bin := libcoaptest.NeedBinary(t, "coap-server-openssl")
 	port := libcoaptest.StartServer(t, bin, "-k", "fw-secret", "-h", "fwsrv")
 	dir := t.TempDir()
