@@ -183,6 +183,14 @@ func (f *fwState) forget() {
 	f.mu.Unlock()
 }
 
+// forgetState forgets the State only: the Update Result known when
+// Update is executed stays true until the device notifies a new one.
+func (f *fwState) forgetState() {
+	f.mu.Lock()
+	f.state = -1
+	f.mu.Unlock()
+}
+
 func parseIntPayload(c Content) (int, bool) {
 	if c.Format != content.TextPlain {
 		return 0, false
@@ -362,8 +370,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	lastS, lastR := -2, -2
-	for {
-		state, result := st.get()
+	// noteState reports State and Update Result when they changed.
+	noteState := func() (state, result int) {
+		state, result = st.get()
 		if state != lastS || result != lastR {
 			lastS, lastR = state, result
 			if state >= 0 && result >= 0 {
@@ -371,12 +380,22 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 				report(Progress{Phase: "state", State: state, Result: UpdateResult(result)})
 			}
 		}
+		return state, result
+	}
+	for {
+		state, result := noteState()
 		if state >= 0 && result >= 0 {
 			r := UpdateResult(result)
 			switch {
 			case !executed && state == StateDownloaded:
 				report(Progress{Phase: "execute", State: state, Result: r})
 				phase = "executing Update"
+				// The State seen so far is stale once Update runs. Forget it
+				// now, not after the answer: the Updating notification can
+				// arrive before Execute returns. The Result stays: it is
+				// not notified again unless it changes, and without it the
+				// Updating State would go unreported.
+				st.forgetState()
 				// A device may restart before it answers; do not wait for
 				// that answer longer than for a normal exchange.
 				ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -393,7 +412,6 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 				log.Info("update executed")
 				phase = "waiting for the device to report the result of the update"
 				executed = true
-				st.forget()
 				continue
 			case !executed && state == StateIdle && r > ResultSuccess:
 				return s.finish(report, state, r)
@@ -416,6 +434,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			return UpdateResult(max(result, 0)), &wrapError{msg: msg, err: ctx.Err()}
 		case <-st.changed:
 		case reg := <-events:
+			// What the old program notified before it went (Updating)
+			// came first; select may have picked this case over it.
+			noteState()
 			// A new registration means the device restarted: its old
 			// observations are gone (RFC 7641, 3.6).
 			log.Info("device registered again during update", "addr", reg.Addr)

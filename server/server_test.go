@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"log/slog"
@@ -411,7 +412,13 @@ func TestUpdatePush(t *testing.T) {
 	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	f, sum := writeImage(t, 20_000)
 	var phases []string
-	r, err := s.Update(ctxT(t), "dev1", f, Push, func(p Progress) { phases = append(phases, p.Phase) })
+	r, err := s.Update(ctxT(t), "dev1", f, Push, func(p Progress) {
+		if p.Phase == "state" {
+			phases = append(phases, fmt.Sprintf("state=%d", p.State))
+			return
+		}
+		phases = append(phases, p.Phase)
+	})
 	if err != nil || r != ResultSuccess {
 		t.Fatalf("update: %v %v", r, err)
 	}
@@ -423,6 +430,11 @@ func TestUpdatePush(t *testing.T) {
 		if !strings.Contains(joined, p) {
 			t.Errorf("no %q progress in %s", p, joined)
 		}
+	}
+	// The device notifies Updating when Update is executed, before it
+	// restarts: the server reports it, in that order.
+	if !strings.Contains(joined, "execute,state=3,registered") {
+		t.Errorf("Updating not reported between execute and the new registration: %s", joined)
 	}
 }
 

@@ -168,7 +168,7 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 			s.bytes = st.Size()
 		}
 		t0 := time.Now()
-		res, err := d.srv.Update(ctx, demoEndpoint, pkgs[i], method, d.showProgress())
+		res, err := d.srv.Update(ctx, demoEndpoint, pkgs[i], method, d.showProgress(method))
 		s.took, s.result = time.Since(t0), res
 		if err != nil {
 			return fmt.Errorf("update to v%s: %w", s.version, err)
@@ -192,16 +192,24 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 	return nil
 }
 
-// showProgress prints the server's view of an update.
-func (d *demo) showProgress() func(server.Progress) {
-	lastState, lastPct := -1, int64(-1)
+// showProgress prints the server's view of an update. State and Update
+// Result are notified one by one, so each change gets its own line: a
+// line with both would pair a new State with a Result not yet notified.
+func (d *demo) showProgress(method server.Method) func(server.Progress) {
+	// A push counts what the server sent, a pull what its image server
+	// served to the device.
+	verb := "served"
+	if method == server.Push {
+		verb = "pushed"
+	}
+	lastState, lastResult, lastPct := -1, server.UpdateResult(-1), int64(-1)
 	return func(p server.Progress) {
 		switch p.Phase {
 		case "deliver":
 			if p.Total > 0 {
 				if pct := 100 * p.Sent / p.Total; pct/25 != lastPct/25 {
 					lastPct = pct
-					d.say("  pushed %3d%% (%s of %s)", pct, humanBytes(float64(p.Sent)), humanBytes(float64(p.Total)))
+					d.say("  %s %3d%% (%s of %s)", verb, pct, humanBytes(float64(p.Sent)), humanBytes(float64(p.Total)))
 				}
 			}
 		case "uri":
@@ -209,7 +217,11 @@ func (d *demo) showProgress() func(server.Progress) {
 		case "state":
 			if p.State >= 0 && p.State != lastState {
 				lastState = p.State
-				d.say("  /5/0/3 State = %d (%s), /5/0/5 Update Result = %d (%v)", p.State, server.StateName(p.State), p.Result, p.Result)
+				d.say("  /5/0/3 State = %d (%s)", p.State, server.StateName(p.State))
+			}
+			if p.Result >= 0 && p.Result != lastResult {
+				lastResult = p.Result
+				d.say("  /5/0/5 Update Result = %d (%v)", p.Result, p.Result)
 			}
 		case "execute":
 			d.say("  executed /5/0/2 Update")

@@ -27,6 +27,7 @@ func TestDemo(t *testing.T) {
 		"wrote Package URI coap://127.0.0.1:",
 		"State = 1 (Downloading)",
 		"State = 2 (Downloaded)",
+		"served 100%", // the pull, as the image server saw it
 		"device restarted as v2.0 by its supervisor",
 		"pushed 100%",
 		"device restarted as v3.0 by its supervisor",
