@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -161,7 +162,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 		if oldAddr != addr && !from.secure {
 			// Allowed (the device may have restarted behind a NAT), but
 			// it is also how a plain CoAP peer takes a name over.
-			s.logger().Warn("endpoint registered again from another address", "ep", ep, "old", oldAddr, "addr", addr)
+			s.logger().Log(context.Background(), moveLevel(oldAddr, addr), "endpoint registered again from another address", "ep", ep, "old", oldAddr, "addr", addr)
 		}
 		delete(s.regs, old)
 		s.trackAddrLocked(oldAddr, -1)
@@ -227,7 +228,7 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 		s.trackAddrLocked(reg.Addr, -1)
 		s.trackAddrLocked(addr, 1)
 		if !from.secure {
-			s.logger().Warn("registration updated from another address", "ep", reg.Endpoint, "old", reg.Addr, "addr", addr)
+			s.logger().Log(context.Background(), moveLevel(reg.Addr, addr), "registration updated from another address", "ep", reg.Endpoint, "old", reg.Addr, "addr", addr)
 		}
 	}
 	reg.Addr = addr
@@ -467,4 +468,17 @@ func (s *Server) Registration(ep string) (Registration, bool) {
 		return Registration{}, false
 	}
 	return *s.regs[id], true
+}
+
+// moveLevel is the log level of an endpoint that moved from old to addr:
+// Info when only the port changed, as every restart of a device opens a
+// new socket, and Warn when the host changed, which is also how a plain
+// CoAP peer takes a name over.
+func moveLevel(old, addr string) slog.Level {
+	a, okA := hostIP(old)
+	b, okB := hostIP(addr)
+	if okA && okB && a == b {
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
 }

@@ -153,7 +153,7 @@ func TestStoredRegistrationsExpire(t *testing.T) {
 }
 
 // Re-registering from another address over plain CoAP is allowed, and
-// logged.
+// logged: at Warn when the host changed (TestMoveLevel).
 func TestReregisterFromAnotherAddressLogged(t *testing.T) {
 	var logs syncbuf.Buffer
 	s := startServer(t, &Server{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -166,8 +166,9 @@ func TestReregisterFromAnotherAddressLogged(t *testing.T) {
 	if resp := register(t, other, "dev1", "</3/0>"); resp.Code() != codes.Created {
 		t.Fatalf("register from another address: %v", resp.Code())
 	}
-	if !strings.Contains(logs.String(), "endpoint registered again from another address") {
-		t.Errorf("not logged:\n%s", logs.String())
+	// Same host, another port: a restart, logged at Info.
+	if !strings.Contains(logs.String(), `level=INFO msg="endpoint registered again from another address"`) {
+		t.Errorf("not logged at Info:\n%s", logs.String())
 	}
 	// An Update from yet another address moves the registration, logged.
 	reg, _ := s.Registration("dev1")
@@ -201,5 +202,22 @@ func TestRefusalsDoNotFloodLog(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "registration limit reached"); n != 1 {
 		t.Errorf("%d warnings for 5 refusals, want 1", n)
+	}
+}
+
+func TestMoveLevel(t *testing.T) {
+	for _, tc := range []struct {
+		old, addr string
+		want      slog.Level
+	}{
+		{"127.0.0.1:1000", "127.0.0.1:2000", slog.LevelInfo},
+		{"[::ffff:127.0.0.1]:1000", "127.0.0.1:2000", slog.LevelInfo},
+		{"127.0.0.1:1000", "127.0.0.2:1000", slog.LevelWarn},
+		{"[::1]:1000", "127.0.0.1:1000", slog.LevelWarn},
+		{"garbage", "127.0.0.1:1000", slog.LevelWarn},
+	} {
+		if got := moveLevel(tc.old, tc.addr); got != tc.want {
+			t.Errorf("moveLevel(%s, %s) = %v, want %v", tc.old, tc.addr, got, tc.want)
+		}
 	}
 }
