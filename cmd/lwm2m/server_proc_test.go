@@ -55,22 +55,7 @@ type e2eProc struct {
 
 func e2eStart(t *testing.T, name, bin string, args ...string) *e2eProc {
 	t.Helper()
-	p := &e2eProc{name: name, cmd: exec.Command(bin, args...), out: &e2eBuffer{}, log: &e2eBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("%s stderr:\n%s", name, p.log.tail(3000))
-		}
-	})
-	return p
+	return startEnv(t, nil, name, bin, args...)
 }
 
 // stop ends the process with SIGTERM, and SIGKILL if it lingers.

@@ -54,7 +54,8 @@ func TestServerWildcardBindProcesses(t *testing.T) {
 	}
 }
 
-// startEnv runs the program with env, stopped when the test ends.
+// startEnv runs the program with env (nil: this process's), stopped when
+// the test ends.
 func startEnv(t *testing.T, env []string, name, bin string, args ...string) *e2eProc {
 	t.Helper()
 	p := &e2eProc{name: name, cmd: exec.Command(bin, args...), out: &e2eBuffer{}, log: &e2eBuffer{}, done: make(chan struct{})}
