@@ -40,6 +40,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		verbose    = fs.Bool("v", false, "debug logs")
 		lwVersion  = fs.String("lwm2m-version", lwm2m.Version11, "LwM2M `VERSION` to register with: 1.0 or 1.1")
 		confirm    = fs.Duration("confirm-timeout", 60*time.Second, "a new program that has not registered within this `DURATION` is rolled back")
+		program    = fs.String("program", "", "the device program `FILE` that the supervisor runs and updates replace (default: this program); run the supervisor from a copy that updates never replace, so that a trial cut short by a power loss is rolled back even if the new program hangs or cannot start")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 	)
 	// Package download credentials (-fw-*, credentials.go).
@@ -89,10 +90,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return 2
 		}
 	}
-	exe, err := os.Executable()
-	if err == nil {
-		exe, err = filepath.EvalSymlinks(exe)
-	}
+	exe, err := devicePath(*program)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
@@ -274,4 +272,24 @@ func prepareStateDir(dir string) error {
 		return fmt.Errorf("-state-dir %s: cannot create it: %w", dir, err)
 	}
 	return nil
+}
+
+// devicePath is the device program's file: -program if given, else this
+// program. Links are resolved, so that an update replaces the file itself.
+func devicePath(program string) (string, error) {
+	if program == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		program = exe
+	}
+	p, err := filepath.Abs(program)
+	if err == nil {
+		p, err = filepath.EvalSymlinks(p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("-program: %w", err)
+	}
+	return p, nil
 }

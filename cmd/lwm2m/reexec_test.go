@@ -91,7 +91,9 @@ func trialMode() string {
 type deviceRig struct {
 	t    *testing.T
 	dir  string
-	exe  string
+	exe  string   // the device program
+	sup  string   // the program the supervisor runs from: exe, or a copy of its own
+	args []string // the supervisor's
 	srv  *server.Server
 	cmd  *exec.Cmd
 	logs *syncbuf.Buffer
@@ -99,6 +101,14 @@ type deviceRig struct {
 }
 
 func newDeviceRig(t *testing.T, ep string, extra ...string) *deviceRig {
+	t.Helper()
+	return newDeviceRigSup(t, ep, false, extra...)
+}
+
+// newDeviceRigSup is newDeviceRig; with ownSupervisor, the supervisor runs
+// from a copy of its own, dir/supervisor/lwm2m, with -program naming the
+// device program, as docs/FIRMWARE_UPDATE.md advises.
+func newDeviceRigSup(t *testing.T, ep string, ownSupervisor bool, extra ...string) *deviceRig {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -108,6 +118,14 @@ func newDeviceRig(t *testing.T, ep string, extra ...string) *deviceRig {
 	r := &deviceRig{t: t, dir: dir, exe: filepath.Join(dir, "device", "lwm2m"), logs: &syncbuf.Buffer{}}
 	if err := copyFile(self, r.exe, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	r.sup = r.exe
+	if ownSupervisor {
+		r.sup = filepath.Join(dir, "supervisor", "lwm2m")
+		if err := copyFile(self, r.sup, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		extra = append(extra, "-program", r.exe)
 	}
 	var slog io.Writer = io.Discard
 	if os.Getenv("TRIAL_DEBUG") != "" {
@@ -122,14 +140,9 @@ func newDeviceRig(t *testing.T, ep string, extra ...string) *deviceRig {
 	r.ctx = ctx
 	sctx, stop := context.WithCancel(context.Background())
 	go r.srv.Serve(sctx)
-	args := append([]string{"client", "-endpoint", ep, "-server", "coap://" + r.srv.LocalAddr().String(),
+	r.args = append([]string{"client", "-endpoint", ep, "-server", "coap://" + r.srv.LocalAddr().String(),
 		"-state-dir", filepath.Join(dir, "state"), "-firmware-version", "1.0"}, extra...)
-	r.cmd = exec.Command(r.exe, args...)
-	r.cmd.Env = append(os.Environ(), "LWM2M_TEST_AS_PROGRAM=1")
-	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r.start()
 	t.Cleanup(func() {
 		r.cmd.Process.Signal(syscall.SIGTERM)
 		r.cmd.Wait()
@@ -145,6 +158,17 @@ func newDeviceRig(t *testing.T, ep string, extra ...string) *deviceRig {
 			t.Fatalf("device did not register\n%s", r.logs)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// start starts the supervisor, as a device's boot does.
+func (r *deviceRig) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.sup, r.args...)
+	r.cmd.Env = append(os.Environ(), "LWM2M_TEST_AS_PROGRAM=1")
+	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
@@ -360,5 +384,73 @@ func TestUnsignedPushRefusedAtOnce(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(r.dir, "state", partFile)); err == nil && st.Size() > 0 {
 		t.Errorf("%d bytes stored", st.Size())
+	}
+}
+
+// A trial that the device's power cut short is rolled back at the next
+// boot, even when the new program hangs before it could run a supervisor
+// of its own: the supervisor runs from a copy that updates never replace
+// (-program names the device program).
+func TestTrialCutShortRolledBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the device program")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ep = "trial-cut"
+	r := newDeviceRigSup(t, ep, true, "-confirm-timeout", "60s")
+	hang := append(append(slices.Clip(image), trialTrailer...), "hang\n"...)
+	uctx, ucancel := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = r.srv.Update(uctx, ep, r.pack(hang, "2.0"), server.PullHTTP, nil)
+	}()
+	marker := filepath.Join(r.dir, "state", trialFile)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if r.ctx.Err() != nil {
+			t.Fatalf("the new program never went on trial\n%s", r.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The power goes: the supervisor dies, and its child with it.
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.cmd.Wait()
+	ucancel()
+	<-done
+	r.start() // the next boot
+	for {
+		// Short reads: until it registers again, the device's address is
+		// the dead program's.
+		rctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+		c, err := r.srv.Read(rctx, ep, model.NewPath(5, 0, 5), content.TextPlain)
+		cancel()
+		if err == nil && string(c.Payload) == "8" {
+			break
+		}
+		if r.ctx.Err() != nil {
+			t.Fatalf("no Update failed after the next boot (last read %q, %v)\n%s", c.Payload, err, r.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := r.firmwareVersion(ep); v != "1.0" {
+		t.Errorf("/3/0/3 = %q after the rollback, want 1.0", v)
+	}
+	if b, err := os.ReadFile(r.exe); err != nil || sha256.Sum256(b) != sha256.Sum256(image) {
+		t.Errorf("the program file is not the previous program (%d bytes, %v)", len(b), err)
+	}
+	if !strings.Contains(r.logs.String(), "the device stopped while the new program was on trial") {
+		t.Errorf("the supervisor did not say why it rolled back\n%s", r.logs)
 	}
 }
