@@ -1,0 +1,82 @@
+// Package lwm2m is an OMA LwM2M client (device side), versions 1.1 and
+// 1.0, over CoAP on UDP (RFC 7252) and, with package coaps, DTLS 1.2.
+//
+// A Client holds one server account. It registers with the server, keeps
+// the registration alive with Registration Updates before its lifetime
+// ends, and answers the server's Read, Write, Execute, Create, Delete,
+// Discover, Write-Attributes and Observe requests (and, in 1.1, the
+// composite Read and Write) on the objects the
+// application adds. It serves Security (/0) and Server (/1) itself from
+// its Config; the Device object (/3) is in package objects and Firmware
+// Update (/5) in package fwupdate.
+//
+// # Life cycle
+//
+//	c, err := lwm2m.New(lwm2m.Config{Endpoint: "dev-1", Server: "coap://host:5683"})
+//	c.AddObject(objects.NewDevice(info))
+//	c.AddObject(myObject)
+//	err = c.Run(ctx)
+//
+// New checks the Config. AddObject may also be called while the client
+// runs; the registration is then updated with the new object list. Run
+// connects, registers and serves until ctx is done, then de-registers
+// (within about a second, even when the server is gone) and returns nil.
+// While the server is unreachable or refuses the registration, Run retries
+// with jittered exponential backoff between Config.RetryMin and
+// Config.RetryMax, logging every failure; it never gives up on its own.
+// Config.Version selects LwM2M 1.1 (the default) or 1.0, which registers
+// with lwm2m=1.0 and refuses the content formats and operations that only
+// 1.1 defines.
+//
+// # Objects and optional interfaces
+//
+// An application adds an object by implementing Object: ID, Instances,
+// Resources and Read. Everything else is optional and discovered by type
+// assertion, the way net/http discovers an http.Flusher:
+//
+//   - Writer: the server may write resources.
+//   - Executor: the object has executable resources.
+//   - Creator and Deleter: the server may create and delete instances.
+//   - Versioner: the object's version is not 1.0 (ver= in the registration).
+//   - StreamWriter: the object takes large block-wise writes (RFC 7959
+//     Block1) one block at a time through a Stream, as the Firmware Update
+//     Package does, whether the server sends the value raw, in base64
+//     (text/plain) or in a TLV. Without it a block-wise write is assembled
+//     in memory up to Config.MaxAssembledWrite and handed to Writer.
+//
+// Static is a ready-made Object for constants, values the application
+// sets, and executable resources backed by functions.
+//
+// Objects choose the CoAP response code by returning one of the errors
+// ErrBadRequest, ErrNotFound, ErrMethodNotAllowed and so on, wrapped with
+// %w to add detail; TooLargeError also tells the server the size it may
+// send.
+//
+// # Observations and notifications
+//
+// When a value changes, the object (or the application) calls
+// Client.Changed with its path; observers of that path, or of a path above
+// or below it, are notified, respecting the pmin and pmax attributes.
+// Notifications are Confirmable by default; Config.NonConfirmableNotifications
+// sends them Non-confirmable with a Confirmable one at least every 24 hours
+// (RFC 7641 §4.5), and the con attribute of Write-Attributes overrides this
+// per path. Config.MaxObservations (default 64) caps the observations a
+// server may hold; one beyond the cap gets 5.03. Client.WaitNotified waits
+// until the notifications of changes already reported have been sent and,
+// if Confirmable, acknowledged or given up on: Firmware Update uses it so
+// that the server hears of Updating before the upgrade starts.
+//
+// # Goroutines and concurrency
+//
+// Run owns every goroutine the client starts: the connection's read loop,
+// the registration loop and one goroutine per observation. When Run
+// returns, the connection is closed and every observation cancelled; there
+// is no Close, and a Client is stopped by ending ctx. Object methods may
+// be called
+// concurrently, from the read loop (requests, including each block of a
+// block-wise write) and from the notification goroutines (Read), so an
+// object must be safe for concurrent use. A Stream's Write runs in the
+// read loop: it must not wait for anything from the server, and no other
+// datagram is read while it runs. Changed, UpdateRegistration,
+// Registered, WaitNotified and AddObject may be called from any goroutine.
+package lwm2m

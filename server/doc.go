@@ -1,0 +1,53 @@
+// Package server is a small LwM2M server for firmware updates: the
+// registration interface, device management towards registered clients,
+// image serving for pull downloads, and the Firmware Update procedure
+// (/5) from package to outcome. The program's "lwm2m server" command is
+// built on it; docs/SERVER.md describes both, and docs/SECURITY.md its
+// limits.
+//
+// # Life cycle
+//
+// A Server is configured through its fields, then started:
+//
+//	s := &server.Server{Addr: ":5683", Store: store}
+//	if err := s.Listen(); err != nil { ... } // binds; s.LocalAddr() is known
+//	go s.Serve(ctx)                          // until ctx ends or s.Close()
+//
+// Listen binds the CoAP socket (and DTLSAddr, HTTPAddr and the CoAP image
+// socket) and loads the registrations kept in Store; Serve answers until
+// ctx ends or Close is called, and returns nil then. Either way the server
+// stops: sockets and published images are closed, and so is the Store,
+// even one the caller opened (OpenBoltStore or its own).
+//
+// Devices register at /rd (LwM2M 1.1 Core §6.2, versions 1.0 and 1.1).
+// Lifetimes are clamped to MaxLifetime, the number of endpoints is capped
+// by MaxRegistrations (a new one beyond it gets 5.03 with Max-Age), and a
+// registration expires when its lifetime plus Grace passes without an
+// Update. Over DTLS (DTLSAddr, PSKs) an endpoint stays bound to the PSK
+// identity it first registered with.
+//
+// # Talking to devices
+//
+// Read, Write, Execute, Create, Delete, Discover, WriteAttributes and
+// Observe take the endpoint name and a path and run one exchange, bounded
+// by ctx or RequestTimeout. A device's error keeps its CoAP code in a
+// *CodeError; a device that does not answer gives a *TimeoutError.
+//
+// Update delivers a firmware package to one device by Method (PullCoAP,
+// PullHTTP or Push), waits for Downloaded, executes Update (/5/0/2) and
+// waits for the outcome, usually after the device restarted and
+// registered again; UpdateMany does the same on every matching endpoint at
+// once. Publish, Push and WatchImage are the parts it is built from.
+//
+// APIHandler is the HTTP/JSON command interface used by "lwm2m server
+// -api"; every request needs APIConfig.Token as a bearer token
+// (LoadOrCreateAPIToken keeps one in a file).
+//
+// # Goroutines
+//
+// Serve runs the listeners' goroutines and the expiry of registrations;
+// they end when it returns. Update, Push and the device operations block
+// the caller until done and may be called concurrently. Callbacks (the
+// progress functions, Observe's fn, WatchImage's fn) run on the server's
+// goroutines and must return quickly.
+package server
