@@ -28,7 +28,7 @@ const pushDeviceEnv = "LWM2M_BENCH_PUSH_DEVICE"
 
 // BenchmarkPush pushes 16 MiB with Block1 from our server into our
 // client (/5/0/0), and in the same run PUTs the same file with
-// coap-client-notls into coap-server-notls, the anchor of issue 7.
+// coap-client-notls into coap-server-notls, the anchor of docs/PERFORMANCE.md.
 // Reported: our MB/s and the ratio to libcoap (above 1: we are faster).
 //
 // "processes=2" runs the device in a process of its own, as the anchor's

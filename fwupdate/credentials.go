@@ -61,7 +61,7 @@ func parseKey(der []byte) (crypto.PrivateKey, error) {
 }
 
 // noCredentials reports a secure CoAP download with nothing to secure it
-// with: OBJECT5 treats that as an unsupported protocol (Result 9).
+// with: Unsupported protocol (Result 9), docs/FIRMWARE_UPDATE.md "Pull".
 func noCredentials(packageURI string, sec *download.Security) bool {
 	u, err := url.Parse(packageURI)
 	if err != nil || !strings.HasPrefix(strings.ToLower(u.Scheme), "coaps") {

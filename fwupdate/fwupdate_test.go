@@ -206,7 +206,8 @@ func blockingHTTP(t *testing.T, img []byte) (url string, release func()) {
 	return srv.URL + "/fw.bin", func() { once.Do(func() { close(ch) }) }
 }
 
-// Every row of OBJECT5.md's Transitions table, with the CoAP answer.
+// Every row of the transition table (state.go, docs/FIRMWARE_UPDATE.md),
+// with the CoAP answer.
 func TestTransitions(t *testing.T) {
 	img := image(3000, 1)
 	type step struct {

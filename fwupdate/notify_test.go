@@ -17,7 +17,8 @@ import (
 // The upgrade runs only once the Updating notification has been
 // acknowledged, even when the server acknowledges slowly and the
 // Downloaded notification is still waiting for its own acknowledgement
-// (issue 13.6); a server that never acknowledges delays it only until
+// (docs/FIRMWARE_UPDATE.md "Notifications"); a server that never
+// acknowledges delays it only until
 // the retransmissions give up.
 func TestUpdatingNotifiedBeforeUpgrade(t *testing.T) {
 	for _, tc := range []struct {

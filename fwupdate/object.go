@@ -370,7 +370,8 @@ func (o *Object) Write(ctx context.Context, p model.Path, recs []model.Record) e
 	return lwm2m.ErrMethodNotAllowed
 }
 
-// isResetPackage reports an empty or single-"\0" Package, which resets (OBJECT5.md).
+// isResetPackage reports an empty or single-"\0" Package, which resets
+// (OMA Object 5, resource 0; the transition table in state.go).
 func isResetPackage(b []byte) bool { return len(b) == 0 || (len(b) == 1 && b[0] == 0) }
 
 // writePackage takes a Package write that came without Block1.
@@ -398,7 +399,7 @@ func (o *Object) resetBy(ev event) error {
 }
 
 // validateURI checks a Package URI and says which result a bad one gets:
-// the resource's length limit (OBJECT5.md: 0-255 bytes), then what the
+// the resource's length limit (OMA Object 5: 0-255 bytes), then what the
 // download would refuse before any traffic (download.ValidateURI: a
 // missing host, a port outside 1-65535, an unsupported scheme).
 func validateURI(s string) (Result, error) {

@@ -94,7 +94,8 @@ type key struct {
 	ev   event
 }
 
-// transitions is OBJECT5.md's "Transitions" table. A (state, event) pair
+// transitions is the table of docs/FIRMWARE_UPDATE.md "States and
+// transitions". A (state, event) pair
 // that is not listed leaves everything unchanged and is answered with the
 // code of refusals below.
 var transitions = map[key]rule{
@@ -124,7 +125,7 @@ var transitions = map[key]rule{
 
 // refusal is the answer to an operation the table does not list: Update
 // outside Downloaded, Cancel outside Downloading and Downloaded, and any
-// write while Updating are 4.05 (OBJECT5.md).
+// write while Updating are 4.05 (docs/FIRMWARE_UPDATE.md).
 const refusal = codes.MethodNotAllowed
 
 // lookup returns the rule for ev in state from.

@@ -1,4 +1,4 @@
-// Package reliability_test proves the promise of issue 6: an image is
+// Package reliability_test proves the library's reliability promise: an image is
 // delivered byte-exact or the device reports an honest failure, a crash at
 // any moment leaves a true State, and no input from the network crashes or
 // wedges the client. See docs/RELIABILITY.md.

@@ -18,7 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// badLink is the link of issue 6: 10% loss, 5% duplication, 5% reordering,
+// badLink is the link of docs/RELIABILITY.md: 10% loss, 5% duplication, 5% reordering,
 // each way.
 func badLink(seed int64) lossy.Config {
 	return lossy.Config{Loss: 0.10, Duplicate: 0.05, Reorder: 0.05, Seed: seed}
