@@ -50,7 +50,7 @@
 // Every change of State or Update Result, and the resume point of a pull
 // at most once a second, is saved through Config.Store (FileStore writes
 // it atomically; the default MemoryStore forgets it on exit). Install
-// starts from what the Store holds: an interrupted pull resumes, an
+// starts from what the Store (or Config.Initial) holds: an interrupted pull resumes, an
 // interrupted push ends with Connection lost (4), and a device found in
 // Updating has rebooted into the new firmware or back. The application
 // then tells the module how the upgrade ended with Object.SetResult:
@@ -61,9 +61,9 @@
 // # Goroutines and Close
 //
 // A pull runs on a goroutine of the module, started by the Package URI
-// write or by Install; the upgrade runs on another, started by Update. A
-// push runs in the client's read loop: StreamWrite must not wait for the
-// server. Object.Close stops a running pull without changing the State,
+// write or by Install; the upgrade runs on another, started by Update.
+// During a push StreamWrite may run in the client connection's read loop:
+// it must not wait for the server. Object.Close stops a running pull without changing the State,
 // so that the next Install resumes it; call it when the client stops.
 // Suspend and Reconnect pause and resume a pull around a planned loss of
 // connectivity. The Object's methods are safe for concurrent use.

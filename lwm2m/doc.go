@@ -5,10 +5,10 @@
 // the registration alive with Registration Updates before its lifetime
 // ends, and answers the server's Read, Write, Execute, Create, Delete,
 // Discover, Write-Attributes and Observe requests (and, in 1.1, the
-// composite Read and Write) on the objects the
-// application adds. It serves Security (/0) and Server (/1) itself from
-// its Config; the Device object (/3) is in package objects and Firmware
-// Update (/5) in package fwupdate.
+// composite Read and Write) on the objects the application adds. It
+// serves Security (/0) and Server (/1) itself from its Config; the Device
+// object (/3) is in package objects and Firmware Update (/5) in package
+// fwupdate.
 //
 // # Life cycle
 //
@@ -71,12 +71,12 @@
 // Run owns every goroutine the client starts: the connection's read loop,
 // the registration loop and one goroutine per observation. When Run
 // returns, the connection is closed and every observation cancelled; there
-// is no Close, and a Client is stopped by ending ctx. Object methods may
-// be called
-// concurrently, from the read loop (requests, including each block of a
-// block-wise write) and from the notification goroutines (Read), so an
-// object must be safe for concurrent use. A Stream's Write runs in the
-// read loop: it must not wait for anything from the server, and no other
-// datagram is read while it runs. Changed, UpdateRegistration,
-// Registered, WaitNotified and AddObject may be called from any goroutine.
+// is no Close, and a Client is stopped by ending ctx.
+//
+// Object methods may be called concurrently, by request handling and by
+// the observation goroutines (Read), so an object must be safe for
+// concurrent use. A Stream's Write may run in the connection's read loop:
+// it must not wait for anything from the server, and no other datagram is
+// read while it runs. Changed, UpdateRegistration, Registered,
+// WaitNotified and AddObject may be called from any goroutine.
 package lwm2m

@@ -48,6 +48,6 @@
 // Serve runs the listeners' goroutines and the expiry of registrations;
 // they end when it returns. Update, Push and the device operations block
 // the caller until done and may be called concurrently. Callbacks (the
-// progress functions, Observe's fn, WatchImage's fn) run on the server's
-// goroutines and must return quickly.
+// progress functions, Observe's fn, WatchImage's fn) may run on the
+// server's own goroutines and must return quickly.
 package server
