@@ -11,36 +11,37 @@ import (
 	"unicode/utf8"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// Resource IDs of the Firmware Update object, version 1.1.
+// Resource IDs of the Firmware Update object, version 1.1 (see fwobj).
 const (
-	ResPackage          = 0
-	ResPackageURI       = 1
-	ResUpdate           = 2
-	ResState            = 3
-	ResUpdateResult     = 5
-	ResPkgName          = 6
-	ResPkgVersion       = 7
-	ResProtocolSupport  = 8
-	ResDeliveryMethod   = 9
-	ResCancel           = 10
-	ResSeverity         = 11
-	ResLastStateChange  = 12
-	ResMaxDeferPeriod   = 13
-	ObjectID            = 5
-	ObjectVersion       = "1.1"
+	ResPackage          = fwobj.ResPackage
+	ResPackageURI       = fwobj.ResPackageURI
+	ResUpdate           = fwobj.ResUpdate
+	ResState            = fwobj.ResState
+	ResUpdateResult     = fwobj.ResUpdateResult
+	ResPkgName          = fwobj.ResPkgName
+	ResPkgVersion       = fwobj.ResPkgVersion
+	ResProtocolSupport  = fwobj.ResProtocolSupport
+	ResDeliveryMethod   = fwobj.ResDeliveryMethod
+	ResCancel           = fwobj.ResCancel
+	ResSeverity         = fwobj.ResSeverity
+	ResLastStateChange  = fwobj.ResLastStateChange
+	ResMaxDeferPeriod   = fwobj.ResMaxDeferPeriod
+	ObjectID            = fwobj.ObjectID
+	ObjectVersion       = fwobj.ObjectVersion
 	maxPackageURILength = 255
 )
 
 // Severity values of /5/0/11.
 const (
-	SeverityCritical  = 0
-	SeverityMandatory = 1
-	SeverityOptional  = 2
+	SeverityCritical  = fwobj.SeverityCritical
+	SeverityMandatory = fwobj.SeverityMandatory
+	SeverityOptional  = fwobj.SeverityOptional
 )
 
 // ErrState is returned by SetResult when the object is not Updating.

@@ -1,65 +1,42 @@
 package fwupdate
 
 import (
-	"strconv"
-
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
+// The /5 vocabulary is package fwobj's, shared with the server; these
+// names keep it at hand for users of fwupdate.
+
 // State is the value of /5/0/3.
-type State int
+type State = fwobj.State
 
+// State values.
 const (
-	StateIdle        State = 0
-	StateDownloading State = 1
-	StateDownloaded  State = 2
-	StateUpdating    State = 3
+	StateIdle        = fwobj.StateIdle
+	StateDownloading = fwobj.StateDownloading
+	StateDownloaded  = fwobj.StateDownloaded
+	StateUpdating    = fwobj.StateUpdating
 )
-
-func (s State) String() string {
-	switch s {
-	case StateIdle:
-		return "Idle"
-	case StateDownloading:
-		return "Downloading"
-	case StateDownloaded:
-		return "Downloaded"
-	case StateUpdating:
-		return "Updating"
-	}
-	return "State(" + strconv.Itoa(int(s)) + ")"
-}
 
 // Result is the value of /5/0/5, Update Result.
-type Result int
+type Result = fwobj.Result
 
+// Update Result values.
 const (
-	ResultInitial             Result = 0
-	ResultSuccess             Result = 1
-	ResultNoSpace             Result = 2
-	ResultNoMemory            Result = 3
-	ResultConnectionLost      Result = 4
-	ResultIntegrity           Result = 5
-	ResultUnsupportedPackage  Result = 6
-	ResultInvalidURI          Result = 7
-	ResultUpdateFailed        Result = 8
-	ResultUnsupportedProtocol Result = 9
-	ResultCancelled           Result = 10
-	ResultDeferred            Result = 11
+	ResultInitial             = fwobj.ResultInitial
+	ResultSuccess             = fwobj.ResultSuccess
+	ResultNoSpace             = fwobj.ResultNoSpace
+	ResultNoMemory            = fwobj.ResultNoMemory
+	ResultConnectionLost      = fwobj.ResultConnectionLost
+	ResultIntegrity           = fwobj.ResultIntegrity
+	ResultUnsupportedPackage  = fwobj.ResultUnsupportedPackage
+	ResultInvalidURI          = fwobj.ResultInvalidURI
+	ResultUpdateFailed        = fwobj.ResultUpdateFailed
+	ResultUnsupportedProtocol = fwobj.ResultUnsupportedProtocol
+	ResultCancelled           = fwobj.ResultCancelled
+	ResultDeferred            = fwobj.ResultDeferred
 )
-
-var resultNames = [...]string{
-	"Initial", "Success", "Not enough storage", "Out of memory", "Connection lost",
-	"Integrity check failure", "Unsupported package type", "Invalid URI",
-	"Firmware update failed", "Unsupported protocol", "Cancelled", "Deferred",
-}
-
-func (r Result) String() string {
-	if r >= 0 && int(r) < len(resultNames) {
-		return resultNames[r]
-	}
-	return "Result(" + strconv.Itoa(int(r)) + ")"
-}
 
 // event is what happens to the object: a server operation or the end of
 // a download or upgrade.
