@@ -14,7 +14,6 @@ import (
 	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
 // Resource IDs of the Firmware Update object, version 1.1 (see fwobj).
@@ -249,17 +248,6 @@ func (o *Object) notify(old Persisted) {
 	}
 }
 
-// codeErr turns a refused rule into the error the client answers with.
-func codeErr(r rule) error {
-	switch r.code {
-	case codes.BadRequest:
-		return lwm2m.ErrBadRequest
-	case codes.MethodNotAllowed:
-		return lwm2m.ErrMethodNotAllowed
-	}
-	return nil
-}
-
 // ID implements lwm2m.Object.
 func (o *Object) ID() uint16 { return ObjectID }
 
@@ -395,7 +383,7 @@ func (o *Object) resetBy(ev event) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r := o.transition(ev, 0)
-	return codeErr(r)
+	return r.err
 }
 
 // validateURI checks a Package URI and says which result a bad one gets:
@@ -424,14 +412,14 @@ func (o *Object) writeURI(s string) error {
 	if res, err := validateURI(s); err != nil {
 		// The client logs the refusal with this reason, rate-limited; the
 		// transition logs the new Update Result once.
-		if cerr := codeErr(o.transition(evURIBad, res)); cerr != nil {
+		if cerr := o.transition(evURIBad, res).err; cerr != nil {
 			return fmt.Errorf("%w: %w", cerr, err)
 		}
 		return nil
 	}
 	r := o.transition(evURI, 0)
 	if r.refused() {
-		return codeErr(r)
+		return r.err
 	}
 	o.p.URI = s
 	o.save()
@@ -465,7 +453,7 @@ func (o *Object) update() error {
 	defer o.mu.Unlock()
 	r := o.transition(evUpdate, 0)
 	if r.refused() {
-		return codeErr(r)
+		return r.err
 	}
 	go o.upgradeWhenNotified()
 	return nil

@@ -2,7 +2,7 @@ package fwupdate
 
 import (
 	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
 
 // The /5 vocabulary is package fwobj's, shared with the server; these
@@ -63,7 +63,7 @@ type rule struct {
 	keep   bool   // the result is left unchanged
 	given  bool   // the result comes with the event
 	reset  bool   // Reset is called on the handlers
-	code   codes.Code
+	err    error  // the answer to the operation; nil is 2.04 Changed
 }
 
 type key struct {
@@ -75,43 +75,43 @@ type key struct {
 // that is not listed leaves everything unchanged and is answered with the
 // code of refusals below.
 var transitions = map[key]rule{
-	{StateIdle, evPackage}:             {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURI}:                 {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURIBad}:              {to: StateIdle, given: true, code: codes.BadRequest},
-	{StateIdle, evPackageReset}:        {to: StateIdle, code: codes.Changed},
-	{StateIdle, evURIEmpty}:            {to: StateIdle, code: codes.Changed},
+	{StateIdle, evPackage}:             {to: StateDownloading},
+	{StateIdle, evURI}:                 {to: StateDownloading},
+	{StateIdle, evURIBad}:              {to: StateIdle, given: true, err: lwm2m.ErrBadRequest},
+	{StateIdle, evPackageReset}:        {to: StateIdle},
+	{StateIdle, evURIEmpty}:            {to: StateIdle},
 	{StateDownloading, evDownloaded}:   {to: StateDownloaded},
 	{StateDownloading, evFailed}:       {to: StateIdle, given: true, reset: true},
-	{StateDownloading, evPackageReset}: {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evPackageReset}:  {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evURIEmpty}:     {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evURIEmpty}:      {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evCancel}:       {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evCancel}:        {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evUpdate}:        {to: StateUpdating, code: codes.Changed},
+	{StateDownloading, evPackageReset}: {to: StateIdle, reset: true},
+	{StateDownloaded, evPackageReset}:  {to: StateIdle, reset: true},
+	{StateDownloading, evURIEmpty}:     {to: StateIdle, reset: true},
+	{StateDownloaded, evURIEmpty}:      {to: StateIdle, reset: true},
+	{StateDownloading, evCancel}:       {to: StateIdle, result: ResultCancelled, reset: true},
+	{StateDownloaded, evCancel}:        {to: StateIdle, result: ResultCancelled, reset: true},
+	{StateDownloaded, evUpdate}:        {to: StateUpdating},
 	{StateUpdating, evUpgradeOK}:       {to: StateIdle, result: ResultSuccess},
 	{StateUpdating, evUpgradeFailed}:   {to: StateDownloaded, given: true},
-	{StateDownloading, evPackage}:      {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evPackage}:       {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURI}:          {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURI}:           {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURIBad}:       {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURIBad}:        {to: StateDownloaded, keep: true, code: codes.BadRequest},
+	{StateDownloading, evPackage}:      {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evPackage}:       {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloading, evURI}:          {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evURI}:           {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloading, evURIBad}:       {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evURIBad}:        {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
 }
 
 // refusal is the answer to an operation the table does not list: Update
 // outside Downloaded, Cancel outside Downloading and Downloaded, and any
 // write while Updating are 4.05 (OBJECT5.md).
-const refusal = codes.MethodNotAllowed
+var refusal = lwm2m.ErrMethodNotAllowed
 
 // lookup returns the rule for ev in state from.
 func lookup(from State, ev event) rule {
 	r, ok := transitions[key{from, ev}]
 	if !ok {
-		return rule{to: from, keep: true, code: refusal}
+		return rule{to: from, keep: true, err: refusal}
 	}
 	return r
 }
 
 // refused reports whether r rejects the operation without changing anything.
-func (r rule) refused() bool { return r.code >= codes.BadRequest && !r.given }
+func (r rule) refused() bool { return r.err != nil && !r.given }

@@ -223,22 +223,8 @@ func (d *fileDevice) feedLocked(chunk []byte) error {
 	if _, ok := d.v.Header(); ok && err == nil && !d.replaying {
 		err = d.storeHeaderLocked() // even before any payload byte
 	}
-	return packageErr(err)
-}
-
-// packageErr maps fwpkg's verdicts to the Update Result they mean
-// (docs/PACKAGE_FORMAT.md, "Checks").
-func packageErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, fwpkg.ErrNotPackage):
-		return fmt.Errorf("%w: %w", fwupdate.ErrUnsupportedPackage, err)
-	case errors.Is(err, fwpkg.ErrIntegrity):
-		return fmt.Errorf("%w: %w", fwupdate.ErrIntegrity, err)
-	case errors.Is(err, fwpkg.ErrTooLarge), errors.Is(err, syscall.ENOSPC):
-		return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
-	}
+	// fwupdate maps fwpkg's verdicts and ENOSPC to the Update Result
+	// they mean (docs/PACKAGE_FORMAT.md, "Checks").
 	return err
 }
 
@@ -256,7 +242,7 @@ func (d *fileDevice) StreamFinish() error {
 		err = d.f.Sync()
 	}
 	if err != nil {
-		return packageErr(err)
+		return err
 	}
 	d.header = h
 	d.log.Info("package verified", "name", h.Name, "version", h.Version, "bytes", h.Size, "signed", h.Signed())
