@@ -261,19 +261,19 @@ func (o *Object) Instances() []uint16 { return instance0 }
 var instance0 = []uint16{0}
 
 var resources = []lwm2m.Resource{
-	{ID: ResPackage, Type: model.TypeOpaque, Ops: lwm2m.OpWrite},
-	{ID: ResPackageURI, Type: model.TypeString, Ops: lwm2m.OpRW},
-	{ID: ResUpdate, Type: model.TypeNone, Ops: lwm2m.OpExecute},
-	{ID: ResState, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResUpdateResult, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResPkgName, Type: model.TypeString, Ops: lwm2m.OpRead},
-	{ID: ResPkgVersion, Type: model.TypeString, Ops: lwm2m.OpRead},
-	{ID: ResProtocolSupport, Type: model.TypeInteger, Ops: lwm2m.OpRead, Multiple: true},
-	{ID: ResDeliveryMethod, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResCancel, Type: model.TypeNone, Ops: lwm2m.OpExecute},
-	{ID: ResSeverity, Type: model.TypeInteger, Ops: lwm2m.OpRW},
-	{ID: ResLastStateChange, Type: model.TypeTime, Ops: lwm2m.OpRead},
-	{ID: ResMaxDeferPeriod, Type: model.TypeUnsigned, Ops: lwm2m.OpRW},
+	{ID: ResPackage, Type: model.MustCoreType(ObjectID, ResPackage), Ops: lwm2m.OpWrite},
+	{ID: ResPackageURI, Type: model.MustCoreType(ObjectID, ResPackageURI), Ops: lwm2m.OpRW},
+	{ID: ResUpdate, Type: model.MustCoreType(ObjectID, ResUpdate), Ops: lwm2m.OpExecute},
+	{ID: ResState, Type: model.MustCoreType(ObjectID, ResState), Ops: lwm2m.OpRead},
+	{ID: ResUpdateResult, Type: model.MustCoreType(ObjectID, ResUpdateResult), Ops: lwm2m.OpRead},
+	{ID: ResPkgName, Type: model.MustCoreType(ObjectID, ResPkgName), Ops: lwm2m.OpRead},
+	{ID: ResPkgVersion, Type: model.MustCoreType(ObjectID, ResPkgVersion), Ops: lwm2m.OpRead},
+	{ID: ResProtocolSupport, Type: model.MustCoreType(ObjectID, ResProtocolSupport), Ops: lwm2m.OpRead, Multiple: true},
+	{ID: ResDeliveryMethod, Type: model.MustCoreType(ObjectID, ResDeliveryMethod), Ops: lwm2m.OpRead},
+	{ID: ResCancel, Type: model.MustCoreType(ObjectID, ResCancel), Ops: lwm2m.OpExecute},
+	{ID: ResSeverity, Type: model.MustCoreType(ObjectID, ResSeverity), Ops: lwm2m.OpRW},
+	{ID: ResLastStateChange, Type: model.MustCoreType(ObjectID, ResLastStateChange), Ops: lwm2m.OpRead},
+	{ID: ResMaxDeferPeriod, Type: model.MustCoreType(ObjectID, ResMaxDeferPeriod), Ops: lwm2m.OpRW},
 }
 
 func (o *Object) Resources(inst uint16) []lwm2m.Resource {
