@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/coaptx"
 )
 
 // Sentinel errors. Get wraps them with detail; test with errors.Is.
@@ -133,7 +133,7 @@ type Security struct {
 // TxParams are the CoAP transmission parameters of RFC 7252 §4.8, the
 // same as the LwM2M server connection's. A zero field takes the RFC's
 // default.
-type TxParams = lwm2m.TxParams
+type TxParams = coaptx.Params
 
 // Result describes a finished download.
 type Result struct {

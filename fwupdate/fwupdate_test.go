@@ -9,11 +9,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
@@ -323,6 +326,11 @@ func TestOutcomes(t *testing.T) {
 		{"unsupported package", ok.URL + "/fw.bin", func(h *memHandlers) { h.finishErr = fwupdate.ErrUnsupportedPackage }, fwupdate.StateIdle, fwupdate.ResultUnsupportedPackage},
 		{"no space", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = fwupdate.ErrNoSpace }, fwupdate.StateIdle, fwupdate.ResultNoSpace},
 		{"no memory", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = fwupdate.ErrNoMemory }, fwupdate.StateIdle, fwupdate.ResultNoMemory},
+		// fwpkg's verdicts and ENOSPC, returned as they are.
+		{"fwpkg not a package", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = fmt.Errorf("header: %w", fwpkg.ErrNotPackage) }, fwupdate.StateIdle, fwupdate.ResultUnsupportedPackage},
+		{"fwpkg integrity", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = fwpkg.ErrIntegrity }, fwupdate.StateIdle, fwupdate.ResultIntegrity},
+		{"fwpkg too large", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = fwpkg.ErrTooLarge }, fwupdate.StateIdle, fwupdate.ResultNoSpace},
+		{"ENOSPC", ok.URL + "/fw.bin", func(h *memHandlers) { h.writeErr = &os.PathError{Op: "write", Path: "fw", Err: syscall.ENOSPC} }, fwupdate.StateIdle, fwupdate.ResultNoSpace},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,9 +3,11 @@ package fwupdate
 import (
 	"context"
 	"errors"
+	"syscall"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
 )
 
 // Handlers is what an application implements to receive, verify and apply
@@ -77,7 +79,8 @@ type Resumer interface {
 }
 
 // Errors that handlers return to choose the Update Result. Wrap them with
-// %w to add detail.
+// %w to add detail. fwpkg's ErrNotPackage, ErrIntegrity and ErrTooLarge,
+// and ENOSPC, need no wrapping: they mean results 6, 5 and 2.
 var (
 	ErrNoSpace            = errors.New("fwupdate: not enough storage")       // result 2
 	ErrNoMemory           = errors.New("fwupdate: out of memory")            // result 3
@@ -88,6 +91,7 @@ var (
 )
 
 // resultOf maps a handler's or downloader's error to an Update Result.
+// The sentinels above come first: they are the handler's own choice.
 func resultOf(err error, dflt Result) Result {
 	switch {
 	case errors.Is(err, ErrNoSpace):
@@ -102,6 +106,14 @@ func resultOf(err error, dflt Result) Result {
 		return ResultUpdateFailed
 	case errors.Is(err, ErrDeferred):
 		return ResultDeferred
+	// A handler may return fwpkg's verdicts and the file system's errors
+	// as they are (docs/PACKAGE_FORMAT.md, "Checks").
+	case errors.Is(err, fwpkg.ErrNotPackage):
+		return ResultUnsupportedPackage
+	case errors.Is(err, fwpkg.ErrIntegrity):
+		return ResultIntegrity
+	case errors.Is(err, fwpkg.ErrTooLarge), errors.Is(err, syscall.ENOSPC):
+		return ResultNoSpace
 	case errors.Is(err, download.ErrNotFound), errors.Is(err, download.ErrInvalidURI):
 		return ResultInvalidURI
 	case errors.Is(err, download.ErrUnsupportedScheme):

@@ -11,36 +11,36 @@ import (
 	"unicode/utf8"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// Resource IDs of the Firmware Update object, version 1.1.
+// Resource IDs of the Firmware Update object, version 1.1 (see fwobj).
 const (
-	ResPackage          = 0
-	ResPackageURI       = 1
-	ResUpdate           = 2
-	ResState            = 3
-	ResUpdateResult     = 5
-	ResPkgName          = 6
-	ResPkgVersion       = 7
-	ResProtocolSupport  = 8
-	ResDeliveryMethod   = 9
-	ResCancel           = 10
-	ResSeverity         = 11
-	ResLastStateChange  = 12
-	ResMaxDeferPeriod   = 13
-	ObjectID            = 5
-	ObjectVersion       = "1.1"
+	ResPackage          = fwobj.ResPackage
+	ResPackageURI       = fwobj.ResPackageURI
+	ResUpdate           = fwobj.ResUpdate
+	ResState            = fwobj.ResState
+	ResUpdateResult     = fwobj.ResUpdateResult
+	ResPkgName          = fwobj.ResPkgName
+	ResPkgVersion       = fwobj.ResPkgVersion
+	ResProtocolSupport  = fwobj.ResProtocolSupport
+	ResDeliveryMethod   = fwobj.ResDeliveryMethod
+	ResCancel           = fwobj.ResCancel
+	ResSeverity         = fwobj.ResSeverity
+	ResLastStateChange  = fwobj.ResLastStateChange
+	ResMaxDeferPeriod   = fwobj.ResMaxDeferPeriod
+	ObjectID            = fwobj.ObjectID
+	ObjectVersion       = fwobj.ObjectVersion
 	maxPackageURILength = 255
 )
 
 // Severity values of /5/0/11.
 const (
-	SeverityCritical  = 0
-	SeverityMandatory = 1
-	SeverityOptional  = 2
+	SeverityCritical  = fwobj.SeverityCritical
+	SeverityMandatory = fwobj.SeverityMandatory
+	SeverityOptional  = fwobj.SeverityOptional
 )
 
 // ErrState is returned by SetResult when the object is not Updating.
@@ -248,17 +248,6 @@ func (o *Object) notify(old Persisted) {
 	}
 }
 
-// codeErr turns a refused rule into the error the client answers with.
-func codeErr(r rule) error {
-	switch r.code {
-	case codes.BadRequest:
-		return lwm2m.ErrBadRequest
-	case codes.MethodNotAllowed:
-		return lwm2m.ErrMethodNotAllowed
-	}
-	return nil
-}
-
 // ID implements lwm2m.Object.
 func (o *Object) ID() uint16 { return ObjectID }
 
@@ -272,19 +261,19 @@ func (o *Object) Instances() []uint16 { return instance0 }
 var instance0 = []uint16{0}
 
 var resources = []lwm2m.Resource{
-	{ID: ResPackage, Type: model.TypeOpaque, Ops: lwm2m.OpWrite},
-	{ID: ResPackageURI, Type: model.TypeString, Ops: lwm2m.OpRW},
-	{ID: ResUpdate, Type: model.TypeNone, Ops: lwm2m.OpExecute},
-	{ID: ResState, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResUpdateResult, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResPkgName, Type: model.TypeString, Ops: lwm2m.OpRead},
-	{ID: ResPkgVersion, Type: model.TypeString, Ops: lwm2m.OpRead},
-	{ID: ResProtocolSupport, Type: model.TypeInteger, Ops: lwm2m.OpRead, Multiple: true},
-	{ID: ResDeliveryMethod, Type: model.TypeInteger, Ops: lwm2m.OpRead},
-	{ID: ResCancel, Type: model.TypeNone, Ops: lwm2m.OpExecute},
-	{ID: ResSeverity, Type: model.TypeInteger, Ops: lwm2m.OpRW},
-	{ID: ResLastStateChange, Type: model.TypeTime, Ops: lwm2m.OpRead},
-	{ID: ResMaxDeferPeriod, Type: model.TypeUnsigned, Ops: lwm2m.OpRW},
+	{ID: ResPackage, Type: model.MustCoreType(ObjectID, ResPackage), Ops: lwm2m.OpWrite},
+	{ID: ResPackageURI, Type: model.MustCoreType(ObjectID, ResPackageURI), Ops: lwm2m.OpRW},
+	{ID: ResUpdate, Type: model.MustCoreType(ObjectID, ResUpdate), Ops: lwm2m.OpExecute},
+	{ID: ResState, Type: model.MustCoreType(ObjectID, ResState), Ops: lwm2m.OpRead},
+	{ID: ResUpdateResult, Type: model.MustCoreType(ObjectID, ResUpdateResult), Ops: lwm2m.OpRead},
+	{ID: ResPkgName, Type: model.MustCoreType(ObjectID, ResPkgName), Ops: lwm2m.OpRead},
+	{ID: ResPkgVersion, Type: model.MustCoreType(ObjectID, ResPkgVersion), Ops: lwm2m.OpRead},
+	{ID: ResProtocolSupport, Type: model.MustCoreType(ObjectID, ResProtocolSupport), Ops: lwm2m.OpRead, Multiple: true},
+	{ID: ResDeliveryMethod, Type: model.MustCoreType(ObjectID, ResDeliveryMethod), Ops: lwm2m.OpRead},
+	{ID: ResCancel, Type: model.MustCoreType(ObjectID, ResCancel), Ops: lwm2m.OpExecute},
+	{ID: ResSeverity, Type: model.MustCoreType(ObjectID, ResSeverity), Ops: lwm2m.OpRW},
+	{ID: ResLastStateChange, Type: model.MustCoreType(ObjectID, ResLastStateChange), Ops: lwm2m.OpRead},
+	{ID: ResMaxDeferPeriod, Type: model.MustCoreType(ObjectID, ResMaxDeferPeriod), Ops: lwm2m.OpRW},
 }
 
 func (o *Object) Resources(inst uint16) []lwm2m.Resource {
@@ -395,7 +384,7 @@ func (o *Object) resetBy(ev event) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r := o.transition(ev, 0)
-	return codeErr(r)
+	return r.err
 }
 
 // validateURI checks a Package URI and says which result a bad one gets:
@@ -424,14 +413,14 @@ func (o *Object) writeURI(s string) error {
 	if res, err := validateURI(s); err != nil {
 		// The client logs the refusal with this reason, rate-limited; the
 		// transition logs the new Update Result once.
-		if cerr := codeErr(o.transition(evURIBad, res)); cerr != nil {
+		if cerr := o.transition(evURIBad, res).err; cerr != nil {
 			return fmt.Errorf("%w: %w", cerr, err)
 		}
 		return nil
 	}
 	r := o.transition(evURI, 0)
 	if r.refused() {
-		return codeErr(r)
+		return r.err
 	}
 	o.p.URI = s
 	o.save()
@@ -465,7 +454,7 @@ func (o *Object) update() error {
 	defer o.mu.Unlock()
 	r := o.transition(evUpdate, 0)
 	if r.refused() {
-		return codeErr(r)
+		return r.err
 	}
 	go o.upgradeWhenNotified()
 	return nil

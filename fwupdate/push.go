@@ -24,7 +24,7 @@ func (o *Object) OpenStream(ctx context.Context, res model.Path, size int64) (lw
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if r := lookup(o.p.State, evPackage); r.refused() {
-		return nil, codeErr(r)
+		return nil, r.err
 	}
 	if max := o.cfg.MaxPackageSize; max > 0 && size > max {
 		o.log.Warn("fwupdate: pushed package too large", "size", size, "max", max)
@@ -49,7 +49,7 @@ func (o *Object) OpenStream(ctx context.Context, res model.Path, size int64) (lw
 // storageErr picks the CoAP answer to a failed write: 4.13 for lack of
 // space, 5.00 otherwise.
 func storageErr(err error) error {
-	if errors.Is(err, ErrNoSpace) {
+	if resultOf(err, ResultUpdateFailed) == ResultNoSpace {
 		return fmt.Errorf("%w: %w", lwm2m.ErrTooLarge, err)
 	}
 	return fmt.Errorf("%w: %w", lwm2m.ErrInternal, err)

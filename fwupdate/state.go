@@ -1,65 +1,42 @@
 package fwupdate
 
 import (
-	"strconv"
-
-	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
+
+// The /5 vocabulary is package fwobj's, shared with the server; these
+// names keep it at hand for users of fwupdate.
 
 // State is the value of /5/0/3.
-type State int
+type State = fwobj.State
 
+// State values.
 const (
-	StateIdle        State = 0
-	StateDownloading State = 1
-	StateDownloaded  State = 2
-	StateUpdating    State = 3
+	StateIdle        = fwobj.StateIdle
+	StateDownloading = fwobj.StateDownloading
+	StateDownloaded  = fwobj.StateDownloaded
+	StateUpdating    = fwobj.StateUpdating
 )
-
-func (s State) String() string {
-	switch s {
-	case StateIdle:
-		return "Idle"
-	case StateDownloading:
-		return "Downloading"
-	case StateDownloaded:
-		return "Downloaded"
-	case StateUpdating:
-		return "Updating"
-	}
-	return "State(" + strconv.Itoa(int(s)) + ")"
-}
 
 // Result is the value of /5/0/5, Update Result.
-type Result int
+type Result = fwobj.Result
 
+// Update Result values.
 const (
-	ResultInitial             Result = 0
-	ResultSuccess             Result = 1
-	ResultNoSpace             Result = 2
-	ResultNoMemory            Result = 3
-	ResultConnectionLost      Result = 4
-	ResultIntegrity           Result = 5
-	ResultUnsupportedPackage  Result = 6
-	ResultInvalidURI          Result = 7
-	ResultUpdateFailed        Result = 8
-	ResultUnsupportedProtocol Result = 9
-	ResultCancelled           Result = 10
-	ResultDeferred            Result = 11
+	ResultInitial             = fwobj.ResultInitial
+	ResultSuccess             = fwobj.ResultSuccess
+	ResultNoSpace             = fwobj.ResultNoSpace
+	ResultNoMemory            = fwobj.ResultNoMemory
+	ResultConnectionLost      = fwobj.ResultConnectionLost
+	ResultIntegrity           = fwobj.ResultIntegrity
+	ResultUnsupportedPackage  = fwobj.ResultUnsupportedPackage
+	ResultInvalidURI          = fwobj.ResultInvalidURI
+	ResultUpdateFailed        = fwobj.ResultUpdateFailed
+	ResultUnsupportedProtocol = fwobj.ResultUnsupportedProtocol
+	ResultCancelled           = fwobj.ResultCancelled
+	ResultDeferred            = fwobj.ResultDeferred
 )
-
-var resultNames = [...]string{
-	"Initial", "Success", "Not enough storage", "Out of memory", "Connection lost",
-	"Integrity check failure", "Unsupported package type", "Invalid URI",
-	"Firmware update failed", "Unsupported protocol", "Cancelled", "Deferred",
-}
-
-func (r Result) String() string {
-	if r >= 0 && int(r) < len(resultNames) {
-		return resultNames[r]
-	}
-	return "Result(" + strconv.Itoa(int(r)) + ")"
-}
 
 // event is what happens to the object: a server operation or the end of
 // a download or upgrade.
@@ -86,7 +63,7 @@ type rule struct {
 	keep   bool   // the result is left unchanged
 	given  bool   // the result comes with the event
 	reset  bool   // Reset is called on the handlers
-	code   codes.Code
+	err    error  // the answer to the operation; nil is 2.04 Changed
 }
 
 type key struct {
@@ -99,43 +76,43 @@ type key struct {
 // that is not listed leaves everything unchanged and is answered with the
 // code of refusals below.
 var transitions = map[key]rule{
-	{StateIdle, evPackage}:             {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURI}:                 {to: StateDownloading, code: codes.Changed},
-	{StateIdle, evURIBad}:              {to: StateIdle, given: true, code: codes.BadRequest},
-	{StateIdle, evPackageReset}:        {to: StateIdle, code: codes.Changed},
-	{StateIdle, evURIEmpty}:            {to: StateIdle, code: codes.Changed},
+	{StateIdle, evPackage}:             {to: StateDownloading},
+	{StateIdle, evURI}:                 {to: StateDownloading},
+	{StateIdle, evURIBad}:              {to: StateIdle, given: true, err: lwm2m.ErrBadRequest},
+	{StateIdle, evPackageReset}:        {to: StateIdle},
+	{StateIdle, evURIEmpty}:            {to: StateIdle},
 	{StateDownloading, evDownloaded}:   {to: StateDownloaded},
 	{StateDownloading, evFailed}:       {to: StateIdle, given: true, reset: true},
-	{StateDownloading, evPackageReset}: {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evPackageReset}:  {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evURIEmpty}:     {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloaded, evURIEmpty}:      {to: StateIdle, reset: true, code: codes.Changed},
-	{StateDownloading, evCancel}:       {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evCancel}:        {to: StateIdle, result: ResultCancelled, reset: true, code: codes.Changed},
-	{StateDownloaded, evUpdate}:        {to: StateUpdating, code: codes.Changed},
+	{StateDownloading, evPackageReset}: {to: StateIdle, reset: true},
+	{StateDownloaded, evPackageReset}:  {to: StateIdle, reset: true},
+	{StateDownloading, evURIEmpty}:     {to: StateIdle, reset: true},
+	{StateDownloaded, evURIEmpty}:      {to: StateIdle, reset: true},
+	{StateDownloading, evCancel}:       {to: StateIdle, result: ResultCancelled, reset: true},
+	{StateDownloaded, evCancel}:        {to: StateIdle, result: ResultCancelled, reset: true},
+	{StateDownloaded, evUpdate}:        {to: StateUpdating},
 	{StateUpdating, evUpgradeOK}:       {to: StateIdle, result: ResultSuccess},
 	{StateUpdating, evUpgradeFailed}:   {to: StateDownloaded, given: true},
-	{StateDownloading, evPackage}:      {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evPackage}:       {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURI}:          {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURI}:           {to: StateDownloaded, keep: true, code: codes.BadRequest},
-	{StateDownloading, evURIBad}:       {to: StateDownloading, keep: true, code: codes.BadRequest},
-	{StateDownloaded, evURIBad}:        {to: StateDownloaded, keep: true, code: codes.BadRequest},
+	{StateDownloading, evPackage}:      {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evPackage}:       {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloading, evURI}:          {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evURI}:           {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloading, evURIBad}:       {to: StateDownloading, keep: true, err: lwm2m.ErrBadRequest},
+	{StateDownloaded, evURIBad}:        {to: StateDownloaded, keep: true, err: lwm2m.ErrBadRequest},
 }
 
 // refusal is the answer to an operation the table does not list: Update
 // outside Downloaded, Cancel outside Downloading and Downloaded, and any
 // write while Updating are 4.05 (docs/FIRMWARE_UPDATE.md).
-const refusal = codes.MethodNotAllowed
+var refusal = lwm2m.ErrMethodNotAllowed
 
 // lookup returns the rule for ev in state from.
 func lookup(from State, ev event) rule {
 	r, ok := transitions[key{from, ev}]
 	if !ok {
-		return rule{to: from, keep: true, code: refusal}
+		return rule{to: from, keep: true, err: refusal}
 	}
 	return r
 }
 
 // refused reports whether r rejects the operation without changing anything.
-func (r rule) refused() bool { return r.code >= codes.BadRequest && !r.given }
+func (r rule) refused() bool { return r.err != nil && !r.given }

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/atomicfile"
 )
 
 // Persisted is what the module keeps across reboots so that the State and
@@ -69,44 +70,7 @@ func (s FileStore) Save(p Persisted) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.Path, b, 0o600)
-}
-
-// WriteFileAtomic replaces name with data so that a crash at any moment
-// leaves either the old or the new content: write a temporary file in the
-// same directory, fsync it, rename it over name, fsync the directory.
-func WriteFileAtomic(name string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(s.Path, b, 0o600)
 }
 
 // MemoryStore is a Store held in memory, for tests and for devices that

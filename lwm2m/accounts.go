@@ -52,13 +52,13 @@ type Credentials struct {
 
 func newSecurityObject(cfg Config) *Static {
 	o := NewStatic(0, cfg.Version, // no 1.1-only resources: the same in both
-		Resource{ID: secServerURI, Type: model.TypeString, Ops: OpRW},
-		Resource{ID: secBootstrap, Type: model.TypeBoolean, Ops: OpRW},
-		Resource{ID: secMode, Type: model.TypeInteger, Ops: OpRW},
-		Resource{ID: secPublicKeyID, Type: model.TypeOpaque, Ops: OpRW},
-		Resource{ID: secServerKey, Type: model.TypeOpaque, Ops: OpRW},
-		Resource{ID: secSecretKey, Type: model.TypeOpaque, Ops: OpWrite},
-		Resource{ID: secShortID, Type: model.TypeInteger, Ops: OpRW},
+		Resource{ID: secServerURI, Type: model.MustCoreType(0, secServerURI), Ops: OpRW},
+		Resource{ID: secBootstrap, Type: model.MustCoreType(0, secBootstrap), Ops: OpRW},
+		Resource{ID: secMode, Type: model.MustCoreType(0, secMode), Ops: OpRW},
+		Resource{ID: secPublicKeyID, Type: model.MustCoreType(0, secPublicKeyID), Ops: OpRW},
+		Resource{ID: secServerKey, Type: model.MustCoreType(0, secServerKey), Ops: OpRW},
+		Resource{ID: secSecretKey, Type: model.MustCoreType(0, secSecretKey), Ops: OpWrite},
+		Resource{ID: secShortID, Type: model.MustCoreType(0, secShortID), Ops: OpRW},
 	)
 	o.Set(0, secServerURI, model.String(cfg.Server))
 	o.Set(0, secBootstrap, model.Bool(false))
@@ -93,15 +93,15 @@ func (c *Client) ServerURI() string { return c.cfg.Server }
 func newServerObject(c *Client) *Static {
 	cfg := c.cfg
 	o := NewStatic(1, cfg.Version, // no 1.1-only resources: the same in both
-		Resource{ID: serverShortID, Type: model.TypeInteger, Ops: OpRead},
-		Resource{ID: serverLifetime, Type: model.TypeInteger, Ops: OpRW},
-		Resource{ID: serverPmin, Type: model.TypeInteger, Ops: OpRW},
-		Resource{ID: serverPmax, Type: model.TypeInteger, Ops: OpRW},
-		Resource{ID: serverDisable, Type: model.TypeNone, Ops: OpExecute},
-		Resource{ID: serverDisableTO, Type: model.TypeInteger, Ops: OpRW},
-		Resource{ID: serverStoring, Type: model.TypeBoolean, Ops: OpRW},
-		Resource{ID: serverBinding, Type: model.TypeString, Ops: OpRW},
-		Resource{ID: serverTrigger, Type: model.TypeNone, Ops: OpExecute},
+		Resource{ID: serverShortID, Type: model.MustCoreType(1, serverShortID), Ops: OpRead},
+		Resource{ID: serverLifetime, Type: model.MustCoreType(1, serverLifetime), Ops: OpRW},
+		Resource{ID: serverPmin, Type: model.MustCoreType(1, serverPmin), Ops: OpRW},
+		Resource{ID: serverPmax, Type: model.MustCoreType(1, serverPmax), Ops: OpRW},
+		Resource{ID: serverDisable, Type: model.MustCoreType(1, serverDisable), Ops: OpExecute},
+		Resource{ID: serverDisableTO, Type: model.MustCoreType(1, serverDisableTO), Ops: OpRW},
+		Resource{ID: serverStoring, Type: model.MustCoreType(1, serverStoring), Ops: OpRW},
+		Resource{ID: serverBinding, Type: model.MustCoreType(1, serverBinding), Ops: OpRW},
+		Resource{ID: serverTrigger, Type: model.MustCoreType(1, serverTrigger), Ops: OpExecute},
 	)
 	o.Set(0, serverShortID, model.Int(int64(cfg.ShortServerID)))
 	o.Set(0, serverLifetime, model.Int(int64(cfg.Lifetime/time.Second)))

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -29,32 +30,7 @@ var (
 
 // TxParams are the CoAP transmission parameters of RFC 7252 §4.8. The zero
 // value means the RFC's defaults.
-type TxParams struct {
-	AckTimeout      time.Duration // ACK_TIMEOUT, default 2 s
-	AckRandomFactor float64       // ACK_RANDOM_FACTOR, default 1.5
-	MaxRetransmit   int           // MAX_RETRANSMIT, default 4
-}
-
-// Defaults returns t with its zero fields set to RFC 7252's values.
-func (t TxParams) Defaults() TxParams {
-	if t.AckTimeout <= 0 {
-		t.AckTimeout = 2 * time.Second
-	}
-	if t.AckRandomFactor < 1 {
-		t.AckRandomFactor = 1.5
-	}
-	if t.MaxRetransmit <= 0 {
-		t.MaxRetransmit = 4
-	}
-	return t
-}
-
-// MaxTransmitWait is how long a confirmable request may wait for its
-// answer (RFC 7252 §4.8.2, MAX_TRANSMIT_WAIT).
-func (t TxParams) MaxTransmitWait() time.Duration {
-	t = t.Defaults()
-	return time.Duration(float64(t.AckTimeout) * float64(int(1)<<(t.MaxRetransmit+1)-1) * t.AckRandomFactor)
-}
+type TxParams = coaptx.Params
 
 // Config configures a Client. Only Endpoint and Server are required; the
 // other fields have sensible zero values.

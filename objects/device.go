@@ -52,19 +52,19 @@ type Device struct {
 // Error Code (/3/0/11) starts as 0, "no error", as the registry asks.
 func NewDevice(info DeviceInfo) *Device {
 	s := lwm2m.NewStatic(3, "1.1",
-		lwm2m.Resource{ID: DeviceManufacturer, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceModelNumber, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceSerialNumber, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceFirmwareVersion, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceReboot, Type: model.TypeNone, Ops: lwm2m.OpExecute},
-		lwm2m.Resource{ID: DeviceErrorCode, Type: model.TypeInteger, Ops: lwm2m.OpRead, Multiple: true},
-		lwm2m.Resource{ID: DeviceCurrentTime, Type: model.TypeTime, Ops: lwm2m.OpRW},
-		lwm2m.Resource{ID: DeviceUTCOffset, Type: model.TypeString, Ops: lwm2m.OpRW},
-		lwm2m.Resource{ID: DeviceTimezone, Type: model.TypeString, Ops: lwm2m.OpRW},
-		lwm2m.Resource{ID: DeviceSupportedBinding, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceType, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceHardwareVersion, Type: model.TypeString, Ops: lwm2m.OpRead},
-		lwm2m.Resource{ID: DeviceSoftwareVersion, Type: model.TypeString, Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceManufacturer, Type: model.MustCoreType(3, DeviceManufacturer), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceModelNumber, Type: model.MustCoreType(3, DeviceModelNumber), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceSerialNumber, Type: model.MustCoreType(3, DeviceSerialNumber), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceFirmwareVersion, Type: model.MustCoreType(3, DeviceFirmwareVersion), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceReboot, Type: model.MustCoreType(3, DeviceReboot), Ops: lwm2m.OpExecute},
+		lwm2m.Resource{ID: DeviceErrorCode, Type: model.MustCoreType(3, DeviceErrorCode), Ops: lwm2m.OpRead, Multiple: true},
+		lwm2m.Resource{ID: DeviceCurrentTime, Type: model.MustCoreType(3, DeviceCurrentTime), Ops: lwm2m.OpRW},
+		lwm2m.Resource{ID: DeviceUTCOffset, Type: model.MustCoreType(3, DeviceUTCOffset), Ops: lwm2m.OpRW},
+		lwm2m.Resource{ID: DeviceTimezone, Type: model.MustCoreType(3, DeviceTimezone), Ops: lwm2m.OpRW},
+		lwm2m.Resource{ID: DeviceSupportedBinding, Type: model.MustCoreType(3, DeviceSupportedBinding), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceType, Type: model.MustCoreType(3, DeviceType), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceHardwareVersion, Type: model.MustCoreType(3, DeviceHardwareVersion), Ops: lwm2m.OpRead},
+		lwm2m.Resource{ID: DeviceSoftwareVersion, Type: model.MustCoreType(3, DeviceSoftwareVersion), Ops: lwm2m.OpRead},
 	)
 	d := &Device{Static: s}
 	s.AddInstance(0)

@@ -129,7 +129,7 @@ func TestCrashPoints(t *testing.T) {
 			}
 			ures, err := r.srv.Update(ctx, r.ep, file, server.PullHTTP, nil)
 			cancel()
-			if err != nil || ures != server.ResultSuccess {
+			if err != nil || ures != fwupdate.ResultSuccess {
 				t.Errorf("%s: killed at %s: the next update ended %v (%v); log:\n%s", kind, cs.step, ures, err, r.log)
 			}
 			r.checkInstalled(prog, true, bin, progV3)

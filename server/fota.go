@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"log/slog"
 	"os"
 	"path"
@@ -13,11 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 )
 
 // ErrUpdateFailed reports a firmware update that ended with a result other
-// than Success; the UpdateResult says why.
+// than Success; the returned fwobj.Result says why.
 var ErrUpdateFailed = errors.New("server: firmware update failed")
 
 // ErrEmptyPackage reports an update with an empty package file; nothing is
@@ -81,88 +82,43 @@ func ParseMethod(s string) (Method, error) {
 	return 0, fmt.Errorf("server: unknown update method %q (want pull, pull-http or push)", s)
 }
 
-// UpdateResult is the Update Result resource /5/0/5.
-type UpdateResult int
-
-// Update Result values (OMA Object 5, resource 5).
-const (
-	ResultInitial UpdateResult = iota
-	ResultSuccess
-	ResultNoStorage
-	ResultOutOfMemory
-	ResultConnectionLost
-	ResultIntegrity
-	ResultUnsupportedType
-	ResultInvalidURI
-	ResultFailed
-	ResultUnsupportedProtocol
-	ResultCancelled
-	ResultDeferred
-)
-
-var resultNames = [...]string{"Initial", "Success", "Not enough storage", "Out of memory",
-	"Connection lost", "Integrity check failure", "Unsupported package type", "Invalid URI",
-	"Firmware update failed", "Unsupported protocol", "Cancelled", "Deferred"}
-
-func (r UpdateResult) String() string {
-	if r >= 0 && int(r) < len(resultNames) {
-		return resultNames[r]
-	}
-	return "result(" + strconv.Itoa(int(r)) + ")"
-}
-
-// State values of /5/0/3.
-const (
-	StateIdle        = 0
-	StateDownloading = 1
-	StateDownloaded  = 2
-	StateUpdating    = 3
-)
-
-var stateNames = [...]string{"Idle", "Downloading", "Downloaded", "Updating"}
-
-// StateName names a /5/0/3 value.
-func StateName(s int) string {
-	if s >= 0 && s < len(stateNames) {
-		return stateNames[s]
-	}
-	return "state(" + strconv.Itoa(s) + ")"
-}
-
 // Progress reports the course of one device's update.
 type Progress struct {
 	Endpoint string `json:"endpoint"`
 	// Phase is one of "deliver" (bytes pushed), "uri" (Package URI
 	// written), "state" (State or Update Result changed), "execute",
 	// "registered" (the device registered again) and "done".
-	Phase  string       `json:"phase"`
-	Sent   int64        `json:"sent,omitempty"`
-	Total  int64        `json:"total,omitempty"`
-	State  int          `json:"state"`
-	Result UpdateResult `json:"result"`
+	Phase string `json:"phase"`
+	Sent  int64  `json:"sent,omitempty"`
+	Total int64  `json:"total,omitempty"`
+	// State and Result are fwobj.StateUnknown and fwobj.ResultUnknown
+	// (-1) in the phases "deliver", "uri" and "registered".
+	State  fwobj.State  `json:"state"`
+	Result fwobj.Result `json:"result"`
 	URI    string       `json:"uri,omitempty"`
 }
 
 var (
-	pathURI    = model.NewPath(5, 0, 1)
-	pathUpdate = model.NewPath(5, 0, 2)
-	pathState  = model.NewPath(5, 0, 3)
-	pathResult = model.NewPath(5, 0, 5)
+	pathURI    = model.NewPath(fwobj.ObjectID, 0, fwobj.ResPackageURI)
+	pathUpdate = model.NewPath(fwobj.ObjectID, 0, fwobj.ResUpdate)
+	pathState  = model.NewPath(fwobj.ObjectID, 0, fwobj.ResState)
+	pathResult = model.NewPath(fwobj.ObjectID, 0, fwobj.ResUpdateResult)
 )
 
 // fwState tracks /5/0/3 and /5/0/5 from notifications and reads.
 type fwState struct {
-	mu            sync.Mutex
-	state, result int
-	changed       chan struct{}
+	mu      sync.Mutex
+	state   fwobj.State
+	result  fwobj.Result
+	changed chan struct{}
 }
 
 func (f *fwState) set(p model.Path, v int) {
 	f.mu.Lock()
 	if p == pathState {
-		f.state = v
+		f.state = fwobj.State(v)
 	} else {
-		f.result = v
+		f.result = fwobj.Result(v)
 	}
 	f.mu.Unlock()
 	select {
@@ -171,7 +127,7 @@ func (f *fwState) set(p model.Path, v int) {
 	}
 }
 
-func (f *fwState) get() (int, int) {
+func (f *fwState) get() (fwobj.State, fwobj.Result) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.state, f.result
@@ -179,7 +135,7 @@ func (f *fwState) get() (int, int) {
 
 func (f *fwState) forget() {
 	f.mu.Lock()
-	f.state, f.result = -1, -1
+	f.state, f.result = fwobj.StateUnknown, fwobj.ResultUnknown
 	f.mu.Unlock()
 }
 
@@ -187,7 +143,7 @@ func (f *fwState) forget() {
 // Update is executed stays true until the device notifies a new one.
 func (f *fwState) forgetState() {
 	f.mu.Lock()
-	f.state = -1
+	f.state = fwobj.StateUnknown
 	f.mu.Unlock()
 }
 
@@ -209,7 +165,7 @@ const pollInterval = 3 * time.Second
 // returns the final Update Result; err is nil only for Success. ctx bounds
 // the whole procedure. progress, if not nil, is called from one goroutine
 // at a time.
-func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (res UpdateResult, err error) {
+func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, progress func(Progress)) (res fwobj.Result, err error) {
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
@@ -233,7 +189,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	events, unwatch := s.watch(ep)
 	defer unwatch()
 
-	st := &fwState{state: -1, result: -1, changed: make(chan struct{}, 1)}
+	st := &fwState{state: fwobj.StateUnknown, result: fwobj.ResultUnknown, changed: make(chan struct{}, 1)}
 	var obsMu sync.Mutex
 	var observations []*Observation
 	observe := func() {
@@ -308,11 +264,11 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 	state, result := st.get()
 	switch state {
-	case StateUpdating:
-		return UpdateResult(result), fmt.Errorf("server: update %s: device is already updating", ep)
-	case StateDownloading, StateDownloaded:
+	case fwobj.StateUpdating:
+		return result, fmt.Errorf("server: update %s: device is already updating", ep)
+	case fwobj.StateDownloading, fwobj.StateDownloaded:
 		// Object 5: an empty Package URI drops the previous package.
-		log.Info("resetting previous download", "state", StateName(state))
+		log.Info("resetting previous download", "state", state.String())
 		phase = "resetting the previous download"
 		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
 			return 0, updateError(ep, "dropping the previous package", err)
@@ -322,7 +278,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 
 	// delivered reports bytes pushed, or served to a pulling device.
 	delivered := func(sent, total int64) {
-		report(Progress{Phase: "deliver", Sent: sent, Total: total, State: -1, Result: -1})
+		report(Progress{Phase: "deliver", Sent: sent, Total: total, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
 	}
 	switch method {
 	case Push:
@@ -357,7 +313,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			return 0, updateError(ep, "writing Package URI", err)
 		}
 		log.Info("package URI written", "uri", uri)
-		report(Progress{Phase: "uri", URI: uri, State: -1, Result: -1})
+		report(Progress{Phase: "uri", URI: uri, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
 	default:
 		return 0, fmt.Errorf("server: update %s: %v not supported", ep, method)
 	}
@@ -369,15 +325,19 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	executed := false
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	lastS, lastR := -2, -2
+	var (
+		noted bool
+		lastS fwobj.State
+		lastR fwobj.Result
+	)
 	// noteState reports State and Update Result when they changed.
-	noteState := func() (state, result int) {
+	noteState := func() (state fwobj.State, result fwobj.Result) {
 		state, result = st.get()
-		if state != lastS || result != lastR {
-			lastS, lastR = state, result
+		if !noted || state != lastS || result != lastR {
+			noted, lastS, lastR = true, state, result
 			if state >= 0 && result >= 0 {
-				log.Info("firmware state", "state", StateName(state), "result", UpdateResult(result).String())
-				report(Progress{Phase: "state", State: state, Result: UpdateResult(result)})
+				log.Info("firmware state", "state", state.String(), "result", result.String())
+				report(Progress{Phase: "state", State: state, Result: result})
 			}
 		}
 		return state, result
@@ -385,9 +345,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	for {
 		state, result := noteState()
 		if state >= 0 && result >= 0 {
-			r := UpdateResult(result)
+			r := result
 			switch {
-			case !executed && state == StateDownloaded:
+			case !executed && state == fwobj.StateDownloaded:
 				report(Progress{Phase: "execute", State: state, Result: r})
 				phase = "executing Update"
 				// The State seen so far is stale once Update runs. Forget it
@@ -413,11 +373,11 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 				phase = "waiting for the device to report the result of the update"
 				executed = true
 				continue
-			case !executed && state == StateIdle && r > ResultSuccess:
+			case !executed && state == fwobj.StateIdle && r > fwobj.ResultSuccess:
 				return s.finish(report, state, r)
-			case executed && state == StateIdle && r == ResultSuccess:
+			case executed && state == fwobj.StateIdle && r == fwobj.ResultSuccess:
 				return s.finish(report, state, r)
-			case executed && r > ResultSuccess:
+			case executed && r > fwobj.ResultSuccess:
 				return s.finish(report, state, r)
 			}
 		}
@@ -429,9 +389,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			}
 			msg := fmt.Sprintf("server: update %s: %s %s", ep, why, phase)
 			if state >= 0 {
-				msg += " (device state " + StateName(state) + ")"
+				msg += " (device state " + state.String() + ")"
 			}
-			return UpdateResult(max(result, 0)), &wrapError{msg: msg, err: ctx.Err()}
+			return max(result, fwobj.ResultInitial), &wrapError{msg: msg, err: ctx.Err()}
 		case <-st.changed:
 		case reg := <-events:
 			// What the old program notified before it went (Updating)
@@ -440,7 +400,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			// A new registration means the device restarted: its old
 			// observations are gone (RFC 7641, 3.6).
 			log.Info("device registered again during update", "addr", reg.Addr)
-			report(Progress{Phase: "registered", State: -1, Result: -1})
+			report(Progress{Phase: "registered", State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
 			// The old observations went with the old process; cancelling
 			// them only stops the local callbacks, so do not wait.
 			dropObservations(false)
@@ -455,9 +415,9 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	}
 }
 
-func (s *Server) finish(report func(Progress), state int, r UpdateResult) (UpdateResult, error) {
+func (s *Server) finish(report func(Progress), state fwobj.State, r fwobj.Result) (fwobj.Result, error) {
 	report(Progress{Phase: "done", State: state, Result: r})
-	if r == ResultSuccess {
+	if r == fwobj.ResultSuccess {
 		return r, nil
 	}
 	return r, fmt.Errorf("%w: result %d (%s)", ErrUpdateFailed, int(r), r)
@@ -465,7 +425,7 @@ func (s *Server) finish(report func(Progress), state int, r UpdateResult) (Updat
 
 // logOutcome logs how an update ended: success, the device's failure
 // result, a timeout or cancellation and in which phase, or another error.
-func logOutcome(log *slog.Logger, phase string, r UpdateResult, err error) {
+func logOutcome(log *slog.Logger, phase string, r fwobj.Result, err error) {
 	switch {
 	case err == nil:
 		log.Info("firmware update succeeded", "result", int(r))
@@ -503,7 +463,7 @@ func (e *wrapError) Unwrap() error { return e.err }
 // does not take (/5/0/9, Firmware Update Delivery Method).
 var ErrDeliveryMethod = errors.New("server: delivery method not supported by the device")
 
-var pathDelivery = model.NewPath(5, 0, 9)
+var pathDelivery = model.NewPath(fwobj.ObjectID, 0, fwobj.ResDeliveryMethod)
 
 // checkDeliveryMethod reads /5/0/9 (0 pull only, 1 push only, 2 both;
 // OMA Object 5) and refuses a method the device does not support. A
@@ -534,7 +494,7 @@ func (s *Server) checkDeliveryMethod(ctx context.Context, ep string, method Meth
 // DeviceResult is one device's outcome in UpdateMany.
 type DeviceResult struct {
 	Endpoint string
-	Result   UpdateResult
+	Result   fwobj.Result
 	Err      error
 }
 

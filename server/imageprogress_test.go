@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 )
 
 // The image servers report how far a pull got, from their side: the
@@ -94,7 +96,7 @@ func TestUpdatePullProgress(t *testing.T) {
 			last = p
 		}
 	})
-	if err != nil || r != ResultSuccess {
+	if err != nil || r != fwobj.ResultSuccess {
 		t.Fatalf("update: %v %v", r, err)
 	}
 	if last.Sent != 20_000 || last.Total != 20_000 {

@@ -11,6 +11,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -19,7 +20,7 @@ import (
 // ErrTooLarge reports a package the device refused for its size (4.13).
 var ErrTooLarge = errors.New("server: package too large for the device")
 
-var pathPackage = model.NewPath(5, 0, 0)
+var pathPackage = model.NewPath(fwobj.ObjectID, 0, fwobj.ResPackage)
 
 // pushChunk is how much of the package one read from the file takes: one
 // pread per 64 blocks rather than one per block.

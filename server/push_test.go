@@ -21,6 +21,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/lossy"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
@@ -114,7 +115,7 @@ func TestPushTransports(t *testing.T) {
 // A push over its own socket survives loss, duplication and reordering
 // both ways (RFC 7252 §4.2 retransmission, §4.5 duplicates).
 func TestPushLossy(t *testing.T) {
-	s := &Server{tx: txParams{ackTimeout: 40 * time.Millisecond, maxRetransmit: 10}}
+	s := &Server{tx: coaptx.Params{AckTimeout: 40 * time.Millisecond, MaxRetransmit: 10}}
 	dialed := pushOver(t, s, true)
 	startServer(t, s)
 	ua := s.LocalAddr().(*net.UDPAddr)
@@ -379,7 +380,7 @@ func (d *rawDevice) serve() {
 }
 
 func TestPushSeparateResponses(t *testing.T) {
-	s := &Server{tx: txParams{ackTimeout: 50 * time.Millisecond}}
+	s := &Server{tx: coaptx.Params{AckTimeout: 50 * time.Millisecond}}
 	dialed := pushOver(t, s, true)
 	startServer(t, s)
 	d := newRawDevice(t, s.LocalAddr().String(), "raw1")

@@ -18,6 +18,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 )
@@ -53,7 +54,7 @@ type sockPush struct {
 	ep      string
 	cc      *udpclient.Conn
 	sock    *udpsock.Conn
-	tx      txParams
+	tx      coaptx.Params
 	quit    chan struct{}
 	token   [8]byte // a random prefix from go-coap, then a counter (RFC 7252 §5.3.1)
 	seq     uint32
@@ -103,12 +104,12 @@ func (s *Server) dialPush(ctx context.Context, ep string) (*sockPush, error) {
 		}
 		laddr = netip.AddrPortFrom(wild, laddr.Port())
 	}
-	tx := s.tx.defaults()
+	tx := s.tx.Defaults()
 	dial := s.pushDial
 	if dial == nil {
 		dial = udpsock.Dial
 	}
-	sock, err := dial(laddr, raddr, udpsock.Tick(tx.ackTimeout))
+	sock, err := dial(laddr, raddr, udpsock.Tick(tx.AckTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,7 @@ func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	timeout := time.Duration(float64(p.tx.ackTimeout) * (1 + rand.Float64()*(p.tx.randomFactor-1)))
+	timeout := time.Duration(float64(p.tx.AckTimeout) * (1 + rand.Float64()*(p.tx.AckRandomFactor-1)))
 	next := now.Add(timeout)
 	acked := false
 	retransmits := 0
@@ -194,7 +195,7 @@ func (p *sockPush) put(ctx context.Context, b *block1) (block1Answer, error) {
 			if now.Before(next) {
 				continue
 			}
-			if retransmits >= p.tx.maxRetransmit {
+			if retransmits >= p.tx.MaxRetransmit {
 				return block1Answer{}, p.errorf("no answer to block %d after %d retransmissions: %w", b.num, retransmits, context.DeadlineExceeded)
 			}
 			retransmits++

@@ -13,6 +13,7 @@ import (
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 )
 
@@ -41,7 +42,7 @@ func TestUpdateIsNotReregistration(t *testing.T) {
 			t.Errorf("registration update: %v %v", resp, err)
 		}
 	})
-	if err != nil || r != ResultSuccess {
+	if err != nil || r != fwobj.ResultSuccess {
 		t.Fatalf("update: %v %v", r, err)
 	}
 	n := 0

@@ -25,6 +25,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 
+	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 )
 
@@ -111,7 +112,7 @@ type Server struct {
 	closed   bool
 	done     chan struct{}
 	now      func() time.Time
-	tx       txParams // zero: RFC 7252's defaults
+	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
 	logMu    sync.Mutex
 	warned   map[string]time.Time // when noisy last logged each message at Warn
 	// strictLoopback makes the image port verify loopback addresses
@@ -123,28 +124,6 @@ type Server struct {
 	// pushDial opens a push's socket; nil means udpsock.Dial. Tests
 	// replace it.
 	pushDial func(laddr, raddr netip.AddrPort, tick time.Duration) (*udpsock.Conn, error)
-}
-
-// txParams are the CoAP transmission parameters of RFC 7252 §4.8, for
-// go-coap's exchanges and for a push alike.
-type txParams struct {
-	ackTimeout    time.Duration
-	randomFactor  float64
-	maxRetransmit int
-}
-
-// defaults returns t with its zero fields set to RFC 7252's values.
-func (t txParams) defaults() txParams {
-	if t.ackTimeout <= 0 {
-		t.ackTimeout = 2 * time.Second
-	}
-	if t.randomFactor < 1 {
-		t.randomFactor = 1.5
-	}
-	if t.maxRetransmit <= 0 {
-		t.maxRetransmit = 4
-	}
-	return t
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -276,7 +255,7 @@ func (s *Server) Listen() error {
 	}
 	s.lis = l
 	log := s.logger()
-	tx := s.tx.defaults()
+	tx := s.tx.Defaults()
 	s.coap = coapudp.NewServer(
 		options.WithHandlerFunc(s.handle),
 		// Firmware moves through our own Block1/Block2 code so that
@@ -288,7 +267,7 @@ func (s *Server) Listen() error {
 		// go-coap retransmits from its periodic runner, which ticks every
 		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
 		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
-		options.WithTransmission(1, tx.ackTimeout, uint32(tx.maxRetransmit), tx.randomFactor),
+		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
 	attrs := []any{"coap", l.LocalAddr().String(), "images", il.LocalAddr().String(), "registrations", len(stored)}

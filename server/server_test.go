@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 
@@ -419,7 +420,7 @@ func TestUpdatePush(t *testing.T) {
 		}
 		phases = append(phases, p.Phase)
 	})
-	if err != nil || r != ResultSuccess {
+	if err != nil || r != fwobj.ResultSuccess {
 		t.Fatalf("update: %v %v", r, err)
 	}
 	if sha256.Sum256(d.firmware()) != sum {
@@ -443,7 +444,7 @@ func TestUpdatePull(t *testing.T) {
 	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
 	f, sum := writeImage(t, 20_000)
 	r, err := s.Update(ctxT(t), "dev1", f, PullCoAP, nil)
-	if err != nil || r != ResultSuccess {
+	if err != nil || r != fwobj.ResultSuccess {
 		t.Fatalf("update: %v %v", r, err)
 	}
 	if sha256.Sum256(d.firmware()) != sum {
@@ -462,7 +463,7 @@ func TestUpdateFailure(t *testing.T) {
 	d.mu.Unlock()
 	f, _ := writeImage(t, 3000)
 	r, err := s.Update(ctxT(t), "dev1", f, Push, nil)
-	if !errors.Is(err, ErrUpdateFailed) || r != ResultFailed {
+	if !errors.Is(err, ErrUpdateFailed) || r != fwobj.ResultUpdateFailed {
 		t.Fatalf("update: %v %v", r, err)
 	}
 }
@@ -481,7 +482,7 @@ func TestUpdateMany(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(res) != 2 || res[0].Endpoint != "node-a" || res[0].Err != nil ||
-		res[1].Endpoint != "node-b" || res[1].Result != ResultIntegrity {
+		res[1].Endpoint != "node-b" || res[1].Result != fwobj.ResultIntegrity {
 		t.Errorf("results %+v", res)
 	}
 	_ = a

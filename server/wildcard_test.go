@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 )
 
@@ -73,7 +74,7 @@ func TestWildcardBind(t *testing.T) {
 			// that ends an update.
 			for _, mode := range []Method{Push, PullCoAP} {
 				f, sum := writeImage(t, 5000)
-				if r, err := s.Update(ctx, "dev1", f, mode, nil); err != nil || r != ResultSuccess {
+				if r, err := s.Update(ctx, "dev1", f, mode, nil); err != nil || r != fwobj.ResultSuccess {
 					t.Fatalf("update %v: %v %v", mode, r, err)
 				}
 				if sha256.Sum256(d.firmware()) != sum {

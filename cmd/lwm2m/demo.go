@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
+	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/server"
@@ -70,7 +71,7 @@ type demoStep struct {
 	name, method, version string
 	bytes                 int64
 	took                  time.Duration
-	result                server.UpdateResult
+	result                fwobj.Result
 }
 
 const demoEndpoint = "demo-device"
@@ -202,7 +203,7 @@ func (d *demo) showProgress(method server.Method) func(server.Progress) {
 	if method == server.Push {
 		verb = "pushed"
 	}
-	lastState, lastResult, lastPct := -1, server.UpdateResult(-1), int64(-1)
+	lastState, lastResult, lastPct := fwobj.StateUnknown, fwobj.ResultUnknown, int64(-1)
 	return func(p server.Progress) {
 		switch p.Phase {
 		case "deliver":
@@ -217,7 +218,7 @@ func (d *demo) showProgress(method server.Method) func(server.Progress) {
 		case "state":
 			if p.State >= 0 && p.State != lastState {
 				lastState = p.State
-				d.say("  /5/0/3 State = %d (%s)", p.State, server.StateName(p.State))
+				d.say("  /5/0/3 State = %d (%s)", p.State, p.State)
 			}
 			if p.Result >= 0 && p.Result != lastResult {
 				lastResult = p.Result

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/atomicfile"
 	"github.com/lwm2m-fota/lwm2m/internal/writeback"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
@@ -222,22 +223,8 @@ func (d *fileDevice) feedLocked(chunk []byte) error {
 	if _, ok := d.v.Header(); ok && err == nil && !d.replaying {
 		err = d.storeHeaderLocked() // even before any payload byte
 	}
-	return packageErr(err)
-}
-
-// packageErr maps fwpkg's verdicts to the Update Result they mean
-// (docs/PACKAGE_FORMAT.md, "Checks").
-func packageErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, fwpkg.ErrNotPackage):
-		return fmt.Errorf("%w: %w", fwupdate.ErrUnsupportedPackage, err)
-	case errors.Is(err, fwpkg.ErrIntegrity):
-		return fmt.Errorf("%w: %w", fwupdate.ErrIntegrity, err)
-	case errors.Is(err, fwpkg.ErrTooLarge), errors.Is(err, syscall.ENOSPC):
-		return fmt.Errorf("%w: %w", fwupdate.ErrNoSpace, err)
-	}
+	// fwupdate maps fwpkg's verdicts and ENOSPC to the Update Result
+	// they mean (docs/PACKAGE_FORMAT.md, "Checks").
 	return err
 }
 
@@ -255,7 +242,7 @@ func (d *fileDevice) StreamFinish() error {
 		err = d.f.Sync()
 	}
 	if err != nil {
-		return packageErr(err)
+		return err
 	}
 	d.header = h
 	d.log.Info("package verified", "name", h.Name, "version", h.Version, "bytes", h.Size, "signed", h.Signed())
@@ -319,7 +306,7 @@ func (d *fileDevice) PerformUpgrade(ctx context.Context) error {
 	next := installed{Name: h.Name, Version: h.Version, SHA256: hex.EncodeToString(h.SHA256[:]), Executable: exec}
 	b, err := json.Marshal(next)
 	if err == nil {
-		err = fwupdate.WriteFileAtomic(d.path(pendingFile), b, 0o600)
+		err = atomicfile.WriteFile(d.path(pendingFile), b, 0o600)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
@@ -333,7 +320,7 @@ func (d *fileDevice) PerformUpgrade(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // no-op once renamed
+	defer tmp.Abort() // no-op once committed
 	d.crashPoint("payload-copied")
 	if exec {
 		if err := keepPrevious(d.exe, d.previous()); err != nil {
@@ -341,12 +328,11 @@ func (d *fileDevice) PerformUpgrade(ctx context.Context) error {
 		}
 		d.crashPoint("previous-kept")
 	}
-	if err := os.Rename(tmp, target); err != nil {
+	if err := tmp.Commit(); errors.Is(err, atomicfile.ErrSyncDir) {
+		d.log.Warn("sync directory", "err", err)
+	} else if err != nil {
 		os.Remove(d.previous())
 		return fmt.Errorf("%w: install %s: %w", fwupdate.ErrUpdateFailed, target, err)
-	}
-	if err := syncDir(filepath.Dir(target)); err != nil {
-		d.log.Warn("sync directory", "err", err)
 	}
 	d.crashPoint("installed")
 	d.log.Info("firmware installed; restarting", "version", next.Version, "executable", next.Executable)
@@ -365,18 +351,17 @@ func (d *fileDevice) payloadIsExecutable(h fwpkg.Header) (bool, error) {
 	return isExecutable(io.NewSectionReader(f, int64(h.Len()), h.Size)), nil
 }
 
-// copyPayload streams the payload from package.part into a temporary file
-// in target's directory, checks its hash and syncs it. It returns the
-// temporary file's name.
-func (d *fileDevice) copyPayload(h fwpkg.Header, target string) (string, error) {
+// copyPayload streams the payload from package.part into the new content
+// of target, checks its hash and syncs it. Commit puts it in place.
+func (d *fileDevice) copyPayload(h fwpkg.Header, target string) (*atomicfile.File, error) {
 	pkg, err := os.Open(d.path(partFile))
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
+		return nil, fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
 	}
 	defer pkg.Close()
-	out, err := os.CreateTemp(filepath.Dir(target), tmpPrefix(target)+"*")
+	out, err := atomicfile.Create(target, 0o755)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
+		return nil, fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
 	}
 	sum := sha256.New()
 	half := h.Size / 2
@@ -386,13 +371,7 @@ func (d *fileDevice) copyPayload(h fwpkg.Header, target string) (string, error) 
 		_, err = io.Copy(io.MultiWriter(out, sum), io.NewSectionReader(pkg, int64(h.Len())+half, h.Size-half))
 	}
 	if err == nil {
-		err = out.Chmod(0o755)
-	}
-	if err == nil {
 		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
 	}
 	if err == nil && [sha256.Size]byte(sum.Sum(nil)) != h.SHA256 {
 		err = fmt.Errorf("%w: stored payload does not match the package hash", fwupdate.ErrIntegrity)
@@ -400,15 +379,11 @@ func (d *fileDevice) copyPayload(h fwpkg.Header, target string) (string, error) 
 		err = fmt.Errorf("%w: %w", fwupdate.ErrUpdateFailed, err)
 	}
 	if err != nil {
-		os.Remove(out.Name())
-		return "", err
+		out.Abort()
+		return nil, err
 	}
-	return out.Name(), nil
+	return out, nil
 }
-
-// tmpPrefix is how temporary files for name begin, as with
-// fwupdate.WriteFileAtomic: hidden, beside it.
-func tmpPrefix(name string) string { return "." + filepath.Base(name) + ".tmp" }
 
 // keepPrevious makes previous a second name of the running program.
 func keepPrevious(exe, previous string) error {
@@ -418,16 +393,7 @@ func keepPrevious(exe, previous string) error {
 	if err := os.Link(exe, previous); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(previous))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return atomicfile.SyncDir(filepath.Dir(previous))
 }
 
 // isExecutable reports whether r holds an ELF executable this machine can
@@ -448,9 +414,9 @@ func isExecutable(r io.ReaderAt) bool {
 func (d *fileDevice) removeTemporaries() {
 	var patterns []string
 	for _, n := range []string{stateFile, pendingFile, installedFile, firmwareFile} {
-		patterns = append(patterns, filepath.Join(d.dir, tmpPrefix(n)+"*"))
+		patterns = append(patterns, filepath.Join(d.dir, atomicfile.TempPattern(n)))
 	}
-	patterns = append(patterns, filepath.Join(filepath.Dir(d.exe), tmpPrefix(d.exe)+"*"),
+	patterns = append(patterns, filepath.Join(filepath.Dir(d.exe), atomicfile.TempPattern(d.exe)),
 		filepath.Join(d.dir, "payload.bin")) // the second copy that earlier versions kept
 	for _, p := range patterns {
 		names, _ := filepath.Glob(p)
@@ -532,7 +498,7 @@ func (d *fileDevice) succeed(obj *fwupdate.Object, pend installed) {
 	d.crashPoint("previous-dropped")
 	b, err := json.Marshal(pend)
 	if err == nil {
-		err = fwupdate.WriteFileAtomic(d.path(installedFile), b, 0o600)
+		err = atomicfile.WriteFile(d.path(installedFile), b, 0o600)
 	}
 	if err != nil {
 		d.log.Error("record the installed firmware", "err", err)
@@ -553,7 +519,7 @@ func (d *fileDevice) succeed(obj *fwupdate.Object, pend installed) {
 // dropPrevious removes the previous program, durably.
 func (d *fileDevice) dropPrevious() {
 	if err := os.Remove(d.previous()); err == nil {
-		_ = syncDir(filepath.Dir(d.exe))
+		_ = atomicfile.SyncDir(filepath.Dir(d.exe))
 	}
 }
 

@@ -55,9 +55,9 @@ func TestDeviceRefusesBeforeStoring(t *testing.T) {
 		pkg  []byte
 		want error
 	}{
-		{"unsigned", testPackage(t, payload, nil), fwupdate.ErrIntegrity},
-		{"signed by another key", testPackage(t, payload, other), fwupdate.ErrIntegrity},
-		{"not a package", payload, fwupdate.ErrUnsupportedPackage},
+		{"unsigned", testPackage(t, payload, nil), fwpkg.ErrIntegrity},
+		{"signed by another key", testPackage(t, payload, other), fwpkg.ErrIntegrity},
+		{"not a package", payload, fwpkg.ErrNotPackage},
 	} {
 		d := testDevice(t, pub)
 		if err := d.StreamOpen(context.Background(), "", nil); err != nil {

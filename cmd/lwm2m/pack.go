@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
+	"github.com/lwm2m-fota/lwm2m/internal/atomicfile"
 )
 
 // runPack implements `lwm2m pack`: wrap a firmware image in a package
@@ -180,42 +181,16 @@ func packParse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, don
 	return 0, false
 }
 
-// packWriteAtomic writes path through fill so that path holds either its old
-// content or the whole new content, never a part: it writes a temporary file
-// in the same directory, syncs it, renames it over path, and syncs the
-// directory so the rename survives a crash.
-func packWriteAtomic(path string, perm os.FileMode, fill func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+// packWriteAtomic writes path through fill so that path holds either its
+// old content or the whole new content, never a part. A directory that
+// cannot be synced (not every file system can) does not fail the command:
+// the file is in place.
+func packWriteAtomic(path string, perm os.FileMode, fill func(io.Writer) error) error {
+	err := atomicfile.Write(path, perm, fill)
+	if errors.Is(err, atomicfile.ErrSyncDir) {
+		return nil
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: not every file system syncs directories
-		d.Close()
-	}
-	return nil
+	return err
 }
 
 // packCtxWriter stops a long write when ctx is cancelled (Ctrl-C).

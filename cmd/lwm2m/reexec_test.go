@@ -203,7 +203,7 @@ func TestUpgradeRestartsUnderSupervisor(t *testing.T) {
 	// program (this test binary) is started again.
 	pkg := r.pack([]byte("firmware image v2"), "2.0")
 	res, err := r.srv.Update(r.ctx, "reexec", pkg, server.Push, nil)
-	if err != nil || res != server.ResultSuccess {
+	if err != nil || res != fwupdate.ResultSuccess {
 		t.Fatalf("update: %v (%v)\n%s", res, err, r.logs)
 	}
 	if v := r.firmwareVersion("reexec"); v != "2.0" {
@@ -304,7 +304,7 @@ func TestTrialBoot(t *testing.T) {
 			r := newDeviceRig(t, ep, "-confirm-timeout", "3s")
 			before := sha256.Sum256(image)
 			res, err := r.srv.Update(r.ctx, ep, r.pack(tc.payload, "2.0"), server.PullHTTP, nil)
-			if res != server.ResultFailed {
+			if res != fwupdate.ResultUpdateFailed {
 				t.Fatalf("update: %v (%v), want Update failed\n%s", res, err, r.logs)
 			}
 			if v := r.firmwareVersion(ep); v != "1.0" {
@@ -329,7 +329,7 @@ func TestTrialBoot(t *testing.T) {
 			}
 			// The device is whole: a good program is accepted.
 			res, err = r.srv.Update(r.ctx, ep, r.pack(withMode("good"), "3.0"), server.PullHTTP, nil)
-			if err != nil || res != server.ResultSuccess {
+			if err != nil || res != fwupdate.ResultSuccess {
 				t.Fatalf("good update after a rollback: %v (%v)\n%s", res, err, r.logs)
 			}
 			if v := r.firmwareVersion(ep); v != "3.0" {

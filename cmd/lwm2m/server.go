@@ -750,7 +750,7 @@ func srvProgressPrinter(stdout io.Writer) func(server.Progress) {
 		case "uri":
 			fmt.Fprintf(stdout, "%s: package URI %s\n", ep, termSafe(p.URI))
 		case "state":
-			fmt.Fprintf(stdout, "%s: state %s, result %s\n", ep, server.StateName(p.State), termSafe(p.Result.String()))
+			fmt.Fprintf(stdout, "%s: state %s, result %s\n", ep, p.State, termSafe(p.Result.String()))
 		case "execute":
 			fmt.Fprintf(stdout, "%s: executing Update\n", ep)
 		case "registered":

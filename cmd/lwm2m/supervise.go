@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/atomicfile"
 )
 
 // The supervisor is the trial boot of `lwm2m client` (docs/FIRMWARE_UPDATE.md,
@@ -74,7 +76,7 @@ func (s *supervisor) boot() (trial bool) {
 	if err := os.WriteFile(s.marker(), nil, 0o600); err != nil {
 		s.log.Warn("supervisor: cannot mark the trial", "err", err)
 	}
-	_ = syncDir(s.stateDir)
+	_ = atomicfile.SyncDir(s.stateDir)
 	return true
 }
 
@@ -82,7 +84,7 @@ func (s *supervisor) boot() (trial bool) {
 func (s *supervisor) rollback(why string) {
 	err := os.Rename(s.previous(), s.exe)
 	if err == nil {
-		err = syncDir(filepath.Dir(s.exe))
+		err = atomicfile.SyncDir(filepath.Dir(s.exe))
 	}
 	_ = os.Remove(s.marker())
 	if err != nil {
