@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
@@ -130,17 +131,13 @@ func (r *crashRig) start() {
 		r.t.Fatal(err)
 	}
 	r.cmd = cmd
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	waitfor.Until(r.t, 15*time.Second, func() error {
 		if reg, ok := r.srv.Registration(r.ep); ok && reg.Addr != r.lastAddr {
 			r.lastAddr = reg.Addr
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s did not register; log:\n%s", r.ep, r.log)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%s did not register; log:\n%s", r.ep, r.log)
+	})
 }
 
 // kill sends SIGKILL: no deferred code, no final save.
@@ -214,9 +211,10 @@ func consistent(s fwupdate.State, res fwupdate.Result) bool {
 // every state it reports on the way.
 func (r *crashRig) settle(timeout time.Duration) (fwupdate.State, fwupdate.Result) {
 	r.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s, res := r.stateResult()
+	var s fwupdate.State
+	var res fwupdate.Result
+	waitfor.Until(r.t, timeout, func() error {
+		s, res = r.stateResult()
 		if !consistent(s, res) {
 			r.t.Fatalf("inconsistent State %v with Result %v; log:\n%s", s, res, r.log)
 		}
@@ -224,13 +222,11 @@ func (r *crashRig) settle(timeout time.Duration) (fwupdate.State, fwupdate.Resul
 			r.checkDownloaded("settle")
 		}
 		if s == fwupdate.StateIdle || s == fwupdate.StateDownloaded {
-			return s, res
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("stuck in %v; log:\n%s", s, r.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("stuck in %v; log:\n%s", s, r.log)
+	})
+	return s, res
 }
 
 // partSize is how many package bytes the device has stored.

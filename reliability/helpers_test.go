@@ -22,6 +22,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -349,17 +350,12 @@ func (d *device) readInt(path string) int {
 // waitState waits until the server reads /5/0/3 and /5/0/5 as want.
 func (d *device) waitState(timeout time.Duration, st fwupdate.State, res fwupdate.Result) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s, r := d.readInt("/5/0/3"), d.readInt("/5/0/5")
-		if s == int(st) && r == int(res) {
-			return
+	waitfor.Until(d.t, timeout, func() error {
+		if s, r := d.readInt("/5/0/3"), d.readInt("/5/0/5"); s != int(st) || r != int(res) {
+			return fmt.Errorf("state %d result %d, want %d (%v) result %d (%v)", s, r, st, st, res, res)
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("state %d result %d, want %d (%v) result %d (%v)", s, r, st, st, res, res)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func encodeUint(v uint32) []byte {
