@@ -110,6 +110,7 @@ type Server struct {
 	httpSrv  *http.Server
 	closed   bool
 	done     chan struct{}
+	running  chan struct{} // closed once go-coap serves on lis (see Listen)
 	now      func() time.Time
 	tx       txParams // zero: RFC 7252's defaults
 	logMu    sync.Mutex
@@ -277,6 +278,12 @@ func (s *Server) Listen() error {
 	s.lis = l
 	log := s.logger()
 	tx := s.tx.defaults()
+	// go-coap's Serve starts the periodic runner right after it takes
+	// the socket; from then on NewConn works, so that is our signal.
+	running := make(chan struct{})
+	s.running = running
+	runner := periodic.New(s.done, 200*time.Millisecond)
+	var started sync.Once
 	s.coap = coapudp.NewServer(
 		options.WithHandlerFunc(s.handle),
 		// Firmware moves through our own Block1/Block2 code so that
@@ -287,7 +294,10 @@ func (s *Server) Listen() error {
 		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		// go-coap retransmits from its periodic runner, which ticks every
 		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
-		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
+		options.WithPeriodicRunner(func(f func(time.Time) bool) {
+			started.Do(func() { close(running) })
+			runner(f)
+		}),
 		options.WithTransmission(1, tx.ackTimeout, uint32(tx.maxRetransmit), tx.randomFactor),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)
