@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,12 +34,25 @@ func (b *e2eBuffer) tail(n int) string {
 	return s
 }
 
-// e2eBuild builds the program into a temporary folder.
+// testDir is a folder for the whole test binary run, made and removed by
+// TestMain.
+var testDir string
+
+// build builds the program once per test binary run, into testDir.
+var build = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(testDir, "lwm2m")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// e2eBuild returns the program, built once for all the tests.
 func e2eBuild(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lwm2m")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := build()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
