@@ -88,6 +88,19 @@ func (p *e2eProc) stop() {
 	}
 }
 
+// e2eStopAll stops ps concurrently and returns when all have exited.
+func e2eStopAll(ps []*e2eProc) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop()
+		}()
+	}
+	wg.Wait()
+}
+
 // e2eServer is an "lwm2m server" process and the addresses it printed.
 type e2eServer struct {
 	*e2eProc
