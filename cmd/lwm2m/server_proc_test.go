@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 
 	"github.com/lwm2m-fota/lwm2m/server"
 )
@@ -205,27 +206,21 @@ func e2eRegistrations(api string) (map[string]server.Registration, error) {
 // other than the one in not (to see a device register again).
 func e2eWaitRegistered(t *testing.T, api string, not map[string]string, eps ...string) map[string]server.Registration {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		regs, err := e2eRegistrations(api)
-		missing := ""
+	var regs map[string]server.Registration
+	waitfor.Until(t, 30*time.Second, func() error {
+		var err error
+		regs, err = e2eRegistrations(api)
 		if err != nil {
-			missing = err.Error()
+			return fmt.Errorf("not registered: %w", err)
 		}
 		for _, ep := range eps {
-			if r, ok := regs[ep]; err == nil && (!ok || r.ID == not[ep]) {
-				missing = ep
-				break
+			if r, ok := regs[ep]; !ok || r.ID == not[ep] {
+				return fmt.Errorf("not registered: %s", ep)
 			}
 		}
-		if missing == "" {
-			return regs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not registered: %s", missing)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return regs
 }
 
 // e2ePack builds a package with "lwm2m pack" (signed when key is set).

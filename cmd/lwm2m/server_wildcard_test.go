@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // TestServerWildcardBindProcesses runs what a new user runs: "lwm2m
@@ -102,19 +105,15 @@ func waitListening(t *testing.T, p *e2eProc) string {
 // waitListed runs "lwm2m server list" until it shows ep.
 func waitListed(t *testing.T, env []string, bin, api, ep string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waitfor.Until(t, 20*time.Second, func() error {
 		cmd := exec.Command(bin, "server", "list", "-api", api)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
-		if err == nil && strings.Contains(string(out), ep) {
-			return
+		if err != nil || !strings.Contains(string(out), ep) {
+			return fmt.Errorf("%s not listed: %v\n%s", ep, err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listed: %v\n%s", ep, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func freeUDPPort(t *testing.T) string {
