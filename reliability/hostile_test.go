@@ -267,16 +267,14 @@ func TestHostileInput(t *testing.T) {
 // responses are matched by endpoint, and the client serves only its server).
 func TestHostileOtherAddress(t *testing.T) {
 	s, _, _ := rawDevice(t, fwupdate.Config{})
-	s.mu.Lock()
-	client := s.client
-	s.mu.Unlock()
+	client := s.Peer()
 	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
 	for range hostileRepeats {
-		if _, err := other.WriteToUDP(encode(s.req(codes.PUT, "/5/0/1", 0, []byte("coap://127.0.0.1:9/x"))), client); err != nil {
+		if _, err := other.WriteToUDPAddrPort(encode(s.req(codes.PUT, "/5/0/1", 0, []byte("coap://127.0.0.1:9/x"))), client); err != nil {
 			t.Fatal(err)
 		}
 	}
