@@ -252,6 +252,7 @@ func (r *crashRig) writeURI(uri string) {
 // restarts and ends byte-exact, and Downloaded always means the source's
 // bytes.
 func TestCrashAnywhere(t *testing.T) {
+	t.Parallel() // waits on timers and processes more than on the CPU
 	if testing.Short() {
 		t.Skip("builds and runs the device program")
 	}
