@@ -113,37 +113,69 @@ type e2eServer struct {
 func e2eStartServer(t *testing.T, bin string, args ...string) *e2eServer {
 	t.Helper()
 	p := e2eStart(t, "server", bin, append([]string{"server", "-api", "127.0.0.1:0"}, args...)...)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		line, _, found := strings.Cut(p.out.String(), "\n")
-		if found && strings.HasPrefix(line, "listening ") {
-			s := &e2eServer{e2eProc: p}
-			for _, f := range strings.Fields(line)[1:] {
-				k, v, _ := strings.Cut(f, "=")
-				switch k {
-				case "coap":
-					s.coap = v
-				case "coaps":
-					s.coaps = v
-				case "api":
-					s.api = v
-				case "http":
-					s.http = v
-				}
-			}
-			if s.coap == "" || s.api == "" {
-				t.Fatalf("server printed %q", line)
-			}
-			return s
+	line := e2eFirstLine(t, 20*time.Second, p.out.String, p.exited)
+	if !strings.HasPrefix(line, "listening ") {
+		t.Fatalf("server printed %q", line)
+	}
+	s := &e2eServer{e2eProc: p}
+	for _, f := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "coap":
+			s.coap = v
+		case "coaps":
+			s.coaps = v
+		case "api":
+			s.api = v
+		case "http":
+			s.http = v
 		}
-		select {
-		case <-p.done:
-			t.Fatalf("server exited: %v\n%s", p.err, p.log.String())
-		case <-time.After(20 * time.Millisecond):
+	}
+	if s.coap == "" || s.api == "" {
+		t.Fatalf("server printed %q", line)
+	}
+	return s
+}
+
+// e2eFirstLine waits for the first line a server prints on out, the one
+// with its addresses. It fails the test when exited reports that the
+// server ended first.
+func e2eFirstLine(t *testing.T, timeout time.Duration, out func() string, exited func() error) string {
+	t.Helper()
+	var line string
+	waitfor.Until(t, timeout, func() error {
+		l, _, found := strings.Cut(out(), "\n")
+		if found {
+			line = l
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start; stdout %q", p.out.String())
+		if err := exited(); err != nil {
+			t.Fatal(err)
 		}
+		return fmt.Errorf("server did not start; stdout %q", out())
+	})
+	return line
+}
+
+// e2eAPI returns the api= address of a server's first line.
+func e2eAPI(t *testing.T, line string) string {
+	t.Helper()
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "api="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no api= in %q", line)
+	return ""
+}
+
+// exited returns an error once the process has ended.
+func (p *e2eProc) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.log.String())
+	default:
+		return nil
 	}
 }
 

@@ -82,24 +82,7 @@ func startEnv(t *testing.T, env []string, name, bin string, args ...string) *e2e
 // waitListening returns the API URL from the server's "listening" line.
 func waitListening(t *testing.T, p *e2eProc) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if line, _, ok := strings.Cut(p.out.String(), "\n"); ok {
-			for _, f := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(f, "api="); ok {
-					return v
-				}
-			}
-			t.Fatalf("no api= in %q", line)
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("server exited: %v\n%s", p.err, p.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatal("server did not start")
-	return ""
+	return e2eAPI(t, e2eFirstLine(t, 20*time.Second, p.out.String, p.exited))
 }
 
 // waitListed runs "lwm2m server list" until it shows ep.
