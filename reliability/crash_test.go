@@ -28,12 +28,26 @@ import (
 	"github.com/lwm2m-fota/lwm2m/server"
 )
 
+// binDir holds the device program for the test binary run; TestMain
+// removes it.
+var binDir string
+
+// TestMain removes the program buildDevice built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // buildDevice builds the reference device program once per test binary run.
 var buildDevice = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "reliability-bin")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "lwm2m")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/lwm2m-fota/lwm2m/cmd/lwm2m").CombinedOutput()
 	if err != nil {
