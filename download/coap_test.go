@@ -14,6 +14,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // coapServer is a raw UDP CoAP server serving one resource at /fw with
@@ -319,19 +321,15 @@ func TestCoAPSeparateResponse(t *testing.T) {
 	}
 	// The server has read the ACK for the last response by the time the
 	// client's next request arrived, except for the very last one.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitfor.Until(t, 5*time.Second, func() error {
 		s.mu.Lock()
 		acks := s.acks
 		s.mu.Unlock()
-		if acks >= 6 {
-			break
+		if acks < 6 {
+			return fmt.Errorf("server got %d ACKs for 6 separate responses", acks)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server got %d ACKs for 6 separate responses", acks)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestCoAPSmallerBlockFromServer(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -152,17 +153,13 @@ func (f *fixture) read(path string) string {
 // waitState waits until /5/0/3 and /5/0/5 read as want.
 func (f *fixture) waitState(st fwupdate.State, res fwupdate.Result) {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waitfor.Until(f.t, 20*time.Second, func() error {
 		s, r := f.read("/5/0/3"), f.read("/5/0/5")
-		if s == strconv.Itoa(int(st)) && r == strconv.Itoa(int(res)) {
-			return
+		if s != strconv.Itoa(int(st)) || r != strconv.Itoa(int(res)) {
+			return fmt.Errorf("state %s result %s, want %d (%v) and %d (%v)", s, r, st, st, res, res)
 		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("state %s result %s, want %d (%v) and %d (%v)", s, r, st, st, res, res)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func block1(num int64, more bool) message.Option {

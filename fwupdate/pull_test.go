@@ -2,6 +2,7 @@ package fwupdate_test
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/dnstest"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
 
@@ -80,11 +82,12 @@ func TestPullStreamWritePerBlock(t *testing.T) {
 	run := lwm2mtest.RunClient(t, srv, c, "perblock")
 	writeURI(t, run, uri)
 	// Blocks 0-4 come at once; block 5 is held back.
-	for deadline := time.Now().Add(10 * time.Second); h.written.Load() < 5*1024; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("while block 5 is held back the handlers got %d bytes in %d calls, want 5120 in 5", h.written.Load(), h.calls.Load())
+	waitfor.Until(t, 10*time.Second, func() error {
+		if h.written.Load() < 5*1024 {
+			return fmt.Errorf("while block 5 is held back the handlers got %d bytes in %d calls, want 5120 in 5", h.written.Load(), h.calls.Load())
 		}
-	}
+		return nil
+	})
 	if n := h.calls.Load(); n != 5 {
 		t.Errorf("StreamWrite called %d times for 5 blocks", n)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -102,17 +103,12 @@ func boot(t *testing.T, srv *lwm2mtest.Server, h fwupdate.Handlers, store fwupda
 
 func waitObj(t *testing.T, obj *fwupdate.Object, st fwupdate.State, res fwupdate.Result) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, r := obj.State()
-		if s == st && r == res {
-			return
+	waitfor.Until(t, 30*time.Second, func() error {
+		if s, r := obj.State(); s != st || r != res {
+			return fmt.Errorf("state %v/%v, want %v/%v", s, r, st, res)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("state %v/%v, want %v/%v", s, r, st, res)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func writeURI(t *testing.T, run *lwm2mtest.Running, uri string) {

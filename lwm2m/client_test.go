@@ -3,7 +3,9 @@ package lwm2m_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"io"
 	"log/slog"
 	"slices"
@@ -261,10 +263,12 @@ func TestExecuteReboot(t *testing.T) {
 	if r := h.do(codes.POST, "/3/0/4", -1, nil); r.Code != codes.Changed {
 		t.Fatalf("execute reboot: %v", r.Code)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.reboot.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	_ = waitfor.Poll(5*time.Second, func() error {
+		if h.reboot.Load() == 0 {
+			return errors.New("no reboot yet")
+		}
+		return nil
+	})
 	if h.reboot.Load() != 1 {
 		t.Fatalf("reboot ran %d times, want 1", h.reboot.Load())
 	}
@@ -437,13 +441,12 @@ func TestObserveInstanceAndCancel(t *testing.T) {
 		t.Fatal("no notification for an instance observation")
 	}
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.client.Observations() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := h.client.Observations(); n != 0 {
-		t.Fatalf("%d observations after cancel", n)
-	}
+	waitfor.Until(t, 5*time.Second, func() error {
+		if n := h.client.Observations(); n != 0 {
+			return fmt.Errorf("%d observations after cancel", n)
+		}
+		return nil
+	})
 }
 
 // table is an object whose instances the server creates and deletes.

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -95,78 +95,10 @@ func (s fuzzStream) Write(b []byte) error {
 func (s fuzzStream) Close() error { return nil }
 func (s fuzzStream) Abort(error)  {}
 
-// fuzzServer is the client's LwM2M server on a plain UDP socket: it takes
-// the registration and passes the test's datagrams to the client from the
-// one address the client's connected socket accepts.
-type fuzzServer struct {
-	conn   *net.UDPConn
-	mu     sync.Mutex
-	client *net.UDPAddr
-	regd   chan struct{}
-	once   sync.Once
-	in     chan message.Message
-}
-
-func (s *fuzzServer) loop() {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := s.conn.ReadFromUDP(buf)
-		if err != nil {
-			if strings.Contains(err.Error(), "closed") {
-				return
-			}
-			continue
-		}
-		m := message.Message{Options: make(message.Options, 0, 16)}
-		if _, err := coder.DefaultCoder.Decode(buf[:n], &m); err != nil {
-			continue
-		}
-		m.Token = bytes.Clone(m.Token)
-		p, _ := m.Options.Path()
-		p = strings.Trim(p, "/")
-		ack := message.Message{Type: message.Acknowledgement, MessageID: m.MessageID, Token: m.Token}
-		switch {
-		case m.Code == codes.POST && p == "rd":
-			s.mu.Lock()
-			s.client = from
-			s.mu.Unlock()
-			ack.Code = codes.Created
-			ack.Options = message.Options{{ID: message.LocationPath, Value: []byte("rd")}, {ID: message.LocationPath, Value: []byte("1")}}
-			s.write(ack, from)
-			s.once.Do(func() { close(s.regd) })
-			continue
-		case strings.HasPrefix(p, "rd/"):
-			ack.Code = codes.Changed
-			if m.Code == codes.DELETE {
-				ack.Code = codes.Deleted
-			}
-			s.write(ack, from)
-			continue
-		case m.Type == message.Confirmable:
-			// A notification: acknowledge it, empty.
-			s.write(message.Message{Type: message.Acknowledgement, MessageID: m.MessageID}, from)
-		}
-		select {
-		case s.in <- m:
-		default:
-		}
-	}
-}
-
-func (s *fuzzServer) write(m message.Message, to *net.UDPAddr) {
-	n, _ := coder.DefaultCoder.Size(m)
-	b := make([]byte, n)
-	if _, err := coder.DefaultCoder.Encode(m, b); err == nil {
-		_, _ = s.conn.WriteToUDP(b, to)
-	}
-}
-
-func (s *fuzzServer) send(b []byte) {
-	s.mu.Lock()
-	to := s.client
-	s.mu.Unlock()
-	_, _ = s.conn.WriteToUDP(b, to)
-}
+// fuzzServer is lwm2mtest's RawServer: it takes the registration and
+// passes the test's datagrams to the client from the one address the
+// client's connected socket accepts.
+type fuzzServer struct{ *lwm2mtest.RawServer }
 
 // probe reads /0/0 (always 4.01 Unauthorized, LwM2M 1.1 Core §E.1) and
 // waits for the answer: the handler is still serving.
@@ -180,15 +112,15 @@ func (s *fuzzServer) probe(mid uint16) bool {
 	deadline := time.After(10 * time.Second)
 	resend := time.NewTicker(200 * time.Millisecond)
 	defer resend.Stop()
-	s.send(b)
+	s.SendBytes(b)
 	for {
 		select {
-		case r := <-s.in:
+		case r := <-s.Inbox:
 			if bytes.Equal(r.Token, tok) {
 				return true
 			}
 		case <-resend.C:
-			s.send(b)
+			s.SendBytes(b)
 		case <-deadline:
 			return false
 		}
@@ -214,13 +146,8 @@ func FuzzRequest(f *testing.F) {
 	for _, seed := range fuzzSeeds() {
 		f.Add(seed)
 	}
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	s := &fuzzServer{conn: conn, regd: make(chan struct{}), in: make(chan message.Message, 1024)}
-	go s.loop()
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: "fuzz", Server: "coap://" + conn.LocalAddr().String(),
+	s := fuzzServer{lwm2mtest.StartRaw(f)}
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "fuzz", Server: s.URI(),
 		Logger: slog.New(slog.DiscardHandler), Tx: lwm2m.TxParams{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 2},
 		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond})
 	if err != nil {
@@ -232,10 +159,10 @@ func FuzzRequest(f *testing.F) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
-	f.Cleanup(func() { cancel(); <-done; conn.Close() })
-	select {
-	case <-s.regd:
-	case <-time.After(10 * time.Second):
+	f.Cleanup(func() { cancel(); <-done })
+	regCtx, regCancel := context.WithTimeout(ctx, 10*time.Second)
+	defer regCancel()
+	if _, err := s.WaitRegister(regCtx); err != nil {
 		f.Fatal("client did not register")
 	}
 	var mid uint16 = 0xC000
@@ -246,7 +173,7 @@ func FuzzRequest(f *testing.F) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		s.send(datagram)
+		s.SendBytes(datagram)
 		mid++
 		if !s.probe(mid) {
 			t.Fatalf("client stopped answering after % x", datagram)

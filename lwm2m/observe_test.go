@@ -12,6 +12,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -82,12 +83,12 @@ func TestResetEndsObservation(t *testing.T) {
 			if n.Msg.Type != want || string(n.Msg.Token) != string(first.Token) {
 				t.Fatalf("notification type %v token %x, want %v %x", n.Msg.Type, n.Msg.Token, want, first.Token)
 			}
-			for deadline := time.Now().Add(5 * time.Second); c.Observations() != 0; {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d observations after a Reset", c.Observations())
+			waitfor.Until(t, 5*time.Second, func() error {
+				if n := c.Observations(); n != 0 {
+					return fmt.Errorf("%d observations after a Reset", n)
 				}
-				time.Sleep(time.Millisecond)
-			}
+				return nil
+			})
 			obj.Set(0, 5700, model.Float(12))
 			noNote(t, srv, 300*time.Millisecond)
 		})

@@ -3,6 +3,7 @@ package lwm2m_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -193,13 +195,12 @@ func TestUnreachableServerSaysSo(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "server unreachable") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing said 10 s into registering with a closed port:\n%s", logs.String())
+	waitfor.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "server unreachable") {
+			return fmt.Errorf("nothing said 10 s into registering with a closed port:\n%s", logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "connection refused") {
 		t.Errorf("want a warning with the reason:\n%s", out)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 
 	"github.com/lwm2m-fota/lwm2m/fwpkg"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
@@ -27,12 +28,26 @@ import (
 	"github.com/lwm2m-fota/lwm2m/server"
 )
 
+// binDir holds the device program for the test binary run; TestMain
+// removes it.
+var binDir string
+
+// TestMain removes the program buildDevice built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // buildDevice builds the reference device program once per test binary run.
 var buildDevice = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "reliability-bin")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "lwm2m")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/lwm2m-fota/lwm2m/cmd/lwm2m").CombinedOutput()
 	if err != nil {
@@ -130,17 +145,13 @@ func (r *crashRig) start() {
 		r.t.Fatal(err)
 	}
 	r.cmd = cmd
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	waitfor.Until(r.t, 15*time.Second, func() error {
 		if reg, ok := r.srv.Registration(r.ep); ok && reg.Addr != r.lastAddr {
 			r.lastAddr = reg.Addr
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s did not register; log:\n%s", r.ep, r.log)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%s did not register; log:\n%s", r.ep, r.log)
+	})
 }
 
 // kill sends SIGKILL: no deferred code, no final save.
@@ -214,9 +225,10 @@ func consistent(s fwupdate.State, res fwupdate.Result) bool {
 // every state it reports on the way.
 func (r *crashRig) settle(timeout time.Duration) (fwupdate.State, fwupdate.Result) {
 	r.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s, res := r.stateResult()
+	var s fwupdate.State
+	var res fwupdate.Result
+	waitfor.Until(r.t, timeout, func() error {
+		s, res = r.stateResult()
 		if !consistent(s, res) {
 			r.t.Fatalf("inconsistent State %v with Result %v; log:\n%s", s, res, r.log)
 		}
@@ -224,13 +236,11 @@ func (r *crashRig) settle(timeout time.Duration) (fwupdate.State, fwupdate.Resul
 			r.checkDownloaded("settle")
 		}
 		if s == fwupdate.StateIdle || s == fwupdate.StateDownloaded {
-			return s, res
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("stuck in %v; log:\n%s", s, r.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("stuck in %v; log:\n%s", s, r.log)
+	})
+	return s, res
 }
 
 // partSize is how many package bytes the device has stored.
@@ -256,6 +266,7 @@ func (r *crashRig) writeURI(uri string) {
 // restarts and ends byte-exact, and Downloaded always means the source's
 // bytes.
 func TestCrashAnywhere(t *testing.T) {
+	t.Parallel() // waits on timers and processes more than on the CPU
 	if testing.Short() {
 		t.Skip("builds and runs the device program")
 	}

@@ -46,6 +46,7 @@ var crashSteps = []struct {
 // what it says it holds, has no temporary files left, and takes a further
 // update.
 func TestCrashPoints(t *testing.T) {
+	t.Parallel() // waits on timers and processes more than on the CPU
 	if testing.Short() {
 		t.Skip("builds and runs the device program")
 	}

@@ -32,10 +32,10 @@ func TestServerFaults(t *testing.T) {
 	t.Run("forgets the registration", func(t *testing.T) {
 		srv := startServer(t, "")
 		d := newDevice(t, srv, srv.URI(), nil, fwupdate.Config{}, quickTx)
-		srv.conn(ctx, d.ep)
+		srv.WaitConn(ctx, d.ep)
 		srv.Forget()
 		d.c.UpdateRegistration() // answered 4.04
-		srv.waitFor(ctx, "a new Register", func() bool { n, _ := srv.registers(); return n == 2 })
+		srv.WaitFor(ctx, "a new Register", func() bool { n, _ := srv.Registers(); return n == 2 })
 		if st := d.readInt("/5/0/3"); st != 0 {
 			t.Errorf("state %d after re-registering", st)
 		}
@@ -45,14 +45,14 @@ func TestServerFaults(t *testing.T) {
 		srv := startServer(t, "")
 		addr := srv.Addr()
 		d := newDevice(t, srv, srv.URI(), nil, fwupdate.Config{}, quickTx)
-		srv.conn(ctx, d.ep)
+		srv.WaitConn(ctx, d.ep)
 		srv.Close()
 		d.c.UpdateRegistration() // into the void
 		time.Sleep(300 * time.Millisecond)
 		srv2 := startServer(t, addr)
 		d.srv = srv2
 		d.c.UpdateRegistration() // the new server has no such registration
-		srv2.waitFor(ctx, "a Register at the restarted server", func() bool { n, _ := srv2.registers(); return n >= 1 })
+		srv2.WaitFor(ctx, "a Register at the restarted server", func() bool { n, _ := srv2.Registers(); return n >= 1 })
 		if st := d.readInt("/5/0/3"); st != 0 {
 			t.Errorf("state %d after re-registering", st)
 		}
@@ -61,14 +61,14 @@ func TestServerFaults(t *testing.T) {
 	t.Run("answers 5.03", func(t *testing.T) {
 		srv := startServer(t, "")
 		d := newDevice(t, srv, srv.URI(), nil, fwupdate.Config{}, quickTx)
-		srv.conn(ctx, d.ep)
-		srv.refuse.Store(int32(codes.ServiceUnavailable))
+		srv.WaitConn(ctx, d.ep)
+		srv.SetRefuse(codes.ServiceUnavailable)
 		srv.Forget()
 		d.c.UpdateRegistration()
-		srv.waitFor(ctx, "6 refused Registers", func() bool { _, at := srv.registers(); return len(at) >= 7 })
-		srv.refuse.Store(0)
-		srv.waitFor(ctx, "the Register after 5.03 ends", func() bool { n, _ := srv.registers(); return n == 2 })
-		_, at := srv.registers()
+		srv.WaitFor(ctx, "6 refused Registers", func() bool { _, at := srv.Registers(); return len(at) >= 7 })
+		srv.SetRefuse(0)
+		srv.WaitFor(ctx, "the Register after 5.03 ends", func() bool { n, _ := srv.Registers(); return n == 2 })
+		_, at := srv.Registers()
 		var gaps []time.Duration
 		for i := 2; i < len(at); i++ { // at[0] is the first registration, at[1] the first refused one
 			gaps = append(gaps, at[i].Sub(at[i-1]))

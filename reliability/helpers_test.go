@@ -13,27 +13,18 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/message/pool"
-	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
-	coapudp "github.com/plgd-dev/go-coap/v3/udp"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
-	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 )
 
 // Shortened CoAP transmission parameters (RFC 7252 §4.8) so that loss
@@ -118,162 +109,11 @@ func (m *hashHandlers) snapshot() (sum [32]byte, n int64, finished bool, opens, 
 	return m.sum, m.n, m.finished, m.opens, m.resets
 }
 
-// lwServer is a minimal LwM2M server like internal/lwm2mtest, but with the
-// shortened transmission parameters for its own requests, a record of every
-// registration attempt (refused ones too) and a switchable 5.03.
-type lwServer struct {
-	t   testing.TB
-	srv *udpserver.Server
-	ln  *coapnet.UDPConn
-
-	refuse atomic.Int32 // a code answered to Register, 0 for none
-
-	mu       sync.Mutex
-	conns    map[string]*udpclient.Conn // endpoint → connection of the live registration
-	locs     map[string]string          // location → endpoint
-	attempts []time.Time                // every Register received
-	regs     int                        // Registers accepted
-	next     int
-	changed  chan struct{}
-	stop     chan struct{}
-	once     sync.Once
-}
-
-func startServer(t testing.TB, addr string) *lwServer {
+// startServer starts an LwM2M server (on addr, or a free port) whose own
+// requests use the shortened transmission parameters.
+func startServer(t testing.TB, addr string) *lwm2mtest.Server {
 	t.Helper()
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	var ln *coapnet.UDPConn
-	var err error
-	for i := 0; i < 50; i++ { // a restart on the same port may race the old socket's close
-		if ln, err = coapnet.NewListenUDP("udp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	s := &lwServer{t: t, ln: ln, conns: map[string]*udpclient.Conn{}, locs: map[string]string{}, changed: make(chan struct{}, 1), stop: make(chan struct{})}
-	s.srv = coapudp.NewServer(options.WithHandlerFunc(s.handle),
-		// go-coap retransmits from its periodic runner, which ticks every
-		// 4 s by default: far too coarse for a 40 ms ACK_TIMEOUT.
-		options.WithPeriodicRunner(periodic.New(s.stop, ackTimeout/4)),
-		options.WithBlockwise(false, blockwise.SZX1024, time.Minute),
-		options.WithTransmission(1, ackTimeout, maxRetransmit, 1.5),
-		options.WithErrors(func(error) {}))
-	go s.srv.Serve(ln)
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *lwServer) Addr() string { return s.ln.LocalAddr().String() }
-func (s *lwServer) URI() string  { return "coap://" + s.Addr() }
-
-func (s *lwServer) Close() {
-	s.once.Do(func() { close(s.stop) })
-	s.srv.Stop()
-	s.ln.Close()
-}
-
-// Forget drops every registration, as a server that lost its database.
-func (s *lwServer) Forget() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.conns, s.locs = map[string]*udpclient.Conn{}, map[string]string{}
-}
-
-func (s *lwServer) signal() {
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (s *lwServer) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
-	p, _ := r.Options().Path()
-	p = strings.Trim(p, "/")
-	set := func(c codes.Code, opts ...message.Option) { _ = w.SetResponse(c, message.TextPlain, nil, opts...) }
-	if !strings.HasPrefix(p, "rd") {
-		set(codes.NotFound)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer s.signal()
-	if p == "rd" && r.Code() == codes.POST {
-		s.attempts = append(s.attempts, time.Now())
-		if c := codes.Code(s.refuse.Load()); c != 0 {
-			set(c)
-			return
-		}
-		var ep string
-		qs, _ := r.Options().Queries()
-		for _, q := range qs {
-			if v, ok := strings.CutPrefix(q, "ep="); ok {
-				ep = v
-			}
-		}
-		s.next++
-		s.regs++
-		loc := "rd/" + strconv.Itoa(s.next)
-		for l, e := range s.locs {
-			if e == ep {
-				delete(s.locs, l)
-			}
-		}
-		s.locs[loc], s.conns[ep] = ep, w.Conn()
-		set(codes.Created, message.Option{ID: message.LocationPath, Value: []byte("rd")},
-			message.Option{ID: message.LocationPath, Value: []byte(strconv.Itoa(s.next))})
-		return
-	}
-	ep, ok := s.locs[p]
-	if !ok {
-		set(codes.NotFound)
-		return
-	}
-	if r.Code() == codes.DELETE {
-		delete(s.locs, p)
-		delete(s.conns, ep)
-		set(codes.Deleted)
-		return
-	}
-	s.conns[ep] = w.Conn()
-	set(codes.Changed)
-}
-
-// registers returns how many Registers were accepted and all attempt times.
-func (s *lwServer) registers() (int, []time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.regs, append([]time.Time(nil), s.attempts...)
-}
-
-// waitFor waits until cond holds, checking on every registration event.
-func (s *lwServer) waitFor(ctx context.Context, what string, cond func() bool) {
-	s.t.Helper()
-	for !cond() {
-		select {
-		case <-s.changed:
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
-			s.t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// conn waits for ep's registration and returns the server's connection to it.
-func (s *lwServer) conn(ctx context.Context, ep string) *udpclient.Conn {
-	s.t.Helper()
-	var c *udpclient.Conn
-	s.waitFor(ctx, ep+" to register", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		c = s.conns[ep]
-		return c != nil
-	})
-	return c
+	return lwm2mtest.Start(t, addr, lwm2mtest.WithTransmission(ackTimeout, maxRetransmit))
 }
 
 // device is a client with the /5 object, run until the test ends.
@@ -283,12 +123,12 @@ type device struct {
 	c      *lwm2m.Client
 	obj    *fwupdate.Object
 	h      *hashHandlers
-	srv    *lwServer
+	srv    *lwm2mtest.Server
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func newDevice(t testing.TB, srv *lwServer, serverURI string, log *slog.Logger, fw fwupdate.Config, opts ...func(*lwm2m.Config)) *device {
+func newDevice(t testing.TB, srv *lwm2mtest.Server, serverURI string, log *slog.Logger, fw fwupdate.Config, opts ...func(*lwm2m.Config)) *device {
 	t.Helper()
 	if log == nil {
 		log = lwm2mtest.Logger(t)
@@ -329,7 +169,7 @@ func (d *device) stop() {
 func (d *device) do(code codes.Code, path string, format int, payload []byte, opts ...message.Option) (lwm2mtest.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return lwm2mtest.Do(ctx, d.srv.conn(ctx, d.ep), code, path, format, payload, opts...)
+	return lwm2mtest.Do(ctx, d.srv.WaitConn(ctx, d.ep), code, path, format, payload, opts...)
 }
 
 // readInt reads an integer resource as text/plain.
@@ -349,17 +189,12 @@ func (d *device) readInt(path string) int {
 // waitState waits until the server reads /5/0/3 and /5/0/5 as want.
 func (d *device) waitState(timeout time.Duration, st fwupdate.State, res fwupdate.Result) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s, r := d.readInt("/5/0/3"), d.readInt("/5/0/5")
-		if s == int(st) && r == int(res) {
-			return
+	waitfor.Until(d.t, timeout, func() error {
+		if s, r := d.readInt("/5/0/3"), d.readInt("/5/0/5"); s != int(st) || r != int(res) {
+			return fmt.Errorf("state %d result %d, want %d (%v) result %d (%v)", s, r, st, st, res, res)
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("state %d result %d, want %d (%v) result %d (%v)", s, r, st, st, res, res)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func encodeUint(v uint32) []byte {

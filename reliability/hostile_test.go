@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -80,17 +81,13 @@ func hostileCases(t *testing.T) []hostileCase {
 	wantResult := func(res fwupdate.Result) func(t *testing.T, s *rawServer) {
 		return func(t *testing.T, s *rawServer) {
 			t.Helper()
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			waitfor.Until(t, 20*time.Second, func() error {
 				st, r := rawReadInt(t, s, "/5/0/3"), rawReadInt(t, s, "/5/0/5")
-				if st == int(fwupdate.StateIdle) && r == int(res) {
-					return
+				if st != int(fwupdate.StateIdle) || r != int(res) {
+					return fmt.Errorf("state %d result %d, want Idle and %d (%v)", st, r, res, res)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("state %d result %d, want Idle and %d (%v)", st, r, res, res)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return nil
+			})
 		}
 	}
 	return []hostileCase{
@@ -270,16 +267,14 @@ func TestHostileInput(t *testing.T) {
 // responses are matched by endpoint, and the client serves only its server).
 func TestHostileOtherAddress(t *testing.T) {
 	s, _, _ := rawDevice(t, fwupdate.Config{})
-	s.mu.Lock()
-	client := s.client
-	s.mu.Unlock()
+	client := s.Peer()
 	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
 	for range hostileRepeats {
-		if _, err := other.WriteToUDP(encode(s.req(codes.PUT, "/5/0/1", 0, []byte("coap://127.0.0.1:9/x"))), client); err != nil {
+		if _, err := other.WriteToUDPAddrPort(encode(s.req(codes.PUT, "/5/0/1", 0, []byte("coap://127.0.0.1:9/x"))), client); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -73,6 +73,7 @@ func logStats(t *testing.T, name string, p *lossy.Proxy) {
 
 // A 1 MiB push over the bad link ends Downloaded with the source's hash.
 func TestLossyPush(t *testing.T) {
+	t.Parallel() // waits on timers and processes more than on the CPU
 	img := image(1<<20, 1)
 	srv := startServer(t, "")
 	px := newProxy(t, srv.Addr(), badLink(11))
@@ -96,6 +97,7 @@ func TestLossyPush(t *testing.T) {
 // A 1 MiB pull over CoAP with both the server link and the image link
 // bad ends Downloaded with the source's hash.
 func TestLossyPull(t *testing.T) {
+	t.Parallel() // waits on timers and processes more than on the CPU
 	img := image(1<<20, 2)
 	is, im := imageServer(t, img)
 	srv := startServer(t, "")

@@ -7,106 +7,34 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
-// rawServer is an LwM2M server on a plain UDP socket: it accepts the
-// client's registration and otherwise lets the test send any bytes at all
-// from the server's own address, the only address the client's connected
-// socket takes datagrams from.
+// rawServer is lwm2mtest's RawServer with what the hostile tests send:
+// requests built and encoded by hand, sent as bytes from the server's own
+// address (the only one the client's connected socket takes datagrams
+// from), and whatever the client sends back read from its Inbox.
 type rawServer struct {
-	t    testing.TB
-	conn *net.UDPConn
+	*lwm2mtest.RawServer
+	t testing.TB
 
-	mu     sync.Mutex
-	client *net.UDPAddr
-	regd   chan struct{}
-	in     chan message.Message // everything else the client sent
-	mid    uint16
+	mu  sync.Mutex
+	mid uint16
 }
 
 func startRaw(t testing.TB) *rawServer {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &rawServer{t: t, conn: c, regd: make(chan struct{}), in: make(chan message.Message, 4096), mid: uint16(rand.Uint32())}
-	done := make(chan struct{})
-	go func() { defer close(done); s.loop() }()
-	t.Cleanup(func() { c.Close(); <-done })
-	return s
-}
-
-func (s *rawServer) URI() string { return "coap://" + s.conn.LocalAddr().String() }
-
-func (s *rawServer) loop() {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := s.conn.ReadFromUDP(buf)
-		if err != nil {
-			if errors_Is_closed(err) {
-				return
-			}
-			continue
-		}
-		m := message.Message{Options: make(message.Options, 0, 16)}
-		if _, err := coder.DefaultCoder.Decode(buf[:n], &m); err != nil {
-			continue
-		}
-		m.Token = bytes.Clone(m.Token)
-		m.Payload = bytes.Clone(m.Payload)
-		for i := range m.Options {
-			m.Options[i].Value = bytes.Clone(m.Options[i].Value)
-		}
-		path, _ := m.Options.Path()
-		path = strings.Trim(path, "/")
-		switch {
-		case m.Code == codes.POST && path == "rd":
-			s.mu.Lock()
-			first := s.client == nil
-			s.client = from
-			s.mu.Unlock()
-			s.reply(from, m, codes.Created, message.Option{ID: message.LocationPath, Value: []byte("rd")},
-				message.Option{ID: message.LocationPath, Value: []byte("1")})
-			if first {
-				close(s.regd)
-			}
-			continue
-		case m.Code == codes.POST && path == "rd/1":
-			s.reply(from, m, codes.Changed)
-			continue
-		case m.Code == codes.DELETE && path == "rd/1":
-			s.reply(from, m, codes.Deleted)
-			continue
-		case m.Type == message.Confirmable && m.Code >= codes.Created:
-			// A confirmable notification: acknowledge it.
-			_, _ = s.conn.WriteToUDP(encode(message.Message{Type: message.Acknowledgement, MessageID: m.MessageID}), from)
-		}
-		select {
-		case s.in <- m:
-		default:
-		}
-	}
-}
-
-func errors_Is_closed(err error) bool {
-	return strings.Contains(err.Error(), "use of closed network connection")
-}
-
-func (s *rawServer) reply(to *net.UDPAddr, req message.Message, code codes.Code, opts ...message.Option) {
-	_, _ = s.conn.WriteToUDP(encode(message.Message{Type: message.Acknowledgement, MessageID: req.MessageID,
-		Token: req.Token, Code: code, Options: opts}), to)
+	return &rawServer{RawServer: lwm2mtest.StartRaw(t), t: t, mid: uint16(rand.Uint32())}
 }
 
 func encode(m message.Message) []byte {
@@ -124,22 +52,15 @@ func encode(m message.Message) []byte {
 // waitRegistered waits for the client's Register.
 func (s *rawServer) waitRegistered() {
 	s.t.Helper()
-	select {
-	case <-s.regd:
-	case <-time.After(10 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.WaitRegister(ctx); err != nil {
 		s.t.Fatal("client did not register")
 	}
 }
 
 // send writes raw bytes to the client from the server's address.
-func (s *rawServer) send(b []byte) {
-	s.mu.Lock()
-	to := s.client
-	s.mu.Unlock()
-	if _, err := s.conn.WriteToUDP(b, to); err != nil {
-		s.t.Fatalf("send: %v", err)
-	}
-}
+func (s *rawServer) send(b []byte) { s.SendBytes(b) }
 
 // nextMID returns a fresh message ID.
 func (s *rawServer) nextMID() uint16 {
@@ -187,7 +108,7 @@ func (s *rawServer) await(match func(message.Message) bool, d time.Duration) (me
 	defer tm.Stop()
 	for {
 		select {
-		case r := <-s.in:
+		case r := <-s.Inbox:
 			if match(r) {
 				return r, nil
 			}
@@ -213,13 +134,13 @@ func (s *rawServer) probe() (codes.Code, []message.Message, error) {
 		select {
 		case <-re.C:
 			s.send(b)
-		case r := <-s.in:
+		case r := <-s.Inbox:
 			if bytes.Equal(r.Token, m.Token) {
 				// Collect stragglers answered concurrently.
 				late := time.After(30 * time.Millisecond)
 				for {
 					select {
-					case o := <-s.in:
+					case o := <-s.Inbox:
 						others = append(others, o)
 					case <-late:
 						return r.Code, others, nil

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,8 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 const testToken = "test-token-0123456789"
@@ -346,12 +349,12 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 	}
 	waitGone := func(t *testing.T, s *Server, sum [32]byte) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); published(s, sum); {
-			if time.Now().After(deadline) {
-				t.Fatal("the image is still published after the update ended")
+		waitfor.Until(t, 10*time.Second, func() error {
+			if published(s, sum) {
+				return errors.New("the image is still published after the update ended")
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	t.Run("success", func(t *testing.T) {
 		s := startServer(t, &Server{})
@@ -436,15 +439,12 @@ func TestUpdateWithdrawsImage(t *testing.T) {
 		cancel()
 		<-done
 		waitGone(t, s, sum)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			left, _ := os.ReadDir(pkgDir)
-			if len(left) == 0 {
-				break
+		waitfor.Until(t, 10*time.Second, func() error {
+			if left, _ := os.ReadDir(pkgDir); len(left) != 0 {
+				return fmt.Errorf("package copy left after the client went away: %v", left)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("package copy left after the client went away: %v", left)
-			}
-		}
+			return nil
+		})
 	})
 }
 

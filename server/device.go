@@ -99,7 +99,7 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 		return nil, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
 	s.mu.Lock()
-	cs, closed := s.coap, s.closed
+	cs, closed, running, done := s.coap, s.closed, s.running, s.done
 	s.mu.Unlock()
 	if cs == nil {
 		return nil, ErrNotListening
@@ -133,14 +133,13 @@ func (s *Server) conn(ep string) (*udpclient.Conn, error) {
 		local = append(local, la)
 	}
 	// Serve starts the go-coap server on another goroutine; a request
-	// made right after Serve was called may find it not yet running.
-	for i := 0; ; i++ {
-		cc, err := cs.NewConn(addr, local...)
-		if err == nil || i == 50 {
-			return cc, err
-		}
-		time.Sleep(20 * time.Millisecond)
+	// made right after Serve was called waits for it, up to a second.
+	select {
+	case <-running:
+	case <-done:
+	case <-time.After(time.Second):
 	}
+	return cs.NewConn(addr, local...)
 }
 
 // fromRegisteredAddr makes m leave from the address ep registered to.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 )
 
@@ -183,17 +185,13 @@ func TestDTLSSessionGone(t *testing.T) {
 	s := startDTLSServer(t)
 	cc := dtlsDevice(t, s.DTLSLocalAddr().String(), "psk-dev", testPSK, "secure1")
 	cc.Close() // sends close_notify
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitfor.Until(t, 5*time.Second, func() error {
 		_, err := s.Read(ctxT(t), "secure1", mustPath("/3/0/3"), content.TextPlain)
-		if errors.Is(err, ErrNoSession) {
-			return
+		if !errors.Is(err, ErrNoSession) {
+			return fmt.Errorf("read after close: %v, want ErrNoSession", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read after close: %v, want ErrNoSession", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestDTLSNewSessionReplacesOld: a device that comes back in a new DTLS

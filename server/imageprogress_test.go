@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // The image servers report how far a pull got, from their side: the
@@ -51,8 +53,7 @@ func TestWatchImage(t *testing.T) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
+			waitfor.Until(t, 5*time.Second, func() error {
 				mu.Lock()
 				n := len(got)
 				last := int64(0)
@@ -60,14 +61,11 @@ func TestWatchImage(t *testing.T) {
 					last = got[n-1]
 				}
 				mu.Unlock()
-				if last == size {
-					break
+				if last != size {
+					return fmt.Errorf("last progress %d of %d", last, size)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("last progress %d of %d", last, size)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 			mu.Lock()
 			defer mu.Unlock()
 			if len(got) < 2 {

@@ -25,6 +25,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/lossy"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 )
 
@@ -399,7 +400,7 @@ func TestPushSeparateResponses(t *testing.T) {
 		t.Errorf("%d sockets dialed, want 1", dialed.Load())
 	}
 	// The last ACK may still be on its way.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitfor.Until(t, 10*time.Second, func() error {
 		d.mu.Lock()
 		var missing []uint16
 		for mid, acked := range d.sepMIDs {
@@ -409,13 +410,11 @@ func TestPushSeparateResponses(t *testing.T) {
 		}
 		n := len(d.sepMIDs)
 		d.mu.Unlock()
-		if len(missing) == 0 && n == 3 { // blocks 1, 3 and 5 of 0..6
-			break
+		if len(missing) != 0 || n != 3 { // blocks 1, 3 and 5 of 0..6
+			return fmt.Errorf("separate responses %d, not acknowledged: %v", n, missing)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("separate responses %d, not acknowledged: %v", n, missing)
-		}
-	}
+		return nil
+	})
 }
 
 // Push ends when its context does, even while it waits for a device that

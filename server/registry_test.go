@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // A registration Update during a firmware update is not a restart (Core
@@ -83,13 +86,12 @@ func TestLifetimeClamped(t *testing.T) {
 	if reg.Lifetime != 600 {
 		t.Errorf("lifetime %d, want the cap 600", reg.Lifetime)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for d.get("/1/0/1") != "600" {
-		if time.Now().After(deadline) {
-			t.Fatalf("/1/0/1 = %q, want the cap written to it", d.get("/1/0/1"))
+	waitfor.Until(t, 10*time.Second, func() error {
+		if v := d.get("/1/0/1"); v != "600" {
+			return fmt.Errorf("/1/0/1 = %q, want the cap written to it", v)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	s.expire(reg.Updated.Add(600*time.Second + 2*time.Second))
 	if _, ok := s.Registration("dev1"); ok {
 		t.Error("not expired after the capped lifetime and grace")

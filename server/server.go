@@ -111,6 +111,7 @@ type Server struct {
 	httpSrv  *http.Server
 	closed   bool
 	done     chan struct{}
+	running  chan struct{} // closed once go-coap serves on lis (see Listen)
 	now      func() time.Time
 	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
 	logMu    sync.Mutex
@@ -256,6 +257,12 @@ func (s *Server) Listen() error {
 	s.lis = l
 	log := s.logger()
 	tx := s.tx.Defaults()
+	// go-coap's Serve starts the periodic runner right after it takes
+	// the socket; from then on NewConn works, so that is our signal.
+	running := make(chan struct{})
+	s.running = running
+	runner := periodic.New(s.done, 200*time.Millisecond)
+	var started sync.Once
 	s.coap = coapudp.NewServer(
 		options.WithHandlerFunc(s.handle),
 		// Firmware moves through our own Block1/Block2 code so that
@@ -266,7 +273,10 @@ func (s *Server) Listen() error {
 		options.WithInactivityMonitor(2*time.Hour, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		// go-coap retransmits from its periodic runner, which ticks every
 		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
-		options.WithPeriodicRunner(periodic.New(s.done, 200*time.Millisecond)),
+		options.WithPeriodicRunner(func(f func(time.Time) bool) {
+			started.Do(func() { close(running) })
+			runner(f)
+		}),
 		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
 		options.WithErrors(func(err error) { log.Debug("coap", "err", err) }),
 	)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,10 +12,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the program and runs the whole demo")
 	}
-	bin := filepath.Join(t.TempDir(), "lwm2m")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := e2eBuild(t)
 	out, err := exec.Command(bin, "demo").CombinedOutput()
 	if err != nil {
 		t.Fatalf("lwm2m demo: %v\n%s", err, out)

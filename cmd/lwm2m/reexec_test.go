@@ -47,12 +47,14 @@ func TestMain(m *testing.M) {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	// Servers and commands, in this process and in children, share one
-	// API token file, never the user's own.
+	// API token file, never the user's own; the built program lives
+	// beside it.
 	dir, err := os.MkdirTemp("", "lwm2m-test-token-")
 	if err != nil {
 		panic(err)
 	}
 	os.Setenv(srvTokenEnv, filepath.Join(dir, "api-token"))
+	testDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,26 +33,16 @@ func srvInProcess(t *testing.T, args ...string) string {
 		cancel()
 		<-done
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		line, _, found := strings.Cut(out.String(), "\n")
-		if found {
-			for _, f := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(f, "api="); ok {
-					return v
-				}
-			}
-			t.Fatalf("server printed %q", line)
-		}
+	exited := func() error {
 		select {
 		case code := <-done:
-			t.Fatalf("server exited %d: %s", code, errb.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not start")
+			done <- code // for the cleanup
+			return fmt.Errorf("server exited %d: %s", code, errb.String())
+		default:
+			return nil
 		}
 	}
+	return e2eAPI(t, e2eFirstLine(t, 10*time.Second, out.String, exited))
 }
 
 // TestServerTokenFile: the server makes its token file private, reuses

@@ -63,12 +63,16 @@ func TestServerE2E(t *testing.T) {
 	api := srv.api
 
 	devDir := filepath.Join(dir, "devices")
-	e2eDevice(t, bin, devDir, srv.coap, "solo", "-trusted-key", pub)
+	devs := []*e2eProc{e2eDevice(t, bin, devDir, srv.coap, "solo", "-trusted-key", pub)}
 	var fleet []string
 	for i := range multiDevices {
 		fleet = append(fleet, e2eEP(i))
-		e2eDevice(t, bin, devDir, srv.coap, e2eEP(i), "-trusted-key", pub)
+		devs = append(devs, e2eDevice(t, bin, devDir, srv.coap, e2eEP(i), "-trusted-key", pub))
 	}
+	// Registered after the devices, so it runs before their own
+	// cleanups: the server is gone by then and each device waits for
+	// its De-register to time out, so stop them all at once.
+	t.Cleanup(func() { e2eStopAll(devs) })
 	regs := e2eWaitRegistered(t, api, nil, append([]string{"solo"}, fleet...)...)
 
 	t.Run("list", func(t *testing.T) {

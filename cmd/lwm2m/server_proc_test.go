@@ -12,11 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 
 	"github.com/lwm2m-fota/lwm2m/server"
 )
@@ -33,12 +35,25 @@ func (b *e2eBuffer) tail(n int) string {
 	return s
 }
 
-// e2eBuild builds the program into a temporary folder.
+// testDir is a folder for the whole test binary run, made and removed by
+// TestMain.
+var testDir string
+
+// build builds the program once per test binary run, into testDir.
+var build = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(testDir, "lwm2m")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// e2eBuild returns the program, built once for all the tests.
 func e2eBuild(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lwm2m")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := build()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -74,6 +89,19 @@ func (p *e2eProc) stop() {
 	}
 }
 
+// e2eStopAll stops ps concurrently and returns when all have exited.
+func e2eStopAll(ps []*e2eProc) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop()
+		}()
+	}
+	wg.Wait()
+}
+
 // e2eServer is an "lwm2m server" process and the addresses it printed.
 type e2eServer struct {
 	*e2eProc
@@ -85,37 +113,69 @@ type e2eServer struct {
 func e2eStartServer(t *testing.T, bin string, args ...string) *e2eServer {
 	t.Helper()
 	p := e2eStart(t, "server", bin, append([]string{"server", "-api", "127.0.0.1:0"}, args...)...)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		line, _, found := strings.Cut(p.out.String(), "\n")
-		if found && strings.HasPrefix(line, "listening ") {
-			s := &e2eServer{e2eProc: p}
-			for _, f := range strings.Fields(line)[1:] {
-				k, v, _ := strings.Cut(f, "=")
-				switch k {
-				case "coap":
-					s.coap = v
-				case "coaps":
-					s.coaps = v
-				case "api":
-					s.api = v
-				case "http":
-					s.http = v
-				}
-			}
-			if s.coap == "" || s.api == "" {
-				t.Fatalf("server printed %q", line)
-			}
-			return s
+	line := e2eFirstLine(t, 20*time.Second, p.out.String, p.exited)
+	if !strings.HasPrefix(line, "listening ") {
+		t.Fatalf("server printed %q", line)
+	}
+	s := &e2eServer{e2eProc: p}
+	for _, f := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "coap":
+			s.coap = v
+		case "coaps":
+			s.coaps = v
+		case "api":
+			s.api = v
+		case "http":
+			s.http = v
 		}
-		select {
-		case <-p.done:
-			t.Fatalf("server exited: %v\n%s", p.err, p.log.String())
-		case <-time.After(20 * time.Millisecond):
+	}
+	if s.coap == "" || s.api == "" {
+		t.Fatalf("server printed %q", line)
+	}
+	return s
+}
+
+// e2eFirstLine waits for the first line a server prints on out, the one
+// with its addresses. It fails the test when exited reports that the
+// server ended first.
+func e2eFirstLine(t *testing.T, timeout time.Duration, out func() string, exited func() error) string {
+	t.Helper()
+	var line string
+	waitfor.Until(t, timeout, func() error {
+		l, _, found := strings.Cut(out(), "\n")
+		if found {
+			line = l
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start; stdout %q", p.out.String())
+		if err := exited(); err != nil {
+			t.Fatal(err)
 		}
+		return fmt.Errorf("server did not start; stdout %q", out())
+	})
+	return line
+}
+
+// e2eAPI returns the api= address of a server's first line.
+func e2eAPI(t *testing.T, line string) string {
+	t.Helper()
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "api="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no api= in %q", line)
+	return ""
+}
+
+// exited returns an error once the process has ended.
+func (p *e2eProc) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.log.String())
+	default:
+		return nil
 	}
 }
 
@@ -178,27 +238,21 @@ func e2eRegistrations(api string) (map[string]server.Registration, error) {
 // other than the one in not (to see a device register again).
 func e2eWaitRegistered(t *testing.T, api string, not map[string]string, eps ...string) map[string]server.Registration {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		regs, err := e2eRegistrations(api)
-		missing := ""
+	var regs map[string]server.Registration
+	waitfor.Until(t, 30*time.Second, func() error {
+		var err error
+		regs, err = e2eRegistrations(api)
 		if err != nil {
-			missing = err.Error()
+			return fmt.Errorf("not registered: %w", err)
 		}
 		for _, ep := range eps {
-			if r, ok := regs[ep]; err == nil && (!ok || r.ID == not[ep]) {
-				missing = ep
-				break
+			if r, ok := regs[ep]; !ok || r.ID == not[ep] {
+				return fmt.Errorf("not registered: %s", ep)
 			}
 		}
-		if missing == "" {
-			return regs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not registered: %s", missing)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return regs
 }
 
 // e2ePack builds a package with "lwm2m pack" (signed when key is set).

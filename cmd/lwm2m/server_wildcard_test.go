@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // TestServerWildcardBindProcesses runs what a new user runs: "lwm2m
@@ -79,42 +82,21 @@ func startEnv(t *testing.T, env []string, name, bin string, args ...string) *e2e
 // waitListening returns the API URL from the server's "listening" line.
 func waitListening(t *testing.T, p *e2eProc) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if line, _, ok := strings.Cut(p.out.String(), "\n"); ok {
-			for _, f := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(f, "api="); ok {
-					return v
-				}
-			}
-			t.Fatalf("no api= in %q", line)
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("server exited: %v\n%s", p.err, p.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatal("server did not start")
-	return ""
+	return e2eAPI(t, e2eFirstLine(t, 20*time.Second, p.out.String, p.exited))
 }
 
 // waitListed runs "lwm2m server list" until it shows ep.
 func waitListed(t *testing.T, env []string, bin, api, ep string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waitfor.Until(t, 20*time.Second, func() error {
 		cmd := exec.Command(bin, "server", "list", "-api", api)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
-		if err == nil && strings.Contains(string(out), ep) {
-			return
+		if err != nil || !strings.Contains(string(out), ep) {
+			return fmt.Errorf("%s not listed: %v\n%s", ep, err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listed: %v\n%s", ep, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func freeUDPPort(t *testing.T) string {

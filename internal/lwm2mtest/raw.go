@@ -35,6 +35,12 @@ type RawServer struct {
 	// Notes receives every notification (a Confirmable or Non-confirmable
 	// response from the client).
 	Notes chan Note
+	// Inbox receives every message from the client except its
+	// registration requests, once the server has handled it: for tests
+	// that send datagrams with SendBytes and look at whatever comes back
+	// (responses, resets, notifications). When it is full, messages are
+	// dropped.
+	Inbox chan message.Message
 }
 
 // RawRegister is a Register as the raw server saw it.
@@ -84,7 +90,7 @@ func StartRaw(t testing.TB) *RawServer {
 		t.Fatalf("lwm2mtest: listen: %v", err)
 	}
 	s := &RawServer{t: t, conn: c, pending: map[string]chan message.Message{},
-		Registers: make(chan RawRegister, 16), Notes: make(chan Note, 256)}
+		Registers: make(chan RawRegister, 16), Notes: make(chan Note, 256), Inbox: make(chan message.Message, 4096)}
 	s.answer = func(n Note) Answer {
 		if n.Msg.Type == message.Confirmable {
 			return Ack
@@ -115,7 +121,7 @@ func (s *RawServer) OnNotify(f func(Note) Answer) {
 }
 
 func (s *RawServer) loop() {
-	buf := make([]byte, 2048)
+	buf := make([]byte, 1<<16) // hostile tests send and provoke large datagrams
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if errors.Is(err, net.ErrClosed) {
@@ -145,6 +151,13 @@ func (s *RawServer) loop() {
 			}
 		default:
 			s.notification(m)
+		}
+		if p, _ := m.Options.Path(); m.Code >= codes.GET && m.Code <= codes.DELETE && strings.HasPrefix(strings.Trim(p, "/"), "rd") {
+			continue
+		}
+		select {
+		case s.Inbox <- m:
+		default:
 		}
 	}
 }
@@ -310,6 +323,24 @@ func (s *RawServer) NextNote(ctx context.Context) (Note, error) {
 	case <-ctx.Done():
 		return Note{}, ctx.Err()
 	}
+}
+
+// SendBytes writes b to the registered client as it is, from the
+// server's address: the only one the client's connected socket accepts.
+func (s *RawServer) SendBytes(b []byte) {
+	s.mu.Lock()
+	peer := s.peer
+	s.mu.Unlock()
+	if _, err := s.conn.WriteToUDPAddrPort(b, peer); err != nil {
+		s.t.Errorf("lwm2mtest: send: %v", err)
+	}
+}
+
+// Peer is the address the client registered from.
+func (s *RawServer) Peer() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peer
 }
 
 // Send writes m to the registered client as it is.

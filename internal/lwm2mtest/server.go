@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,29 +48,63 @@ type Server struct {
 	notify chan Registration
 	stop   chan struct{}
 	once   sync.Once
-	// Refuse, if set, answers every registration request with this code.
-	Refuse codes.Code
+
+	refuse   atomic.Uint32 // a code answered to Register, 0 for none
+	attempts []time.Time   // every Register received, refused ones too
+	changed  chan struct{} // a registration event happened
+}
+
+// Option changes how Start sets up a Server.
+type Option func(*settings)
+
+type settings struct {
+	ackTimeout    time.Duration
+	maxRetransmit uint32
+}
+
+// WithTransmission sets the ACK_TIMEOUT and MAX_RETRANSMIT of the server's
+// own requests (RFC 7252 §4.8; ACK_RANDOM_FACTOR 1.5), for tests that make
+// loss cost milliseconds. The retransmission runner ticks at a quarter of
+// ackTimeout.
+func WithTransmission(ackTimeout time.Duration, maxRetransmit uint32) Option {
+	return func(c *settings) { c.ackTimeout, c.maxRetransmit = ackTimeout, maxRetransmit }
 }
 
 // Start listens on 127.0.0.1 at a free port (or addr, to restart on the
 // same port) and serves until the test ends or Close.
-func Start(t testing.TB, addr string) *Server {
+func Start(t testing.TB, addr string, opts ...Option) *Server {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := coapnet.NewListenUDP("udp", addr)
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
+	var ln *coapnet.UDPConn
+	var err error
+	for i := 0; i < 50; i++ { // a restart on the same port may race the old socket's close
+		if ln, err = coapnet.NewListenUDP("udp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("lwm2mtest: listen: %v", err)
 	}
-	s := &Server{t: t, ln: ln, byEP: map[string]*Registration{}, notify: make(chan Registration, 64)}
+	s := &Server{t: t, ln: ln, byEP: map[string]*Registration{}, notify: make(chan Registration, 64), changed: make(chan struct{}, 1)}
 	r := mux.NewRouter()
 	r.DefaultHandle(mux.HandlerFunc(s.handle))
 	s.stop = make(chan struct{})
-	s.srv = udp.NewServer(options.WithMux(r), options.WithBlockwise(false, 0, 0),
-		// Retransmit on time: go-coap's default runner ticks every 4 s.
-		options.WithPeriodicRunner(periodic.New(s.stop, 20*time.Millisecond)),
-		options.WithErrors(func(error) {}))
+	// Retransmit on time: go-coap's default runner ticks every 4 s.
+	tick := 20 * time.Millisecond
+	o := []udpserver.Option{options.WithMux(r), options.WithBlockwise(false, 0, 0), options.WithErrors(func(error) {})}
+	if set.ackTimeout > 0 {
+		tick = set.ackTimeout / 4
+		o = append(o, options.WithTransmission(1, set.ackTimeout, set.maxRetransmit, 1.5))
+	}
+	o = append(o, options.WithPeriodicRunner(periodic.New(s.stop, tick)))
+	s.srv = udp.NewServer(o...)
 	go s.srv.Serve(ln)
 	t.Cleanup(s.Close)
 	return s
@@ -95,16 +130,18 @@ func (s *Server) handle(w mux.ResponseWriter, r *mux.Message) {
 		_ = w.SetResponse(codes.NotFound, message.TextPlain, nil)
 		return
 	}
-	if s.Refuse != 0 {
-		_ = w.SetResponse(s.Refuse, message.TextPlain, nil)
-		return
-	}
 	q, _ := r.Options().Queries()
 	body, _ := r.ReadBody()
 	cc, _ := w.Conn().(*udpclient.Conn)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.signal()
 	if p == "rd" {
+		s.attempts = append(s.attempts, time.Now())
+		if c := codes.Code(s.refuse.Load()); c != 0 {
+			_ = w.SetResponse(c, message.TextPlain, nil)
+			return
+		}
 		var ep string
 		for _, kv := range q {
 			if v, ok := strings.CutPrefix(kv, "ep="); ok {
@@ -139,6 +176,55 @@ func (s *Server) handle(w mux.ResponseWriter, r *mux.Message) {
 		return
 	}
 	_ = w.SetResponse(codes.NotFound, message.TextPlain, nil)
+}
+
+func (s *Server) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// SetRefuse makes the server answer each Register with code; 0 accepts
+// them again. Updates and De-registers are answered as usual.
+func (s *Server) SetRefuse(code codes.Code) { s.refuse.Store(uint32(code)) }
+
+// Registers returns how many Registers were accepted, and when every
+// Register arrived, refused ones too.
+func (s *Server) Registers() (accepted int, attempts []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.regs {
+		if !r.Update {
+			accepted++
+		}
+	}
+	return accepted, append([]time.Time(nil), s.attempts...)
+}
+
+// WaitFor waits until cond holds, checking on every registration event
+// and every 20 ms; it fails the test with what when ctx ends first.
+func (s *Server) WaitFor(ctx context.Context, what string, cond func() bool) {
+	s.t.Helper()
+	for !cond() {
+		select {
+		case <-s.changed:
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			s.t.Fatalf("lwm2mtest: timed out waiting for %s", what)
+		}
+	}
+}
+
+// WaitConn waits for ep's registration and returns the connection to it.
+func (s *Server) WaitConn(ctx context.Context, ep string) *udpclient.Conn {
+	s.t.Helper()
+	var c *udpclient.Conn
+	s.WaitFor(ctx, ep+" to register", func() bool {
+		c = s.Conn(ep)
+		return c != nil
+	})
+	return c
 }
 
 func (s *Server) send(r Registration) {

@@ -2,6 +2,7 @@ package coaps_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/coaps"
 )
 
@@ -66,13 +68,12 @@ func TestWrongPSKReportedAtOnce(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "PSK key is probably wrong") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing said about the PSK 10 s into a handshake with a wrong key:\n%s", logs.String())
+	waitfor.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "PSK key is probably wrong") {
+			return fmt.Errorf("nothing said about the PSK 10 s into a handshake with a wrong key:\n%s", logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if !strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("the PSK failure is not logged at Error:\n%s", logs.String())
 	}
