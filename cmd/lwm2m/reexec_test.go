@@ -271,6 +271,26 @@ func noInterpreter(t *testing.T) []byte {
 	return nil
 }
 
+// selfImage returns the bytes of this test binary, the device program.
+func selfImage(t *testing.T) []byte {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return image
+}
+
+// trialProgram is image with a trialTrailer: a program that behaves as
+// mode says (TestMain).
+func trialProgram(image []byte, mode string) []byte {
+	return append(append(slices.Clip(image), trialTrailer...), mode+"\n"...)
+}
+
 // A new program that cannot start, ends at once, hangs without
 // registering, or crashes after 1 s is rolled back by the supervisor: the
 // previous program runs again, intact, and reports Update failed (8). A
@@ -280,17 +300,8 @@ func TestTrialBoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the device program")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	image, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	withMode := func(mode string) []byte {
-		return append(append(slices.Clip(image), trialTrailer...), mode+"\n"...)
-	}
+	image := selfImage(t)
+	withMode := func(mode string) []byte { return trialProgram(image, mode) }
 	for _, tc := range []struct {
 		name    string
 		payload []byte
@@ -397,17 +408,10 @@ func TestTrialCutShortRolledBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the device program")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	image, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
+	image := selfImage(t)
 	const ep = "trial-cut"
 	r := newDeviceRigSup(t, ep, true, "-confirm-timeout", "60s")
-	hang := append(append(slices.Clip(image), trialTrailer...), "hang\n"...)
+	hang := trialProgram(image, "hang")
 	uctx, ucancel := context.WithCancel(r.ctx)
 	done := make(chan struct{})
 	go func() {
