@@ -412,53 +412,47 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(up.timeout))
-	max := a.cfg.MaxPackageSize
-	if max <= 0 {
-		max = DefaultMaxPackageSize
-	}
-	file, code, err := receivePackage(w, r, a.cfg.PackageDir, max)
+	file, code, err := receivePackage(w, r, a.cfg.PackageDir, a.maxPackageSize())
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
 	}
 	defer os.Remove(file)
 	_ = rc.SetReadDeadline(time.Time{})
+	a.streamUpdate(ctx, w, rc, up, file)
+}
 
+func (a *api) maxPackageSize() int64 {
+	if a.cfg.MaxPackageSize <= 0 {
+		return DefaultMaxPackageSize
+	}
+	return a.cfg.MaxPackageSize
+}
+
+// streamUpdate runs the update of file and writes an NDJSON line per
+// progress report as it comes, then the line with the results. An update
+// that fails before its first report is an error status instead.
+func (a *api) streamUpdate(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, up updateParams, file string) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	lines := make(chan Progress, 64)
 	done := make(chan struct{})
 	var res []DeviceResult
+	var err error
 	go func() {
 		defer close(done)
-		res, err = a.s.UpdateMany(ctx, up.pattern, file, up.method, func(p Progress) {
-			if p.Phase == "deliver" {
-				// One per block: a slow reader may miss some.
-				select {
-				case lines <- p:
-				default:
-				}
-				return
-			}
-			// State changes are few and each one counts; the loop
-			// below drains lines until UpdateMany returns.
-			select {
-			case lines <- p:
-			case <-ctx.Done():
-			}
-		})
+		res, err = a.s.UpdateMany(ctx, up.pattern, file, up.method, progressTo(ctx, lines))
 	}()
 	started := false
-	for {
+	for running := true; running; {
 		select {
 		case p := <-lines:
 			started = true
 			_ = enc.Encode(APIUpdateLine{Progress: &p})
 			_ = rc.Flush()
-			continue
 		case <-done:
+			running = false
 		}
-		break
 	}
 	if err != nil && !started {
 		apiError(w, err)
@@ -468,15 +462,41 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) {
 		p := <-lines
 		_ = enc.Encode(APIUpdateLine{Progress: &p})
 	}
-	out := APIUpdateLine{Results: []APIResult{}}
+	_ = enc.Encode(APIUpdateLine{Results: apiResults(res)})
+}
+
+// progressTo returns a progress callback that sends to lines without
+// holding up the update on a slow reader.
+func progressTo(ctx context.Context, lines chan<- Progress) func(Progress) {
+	return func(p Progress) {
+		if p.Phase == "deliver" {
+			// One per block: a slow reader may miss some.
+			select {
+			case lines <- p:
+			default:
+			}
+			return
+		}
+		// State changes are few and each one counts; streamUpdate
+		// drains lines until UpdateMany returns.
+		select {
+		case lines <- p:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// apiResults is the results line's list: never null, even when empty.
+func apiResults(res []DeviceResult) []APIResult {
+	out := []APIResult{}
 	for _, d := range res {
 		a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
 		if d.Err != nil {
 			a.Error = apiMessage(d.Err)
 		}
-		out.Results = append(out.Results, a)
+		out = append(out, a)
 	}
-	_ = enc.Encode(out)
+	return out
 }
 
 func escapeGlob(s string) string {
