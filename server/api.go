@@ -142,138 +142,161 @@ func formatValue(v model.Value) string {
 // header naming the address it came in on and no foreign Origin; bodies
 // need their Content-Type. Errors are JSON: {"error": "..."}.
 func (s *Server) APIHandler(cfg APIConfig) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
-	})
-	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Registrations())
-	})
-	mux.HandleFunc("GET /api/devices/{ep}", func(w http.ResponseWriter, r *http.Request) {
-		reg, ok := s.Registration(r.PathValue("ep"))
-		if !ok {
-			apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
-			return
-		}
-		writeJSON(w, http.StatusOK, reg)
-	})
-	mux.HandleFunc("GET /api/devices/{ep}/read", func(w http.ResponseWriter, r *http.Request) {
-		p, f, ok := pathAndFormat(w, r)
-		ctx, cancel, ok2 := requestContext(w, r, ok)
-		if !ok2 {
-			return
-		}
-		defer cancel()
-		c, err := s.Read(ctx, r.PathValue("ep"), p, f)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toAPIContent(c, p))
-	})
-	mux.HandleFunc("GET /api/devices/{ep}/discover", func(w http.ResponseWriter, r *http.Request) {
-		p, ok := parsePath(w, r.URL.Query().Get("path"))
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		links, err := s.Discover(ctx, r.PathValue("ep"), p)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		out := make([]string, len(links))
-		for i, l := range links {
-			out[i] = l.String()
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("POST /api/devices/{ep}/write", func(w http.ResponseWriter, r *http.Request) {
-		var req APIWrite
-		p, f, payload, ok := decodeWrite(w, r, &req)
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		if err := s.Write(ctx, r.PathValue("ep"), p, f, payload, req.Replace); err != nil {
-			apiError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /api/devices/{ep}/create", func(w http.ResponseWriter, r *http.Request) {
-		var req APIWrite
-		p, f, payload, ok := decodeWrite(w, r, &req)
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		np, err := s.Create(ctx, r.PathValue("ep"), p, f, payload)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, map[string]string{"path": np.String()})
-	})
-	mux.HandleFunc("POST /api/devices/{ep}/execute", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Path, Args string }
-		p, ok := decodePathBody(w, r, &req, &req.Path)
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		if err := s.Execute(ctx, r.PathValue("ep"), p, req.Args); err != nil {
-			apiError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /api/devices/{ep}/delete", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Path string }
-		p, ok := decodePathBody(w, r, &req, &req.Path)
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		if err := s.Delete(ctx, r.PathValue("ep"), p); err != nil {
-			apiError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /api/devices/{ep}/attributes", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Path, Query string }
-		p, ok := decodePathBody(w, r, &req, &req.Path)
-		ctx, cancel, ok := requestContext(w, r, ok)
-		if !ok {
-			return
-		}
-		defer cancel()
-		if err := s.WriteAttributes(ctx, r.PathValue("ep"), p, req.Query); err != nil {
-			apiError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /api/devices/{ep}/observe", s.apiObserve)
-	mux.HandleFunc("POST /api/update", func(w http.ResponseWriter, r *http.Request) {
-		s.apiUpdate(w, r, cfg)
-	})
-	return requireAuth(cfg.Token, mux)
+	a := &api{s: s, cfg: cfg}
+	return requireAuth(cfg.Token, a.routes())
 }
 
-func (s *Server) apiObserve(w http.ResponseWriter, r *http.Request) {
+// api serves APIHandler's routes, one method each.
+type api struct {
+	s   *Server
+	cfg APIConfig
+}
+
+func (a *api) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", a.notFound)
+	mux.HandleFunc("GET /api/devices", a.list)
+	mux.HandleFunc("GET /api/devices/{ep}", a.device)
+	mux.HandleFunc("GET /api/devices/{ep}/read", a.read)
+	mux.HandleFunc("GET /api/devices/{ep}/discover", a.discover)
+	mux.HandleFunc("POST /api/devices/{ep}/write", a.write)
+	mux.HandleFunc("POST /api/devices/{ep}/create", a.create)
+	mux.HandleFunc("POST /api/devices/{ep}/execute", a.execute)
+	mux.HandleFunc("POST /api/devices/{ep}/delete", a.delete)
+	mux.HandleFunc("POST /api/devices/{ep}/attributes", a.attributes)
+	mux.HandleFunc("GET /api/devices/{ep}/observe", a.observe)
+	mux.HandleFunc("POST /api/update", a.update)
+	return mux
+}
+
+func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.s.Registrations())
+}
+
+func (a *api) device(w http.ResponseWriter, r *http.Request) {
+	reg, ok := a.s.Registration(r.PathValue("ep"))
+	if !ok {
+		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
+		return
+	}
+	writeJSON(w, http.StatusOK, reg)
+}
+
+func (a *api) read(w http.ResponseWriter, r *http.Request) {
+	p, f, ok := pathAndFormat(w, r)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	c, err := a.s.Read(ctx, r.PathValue("ep"), p, f)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIContent(c, p))
+}
+
+func (a *api) discover(w http.ResponseWriter, r *http.Request) {
+	p, ok := parsePath(w, r.URL.Query().Get("path"))
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	links, err := a.s.Discover(ctx, r.PathValue("ep"), p)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	out := make([]string, len(links))
+	for i, l := range links {
+		out[i] = l.String()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) write(w http.ResponseWriter, r *http.Request) {
+	var req APIWrite
+	p, f, payload, ok := decodeWrite(w, r, &req)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	noContent(w, a.s.Write(ctx, r.PathValue("ep"), p, f, payload, req.Replace))
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request) {
+	var req APIWrite
+	p, f, payload, ok := decodeWrite(w, r, &req)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	np, err := a.s.Create(ctx, r.PathValue("ep"), p, f, payload)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"path": np.String()})
+}
+
+func (a *api) execute(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Path, Args string }
+	p, ok := decodePathBody(w, r, &req, &req.Path)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	noContent(w, a.s.Execute(ctx, r.PathValue("ep"), p, req.Args))
+}
+
+func (a *api) delete(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Path string }
+	p, ok := decodePathBody(w, r, &req, &req.Path)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	noContent(w, a.s.Delete(ctx, r.PathValue("ep"), p))
+}
+
+func (a *api) attributes(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Path, Query string }
+	p, ok := decodePathBody(w, r, &req, &req.Path)
+	ctx, cancel, ok := requestContext(w, r, ok)
+	if !ok {
+		return
+	}
+	defer cancel()
+	noContent(w, a.s.WriteAttributes(ctx, r.PathValue("ep"), p, req.Query))
+}
+
+// noContent answers a device operation that returns no body: 204, or
+// err as apiError maps it.
+func noContent(w http.ResponseWriter, err error) {
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) observe(w http.ResponseWriter, r *http.Request) {
 	p, f, ok := pathAndFormat(w, r)
 	if !ok {
 		return
 	}
 	ch := make(chan Notification, 16)
-	o, err := s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
+	o, err := a.s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
 		select {
 		case ch <- n:
 		default: // a slow reader misses values, never blocks the device
@@ -312,7 +335,7 @@ type updateParams struct {
 	timeout time.Duration
 }
 
-func (s *Server) parseUpdateParams(r *http.Request) (updateParams, int, error) {
+func (a *api) parseUpdateParams(r *http.Request) (updateParams, int, error) {
 	q := r.URL.Query()
 	up := updateParams{method: PullCoAP, timeout: 10 * time.Minute}
 	if m := q.Get("method"); m != "" {
@@ -334,7 +357,7 @@ func (s *Server) parseUpdateParams(r *http.Request) (updateParams, int, error) {
 	}
 	up.pattern = match
 	if ep != "" {
-		if _, ok := s.Registration(ep); !ok {
+		if _, ok := a.s.Registration(ep); !ok {
 			return up, http.StatusNotFound, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 		}
 		up.pattern = escapeGlob(ep)
@@ -374,13 +397,13 @@ func receivePackage(w http.ResponseWriter, r *http.Request, dir string, max int6
 	return f.Name(), 0, nil
 }
 
-// apiUpdate runs /api/update: the body is the package itself; the server
+// update runs /api/update: the body is the package itself; the server
 // keeps it in a private file only while the update runs.
-func (s *Server) apiUpdate(w http.ResponseWriter, r *http.Request, cfg APIConfig) {
+func (a *api) update(w http.ResponseWriter, r *http.Request) {
 	if !requireContentType(w, r, "application/octet-stream") {
 		return
 	}
-	up, code, err := s.parseUpdateParams(r)
+	up, code, err := a.parseUpdateParams(r)
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
@@ -389,53 +412,47 @@ func (s *Server) apiUpdate(w http.ResponseWriter, r *http.Request, cfg APIConfig
 	defer cancel()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(up.timeout))
-	max := cfg.MaxPackageSize
-	if max <= 0 {
-		max = DefaultMaxPackageSize
-	}
-	file, code, err := receivePackage(w, r, cfg.PackageDir, max)
+	file, code, err := receivePackage(w, r, a.cfg.PackageDir, a.maxPackageSize())
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
 	}
 	defer os.Remove(file)
 	_ = rc.SetReadDeadline(time.Time{})
+	a.streamUpdate(ctx, w, rc, up, file)
+}
 
+func (a *api) maxPackageSize() int64 {
+	if a.cfg.MaxPackageSize <= 0 {
+		return DefaultMaxPackageSize
+	}
+	return a.cfg.MaxPackageSize
+}
+
+// streamUpdate runs the update of file and writes an NDJSON line per
+// progress report as it comes, then the line with the results. An update
+// that fails before its first report is an error status instead.
+func (a *api) streamUpdate(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, up updateParams, file string) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	lines := make(chan Progress, 64)
 	done := make(chan struct{})
 	var res []DeviceResult
+	var err error
 	go func() {
 		defer close(done)
-		res, err = s.UpdateMany(ctx, up.pattern, file, up.method, func(p Progress) {
-			if p.Phase == "deliver" {
-				// One per block: a slow reader may miss some.
-				select {
-				case lines <- p:
-				default:
-				}
-				return
-			}
-			// State changes are few and each one counts; the loop
-			// below drains lines until UpdateMany returns.
-			select {
-			case lines <- p:
-			case <-ctx.Done():
-			}
-		})
+		res, err = a.s.UpdateMany(ctx, up.pattern, file, up.method, progressTo(ctx, lines))
 	}()
 	started := false
-	for {
+	for running := true; running; {
 		select {
 		case p := <-lines:
 			started = true
 			_ = enc.Encode(APIUpdateLine{Progress: &p})
 			_ = rc.Flush()
-			continue
 		case <-done:
+			running = false
 		}
-		break
 	}
 	if err != nil && !started {
 		apiError(w, err)
@@ -445,15 +462,41 @@ func (s *Server) apiUpdate(w http.ResponseWriter, r *http.Request, cfg APIConfig
 		p := <-lines
 		_ = enc.Encode(APIUpdateLine{Progress: &p})
 	}
-	out := APIUpdateLine{Results: []APIResult{}}
+	_ = enc.Encode(APIUpdateLine{Results: apiResults(res)})
+}
+
+// progressTo returns a progress callback that sends to lines without
+// holding up the update on a slow reader.
+func progressTo(ctx context.Context, lines chan<- Progress) func(Progress) {
+	return func(p Progress) {
+		if p.Phase == "deliver" {
+			// One per block: a slow reader may miss some.
+			select {
+			case lines <- p:
+			default:
+			}
+			return
+		}
+		// State changes are few and each one counts; streamUpdate
+		// drains lines until UpdateMany returns.
+		select {
+		case lines <- p:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// apiResults is the results line's list: never null, even when empty.
+func apiResults(res []DeviceResult) []APIResult {
+	out := []APIResult{}
 	for _, d := range res {
 		a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
 		if d.Err != nil {
 			a.Error = apiMessage(d.Err)
 		}
-		out.Results = append(out.Results, a)
+		out = append(out, a)
 	}
-	_ = enc.Encode(out)
+	return out
 }
 
 func escapeGlob(s string) string {
