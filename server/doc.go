@@ -15,9 +15,10 @@
 //
 // Listen binds the CoAP socket (and DTLSAddr, HTTPAddr and the CoAP image
 // socket) and loads the registrations kept in Store; Serve answers until
-// ctx ends or Close is called, and returns nil then. Either way the server
-// stops: sockets and published images are closed, and so is the Store,
-// even one the caller opened (OpenBoltStore or its own).
+// the server is closed, and returns nil then. Close is the one way a
+// server stops; Serve calls it when ctx ends. It closes the sockets and
+// published images, not the Store: the caller closes what it opened
+// (OpenBoltStore or its own), after Close or once Serve returned.
 //
 // Devices register at /rd (LwM2M 1.1 Core §6.2, versions 1.0 and 1.1).
 // Lifetimes are clamped to MaxLifetime, the number of endpoints is capped

@@ -34,11 +34,13 @@ func TestDTLSEndpointBinding(t *testing.T) {
 	}
 	dev.Close()
 	s1.Close()
+	st.Close() // bbolt locks the file; Close leaves the caller's store open
 
 	st2, err := OpenBoltStore(db)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st2.Close() }) // after the server's cleanup, which runs first
 	s := startServer(t, &Server{Store: st2, DTLSAddr: "127.0.0.1:0", PSKs: psks})
 	if _, ok := s.Registration("secure1"); ok {
 		t.Fatal("de-registered endpoint reloaded")

@@ -18,6 +18,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
+	defer store.Close() // the server does not close a store it was given
 	s := &server.Server{Addr: "127.0.0.1:0", Store: store, Logger: slog.New(slog.DiscardHandler)}
 	if err := s.Listen(); err != nil {
 		fmt.Println(err)

@@ -169,217 +169,330 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
-	log := s.logger().With("ep", ep, "method", method.String(), "package", pkgFile)
-	// phase names what the update was doing, for the log of its outcome.
-	phase := "checking the package"
-	defer func() { logOutcome(log, phase, res, err) }()
+	u := &updateRun{
+		s:        s,
+		ep:       ep,
+		log:      s.logger().With("ep", ep, "method", method.String(), "package", pkgFile),
+		progress: progress,
+		st:       fwState{state: fwobj.StateUnknown, result: fwobj.ResultUnknown, changed: make(chan struct{}, 1)},
+	}
+	defer func() { logOutcome(u.log, u.phase, res, err) }()
 	if err := s.checkUpdate(pkgFile, method); err != nil {
 		return 0, err
 	}
-	var pmu sync.Mutex
-	report := func(p Progress) {
-		if progress == nil {
-			return
-		}
-		p.Endpoint = ep
-		pmu.Lock()
-		defer pmu.Unlock()
-		progress(p)
-	}
 	events, unwatch := s.watch(ep)
 	defer unwatch()
+	u.events = events
+	defer u.dropObservations(true)
 
-	st := &fwState{state: fwobj.StateUnknown, result: fwobj.ResultUnknown, changed: make(chan struct{}, 1)}
-	var obsMu sync.Mutex
-	var observations []*Observation
-	observe := func() {
-		obsMu.Lock()
-		defer obsMu.Unlock()
-		for _, p := range []model.Path{pathState, pathResult} {
-			o, err := s.Observe(ctx, ep, p, content.TextPlain, func(n Notification) {
-				if v, ok := parseIntPayload(n.Content); ok {
-					st.set(n.Path, v)
-				}
-			})
-			if err != nil {
-				log.Debug("observe failed; polling instead", "path", p, "err", err)
-				continue
-			}
-			observations = append(observations, o)
-		}
+	u.log.Info("firmware update started")
+	if res, err := u.check(ctx, method); err != nil {
+		return res, err
 	}
-	// dropObservations cancels the observations concurrently; wait says
-	// whether to wait for the device's answers.
-	dropObservations := func(wait bool) {
-		obsMu.Lock()
-		old := observations
-		observations = nil
-		obsMu.Unlock()
-		var wg sync.WaitGroup
-		for _, o := range old {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				_ = o.Cancel(cctx)
-			}()
-		}
-		if wait {
-			wg.Wait()
-		}
-	}
-	defer dropObservations(true)
-	poll := func() error {
-		// One exchange may take MAX_TRANSMIT_WAIT under load (a fleet
-		// updating at once loses datagrams); RequestTimeout allows for it.
-		d := s.RequestTimeout
-		if d <= 0 {
-			d = 30 * time.Second
-		}
-		rctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		for _, p := range []model.Path{pathState, pathResult} {
-			c, err := s.Read(rctx, ep, p, content.TextPlain)
-			if err != nil {
-				return err
-			}
-			v, ok := parseIntPayload(c)
-			if !ok {
-				return fmt.Errorf("server: %s on %s: not an integer: %q", p, ep, c.Payload)
-			}
-			st.set(p, v)
-		}
-		return nil
-	}
-
-	log.Info("firmware update started")
-	phase = "reading the firmware state"
-	if err := poll(); err != nil {
-		return 0, updateError(ep, "reading firmware state", err)
-	}
-	phase = "checking the delivery method"
-	if err := s.checkDeliveryMethod(ctx, ep, method); err != nil {
+	u.observe(ctx)
+	undo, err := u.deliver(ctx, pkgFile, method)
+	defer undo()
+	if err != nil {
 		return 0, err
-	}
-	state, result := st.get()
-	switch state {
-	case fwobj.StateUpdating:
-		return result, fmt.Errorf("server: update %s: device is already updating", ep)
-	case fwobj.StateDownloading, fwobj.StateDownloaded:
-		// Object 5: an empty Package URI drops the previous package.
-		log.Info("resetting previous download", "state", state.String())
-		phase = "resetting the previous download"
-		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
-			return 0, updateError(ep, "dropping the previous package", err)
-		}
-	}
-	observe()
-
-	// delivered reports bytes pushed, or served to a pulling device.
-	delivered := func(sent, total int64) {
-		report(Progress{Phase: "deliver", Sent: sent, Total: total, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
-	}
-	switch method {
-	case Push:
-		phase = "pushing the package"
-		err := s.Push(ctx, ep, pkgFile, delivered)
-		if err != nil {
-			return 0, updateError(ep, "", err)
-		}
-	case PullCoAP, PullHTTP:
-		phase = "publishing the package"
-		im, err := s.Publish(pkgFile)
-		if err != nil {
-			return 0, err
-		}
-		// Whatever the outcome, the package is served no longer than
-		// the update runs.
-		defer s.Unpublish(im.ID)
-		scheme := "coap"
-		if method == PullHTTP {
-			scheme = "http"
-		}
-		uri, err := s.imageURI(ep, im, scheme)
-		if err != nil {
-			return 0, err
-		}
-		phase = "writing the Package URI"
-		// A pull's progress as the image servers see it.
-		if stop, err := s.WatchImage(im.ID, ep, delivered); err == nil {
-			defer stop()
-		}
-		if err := s.Write(ctx, ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
-			return 0, updateError(ep, "writing Package URI", err)
-		}
-		log.Info("package URI written", "uri", uri)
-		report(Progress{Phase: "uri", URI: uri, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
-	default:
-		return 0, fmt.Errorf("server: update %s: %v not supported", ep, method)
 	}
 
 	// Values seen before delivery are stale from here on.
-	phase = "waiting for the download"
-	st.forget()
-	_ = poll()
-	executed := false
+	u.phase = phaseWaitDownload
+	u.st.forget()
+	_ = u.poll(ctx)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	var (
-		noted bool
-		lastS fwobj.State
-		lastR fwobj.Result
-	)
-	// noteState reports State and Update Result when they changed.
-	noteState := func() (state fwobj.State, result fwobj.Result) {
-		state, result = st.get()
-		if !noted || state != lastS || result != lastR {
-			noted, lastS, lastR = true, state, result
-			if state >= 0 && result >= 0 {
-				log.Info("firmware state", "state", state.String(), "result", result.String())
-				report(Progress{Phase: "state", State: state, Result: result})
-			}
-		}
-		return state, result
+	u.tick = tick.C
+	state, result, err := u.waitFor(ctx, func(s fwobj.State, r fwobj.Result) bool {
+		return s == fwobj.StateDownloaded || s == fwobj.StateIdle && r > fwobj.ResultSuccess
+	})
+	if err != nil {
+		return max(result, fwobj.ResultInitial), err
 	}
-	for {
-		state, result := noteState()
-		if state >= 0 && result >= 0 {
-			r := result
-			switch {
-			case !executed && state == fwobj.StateDownloaded:
-				report(Progress{Phase: "execute", State: state, Result: r})
-				phase = "executing Update"
-				// The State seen so far is stale once Update runs. Forget it
-				// now, not after the answer: the Updating notification can
-				// arrive before Execute returns. The Result stays: it is
-				// not notified again unless it changes, and without it the
-				// Updating State would go unreported.
-				st.forgetState()
-				// A device may restart before it answers; do not wait for
-				// that answer longer than for a normal exchange.
-				ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := s.Execute(ectx, ep, pathUpdate, "")
-				cancel()
-				var ce *CodeError
-				if errors.As(err, &ce) {
-					return r, updateError(ep, "executing Update", err)
-				}
-				if err != nil {
-					// The device may have restarted before answering.
-					log.Warn("no answer to Update; waiting for the device", "err", err)
-				}
-				log.Info("update executed")
-				phase = "waiting for the device to report the result of the update"
-				executed = true
-				continue
-			case !executed && state == fwobj.StateIdle && r > fwobj.ResultSuccess:
-				return s.finish(report, state, r)
-			case executed && state == fwobj.StateIdle && r == fwobj.ResultSuccess:
-				return s.finish(report, state, r)
-			case executed && r > fwobj.ResultSuccess:
-				return s.finish(report, state, r)
+	if state != fwobj.StateDownloaded {
+		return u.finish(state, result) // the download failed
+	}
+	if err := u.execute(ctx, state, result); err != nil {
+		return result, err
+	}
+	state, result, err = u.waitFor(ctx, func(s fwobj.State, r fwobj.Result) bool {
+		return s == fwobj.StateIdle && r == fwobj.ResultSuccess || r > fwobj.ResultSuccess
+	})
+	if err != nil {
+		return max(result, fwobj.ResultInitial), err
+	}
+	return u.finish(state, result)
+}
+
+// phase is what an update is doing: the log of its outcome and the error
+// of a timeout or a cancellation name it.
+type phase int
+
+const (
+	phaseCheck phase = iota
+	phaseReadState
+	phaseCheckMethod
+	phaseReset
+	phasePush
+	phasePublish
+	phaseWriteURI
+	phaseWaitDownload
+	phaseExecute
+	phaseWaitOutcome
+)
+
+var phaseNames = [...]string{
+	phaseCheck:        "checking the package",
+	phaseReadState:    "reading the firmware state",
+	phaseCheckMethod:  "checking the delivery method",
+	phaseReset:        "resetting the previous download",
+	phasePush:         "pushing the package",
+	phasePublish:      "publishing the package",
+	phaseWriteURI:     "writing the Package URI",
+	phaseWaitDownload: "waiting for the download",
+	phaseExecute:      "executing Update",
+	phaseWaitOutcome:  "waiting for the device to report the result of the update",
+}
+
+func (p phase) String() string {
+	if p >= 0 && int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return "phase(" + strconv.Itoa(int(p)) + ")"
+}
+
+// updateRun is one Update of one device: what it knows of the device's
+// /5 and the observations that keep it current.
+type updateRun struct {
+	s        *Server
+	ep       string
+	log      *slog.Logger
+	progress func(Progress)
+	pmu      sync.Mutex // one progress call at a time
+	phase    phase
+
+	st     fwState
+	events <-chan Registration // the device registered again
+	tick   <-chan time.Time    // time to poll
+
+	obsMu        sync.Mutex
+	observations []*Observation
+
+	// What noteState reported last.
+	noted bool
+	lastS fwobj.State
+	lastR fwobj.Result
+}
+
+func (u *updateRun) report(p Progress) {
+	if u.progress == nil {
+		return
+	}
+	p.Endpoint = u.ep
+	u.pmu.Lock()
+	defer u.pmu.Unlock()
+	u.progress(p)
+}
+
+// delivered reports bytes pushed, or served to a pulling device.
+func (u *updateRun) delivered(sent, total int64) {
+	u.report(Progress{Phase: "deliver", Sent: sent, Total: total, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
+}
+
+func (u *updateRun) observe(ctx context.Context) {
+	u.obsMu.Lock()
+	defer u.obsMu.Unlock()
+	for _, p := range []model.Path{pathState, pathResult} {
+		o, err := u.s.Observe(ctx, u.ep, p, content.TextPlain, func(n Notification) {
+			if v, ok := parseIntPayload(n.Content); ok {
+				u.st.set(n.Path, v)
 			}
+		})
+		if err != nil {
+			u.log.Debug("observe failed; polling instead", "path", p, "err", err)
+			continue
+		}
+		u.observations = append(u.observations, o)
+	}
+}
+
+// dropObservations cancels the observations concurrently; wait says
+// whether to wait for the device's answers.
+func (u *updateRun) dropObservations(wait bool) {
+	u.obsMu.Lock()
+	old := u.observations
+	u.observations = nil
+	u.obsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, o := range old {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = o.Cancel(cctx)
+		}()
+	}
+	if wait {
+		wg.Wait()
+	}
+}
+
+// poll reads State and Update Result.
+func (u *updateRun) poll(ctx context.Context) error {
+	// One exchange may take MAX_TRANSMIT_WAIT under load (a fleet
+	// updating at once loses datagrams); RequestTimeout allows for it.
+	rctx, cancel := context.WithTimeout(ctx, u.s.requestTimeout())
+	defer cancel()
+	for _, p := range []model.Path{pathState, pathResult} {
+		c, err := u.s.Read(rctx, u.ep, p, content.TextPlain)
+		if err != nil {
+			return err
+		}
+		v, ok := parseIntPayload(c)
+		if !ok {
+			return fmt.Errorf("server: %s on %s: not an integer: %q", p, u.ep, c.Payload)
+		}
+		u.st.set(p, v)
+	}
+	return nil
+}
+
+// known reports whether both values were read or notified
+// (fwobj.StateUnknown and fwobj.ResultUnknown are negative).
+func known(state fwobj.State, result fwobj.Result) bool {
+	return state >= 0 && result >= 0
+}
+
+// noteState reports State and Update Result when they changed.
+func (u *updateRun) noteState() (state fwobj.State, result fwobj.Result) {
+	state, result = u.st.get()
+	if !u.noted || state != u.lastS || result != u.lastR {
+		u.noted, u.lastS, u.lastR = true, state, result
+		if known(state, result) {
+			u.log.Info("firmware state", "state", state.String(), "result", result.String())
+			u.report(Progress{Phase: "state", State: state, Result: result})
+		}
+	}
+	return state, result
+}
+
+// check reads the device's /5 and /5/0/9 before anything is sent: a
+// device that is updating is left alone, a method it does not take is
+// refused, and a previous download is dropped.
+func (u *updateRun) check(ctx context.Context, method Method) (fwobj.Result, error) {
+	u.phase = phaseReadState
+	if err := u.poll(ctx); err != nil {
+		return 0, updateError(u.ep, "reading firmware state", err)
+	}
+	u.phase = phaseCheckMethod
+	if err := u.s.checkDeliveryMethod(ctx, u.ep, method); err != nil {
+		return 0, err
+	}
+	state, result := u.st.get()
+	switch state {
+	case fwobj.StateUpdating:
+		return result, fmt.Errorf("server: update %s: device is already updating", u.ep)
+	case fwobj.StateDownloading, fwobj.StateDownloaded:
+		// Object 5: an empty Package URI drops the previous package.
+		u.log.Info("resetting previous download", "state", state.String())
+		u.phase = phaseReset
+		if err := u.s.Write(ctx, u.ep, pathURI, content.TextPlain, []byte{}, true); err != nil {
+			return 0, updateError(u.ep, "dropping the previous package", err)
+		}
+	}
+	return 0, nil
+}
+
+// deliver sends the package by method. undo, never nil, stops serving
+// it: whatever the outcome, a package is served no longer than the
+// update runs.
+func (u *updateRun) deliver(ctx context.Context, pkgFile string, method Method) (undo func(), err error) {
+	switch method {
+	case Push:
+		return func() {}, u.push(ctx, pkgFile)
+	case PullCoAP, PullHTTP:
+		return u.pull(ctx, pkgFile, method)
+	}
+	return func() {}, fmt.Errorf("server: update %s: %v not supported", u.ep, method)
+}
+
+// push writes the package to /5/0/0 with Block1.
+func (u *updateRun) push(ctx context.Context, pkgFile string) error {
+	u.phase = phasePush
+	if err := u.s.Push(ctx, u.ep, pkgFile, u.delivered); err != nil {
+		return updateError(u.ep, "", err)
+	}
+	return nil
+}
+
+// pull publishes the package and writes its URI to /5/0/1.
+func (u *updateRun) pull(ctx context.Context, pkgFile string, method Method) (undo func(), err error) {
+	u.phase = phasePublish
+	im, err := u.s.Publish(pkgFile)
+	if err != nil {
+		return func() {}, err
+	}
+	undo = func() { u.s.Unpublish(im.ID) }
+	scheme := "coap"
+	if method == PullHTTP {
+		scheme = "http"
+	}
+	uri, err := u.s.imageURI(u.ep, im, scheme)
+	if err != nil {
+		return undo, err
+	}
+	u.phase = phaseWriteURI
+	// A pull's progress as the image servers see it.
+	if stop, err := u.s.WatchImage(im.ID, u.ep, u.delivered); err == nil {
+		undo = func() { stop(); u.s.Unpublish(im.ID) }
+	}
+	if err := u.s.Write(ctx, u.ep, pathURI, content.TextPlain, []byte(uri), true); err != nil {
+		return undo, updateError(u.ep, "writing Package URI", err)
+	}
+	u.log.Info("package URI written", "uri", uri)
+	u.report(Progress{Phase: "uri", URI: uri, State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
+	return undo, nil
+}
+
+// execute executes Update (/5/0/2) on a device in State Downloaded. Only
+// the device's refusal is an error: a device may restart before it
+// answers.
+func (u *updateRun) execute(ctx context.Context, state fwobj.State, result fwobj.Result) error {
+	u.report(Progress{Phase: "execute", State: state, Result: result})
+	u.phase = phaseExecute
+	// The State seen so far is stale once Update runs. Forget it now, not
+	// after the answer: the Updating notification can arrive before
+	// Execute returns. The Result stays: it is not notified again unless
+	// it changes, and without it the Updating State would go unreported.
+	u.st.forgetState()
+	// A device may restart before it answers; do not wait for that
+	// answer longer than for a normal exchange.
+	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := u.s.Execute(ectx, u.ep, pathUpdate, "")
+	cancel()
+	var ce *CodeError
+	if errors.As(err, &ce) {
+		return updateError(u.ep, "executing Update", err)
+	}
+	if err != nil {
+		// The device may have restarted before answering.
+		u.log.Warn("no answer to Update; waiting for the device", "err", err)
+	}
+	u.log.Info("update executed")
+	u.phase = phaseWaitOutcome
+	return nil
+}
+
+// waitFor waits until State and Update Result are known and done says
+// so, following notifications, polls and new registrations. It returns
+// them, or the last ones seen and the error of a timeout or cancellation
+// that names the phase.
+func (u *updateRun) waitFor(ctx context.Context, done func(fwobj.State, fwobj.Result) bool) (fwobj.State, fwobj.Result, error) {
+	for {
+		state, result := u.noteState()
+		if known(state, result) && done(state, result) {
+			return state, result, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -387,36 +500,41 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 			if ctx.Err() == context.Canceled {
 				why = "cancelled"
 			}
-			msg := fmt.Sprintf("server: update %s: %s %s", ep, why, phase)
+			msg := fmt.Sprintf("server: update %s: %s %s", u.ep, why, u.phase)
 			if state >= 0 {
 				msg += " (device state " + state.String() + ")"
 			}
-			return max(result, fwobj.ResultInitial), &wrapError{msg: msg, err: ctx.Err()}
-		case <-st.changed:
-		case reg := <-events:
-			// What the old program notified before it went (Updating)
-			// came first; select may have picked this case over it.
-			noteState()
-			// A new registration means the device restarted: its old
-			// observations are gone (RFC 7641, 3.6).
-			log.Info("device registered again during update", "addr", reg.Addr)
-			report(Progress{Phase: "registered", State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
-			// The old observations went with the old process; cancelling
-			// them only stops the local callbacks, so do not wait.
-			dropObservations(false)
-			st.forget()
-			_ = poll()
-			observe()
-		case <-tick.C:
-			if err := poll(); err != nil {
-				log.Debug("polling firmware state", "err", err)
+			return state, result, &wrapError{msg: msg, err: ctx.Err()}
+		case <-u.st.changed:
+		case reg := <-u.events:
+			u.registered(ctx, reg)
+		case <-u.tick:
+			if err := u.poll(ctx); err != nil {
+				u.log.Debug("polling firmware state", "err", err)
 			}
 		}
 	}
 }
 
-func (s *Server) finish(report func(Progress), state fwobj.State, r fwobj.Result) (fwobj.Result, error) {
-	report(Progress{Phase: "done", State: state, Result: r})
+// registered follows a new registration of the device: it restarted, and
+// its old observations are gone (RFC 7641, 3.6).
+func (u *updateRun) registered(ctx context.Context, reg Registration) {
+	// What the old program notified before it went (Updating) came
+	// first; select may have picked the registration over it.
+	u.noteState()
+	u.log.Info("device registered again during update", "addr", reg.Addr)
+	u.report(Progress{Phase: "registered", State: fwobj.StateUnknown, Result: fwobj.ResultUnknown})
+	// The old observations went with the old process; cancelling them
+	// only stops the local callbacks, so do not wait.
+	u.dropObservations(false)
+	u.st.forget()
+	_ = u.poll(ctx)
+	u.observe(ctx)
+}
+
+// finish reports the outcome: nil for Success, else ErrUpdateFailed.
+func (u *updateRun) finish(state fwobj.State, r fwobj.Result) (fwobj.Result, error) {
+	u.report(Progress{Phase: "done", State: state, Result: r})
 	if r == fwobj.ResultSuccess {
 		return r, nil
 	}
@@ -425,18 +543,18 @@ func (s *Server) finish(report func(Progress), state fwobj.State, r fwobj.Result
 
 // logOutcome logs how an update ended: success, the device's failure
 // result, a timeout or cancellation and in which phase, or another error.
-func logOutcome(log *slog.Logger, phase string, r fwobj.Result, err error) {
+func logOutcome(log *slog.Logger, p phase, r fwobj.Result, err error) {
 	switch {
 	case err == nil:
 		log.Info("firmware update succeeded", "result", int(r))
 	case errors.Is(err, ErrUpdateFailed):
 		log.Warn("firmware update failed", "result", int(r), "reason", r.String())
 	case errors.Is(err, context.DeadlineExceeded):
-		log.Warn("firmware update timed out", "phase", phase, "err", err)
+		log.Warn("firmware update timed out", "phase", p.String(), "err", err)
 	case errors.Is(err, context.Canceled):
-		log.Warn("firmware update cancelled", "phase", phase)
+		log.Warn("firmware update cancelled", "phase", p.String())
 	default:
-		log.Warn("firmware update failed", "phase", phase, "err", err)
+		log.Warn("firmware update failed", "phase", p.String(), "err", err)
 	}
 }
 

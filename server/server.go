@@ -343,8 +343,9 @@ func (s *Server) HTTPLocalAddr() net.Addr {
 	return s.httpLis.Addr()
 }
 
-// Serve runs the server until ctx ends or Close is called. It returns nil
-// after a Close or a cancelled ctx.
+// Serve runs the server until it is closed, and returns nil then. ctx
+// ending closes it: cancelling ctx and calling Close are one and the same
+// stop.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	if s.lis == nil {
@@ -404,7 +405,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx)
 }
 
-// Close stops the server, closes the sockets and the store.
+// Close stops the server: Serve returns, and the sockets and published
+// images are closed. It is the one way a server stops (Serve calls it
+// when its ctx ends) and may be called more than once. Close leaves the
+// Store open: whoever opened it closes it, after Close.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed || s.lis == nil {
@@ -430,7 +434,7 @@ func (s *Server) Close() error {
 	for _, im := range imgs {
 		im.f.Close()
 	}
-	return s.Store.Close()
+	return nil
 }
 
 // handle dispatches incoming CoAP requests: the registration interface

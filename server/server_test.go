@@ -169,11 +169,13 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	d := newFakeDevice(t, addr, "dev1")
 	reg1, _ := s1.Registration("dev1")
 	s1.Close()
+	st.Close() // bbolt locks the file; Close leaves the caller's store open
 
 	st2, err := OpenBoltStore(db)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st2.Close() }) // after the server's cleanup, which runs first
 	// The same port: the device's socket only talks to that address.
 	s2 := startServer(t, &Server{Store: st2, Addr: addr})
 	reg2, ok := s2.Registration("dev1")
@@ -515,5 +517,45 @@ func TestRegisterBadInput(t *testing.T) {
 	}
 	if _, ok := s.Registration("x"); ok {
 		t.Error("bad registration accepted")
+	}
+}
+
+// Close stops the server and leaves the Store it was given open: the
+// caller closes what it opened. Cancelling Serve's ctx is the same stop.
+func TestCloseLeavesCallerStoreOpen(t *testing.T) {
+	for _, how := range []string{"Close", "ctx"} {
+		t.Run(how, func(t *testing.T) {
+			st, err := OpenBoltStore(filepath.Join(t.TempDir(), "reg.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			s := &Server{Store: st, Addr: "127.0.0.1:0", Logger: testLogger(t)}
+			if err := s.Listen(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx) }()
+			newFakeDevice(t, s.LocalAddr().String(), "dev1")
+			if how == "Close" {
+				if err := s.Close(); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+			} else {
+				cancel()
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+			regs, err := st.List()
+			if err != nil {
+				t.Fatalf("the caller's store after the server stopped: %v", err)
+			}
+			if len(regs) != 1 || regs[0].Endpoint != "dev1" {
+				t.Errorf("stored registrations %+v", regs)
+			}
+		})
 	}
 }

@@ -33,10 +33,12 @@ func TestWildcardRestartSecondAddress(t *testing.T) {
 		t.Fatalf("read before restart: %v", err)
 	}
 	s1.Close()
+	st.Close() // bbolt locks the file; Close leaves the caller's store open
 	st2, err := OpenBoltStore(db)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st2.Close() }) // after the server's cleanup, which runs first
 	s2 := startServer(t, &Server{Store: st2, Addr: ":" + strconv.Itoa(port), RequestTimeout: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

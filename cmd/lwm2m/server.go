@@ -235,6 +235,8 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
 		}
+		// Close leaves the store open: it is ours to close.
+		defer st.Close()
 		s.Store = st
 	}
 	if err := s.Listen(); err != nil {

@@ -189,3 +189,43 @@ func TestServerCommandAPIEnv(t *testing.T) {
 		t.Errorf("exit %d: %s %s", code, out, errs)
 	}
 }
+
+// TestServerReleasesDB: lwm2m server closes the -db store it opened,
+// whether it stops or fails to start (here: -http on a port in use), so
+// that bbolt's lock on the file is released. server.Server.Close leaves a
+// store it was given open.
+func TestServerReleasesDB(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "reg.db")
+	tok := filepath.Join(dir, "token")
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"stopped", nil, 0},
+		{"failed to listen", []string{"-http", busy.Addr().String()}, 1},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errb bytes.Buffer
+		args := append([]string{"-coap", "127.0.0.1:0", "-api", "127.0.0.1:0", "-db", db, "-token-file", tok}, c.args...)
+		if c.code == 0 {
+			cancel() // Serve returns at once
+		}
+		code := runServer(ctx, args, &out, &errb)
+		cancel()
+		if code != c.code {
+			t.Fatalf("%s: exit %d, want %d: %s", c.name, code, c.code, errb.String())
+		}
+		st, err := server.OpenBoltStore(db)
+		if err != nil {
+			t.Fatalf("%s: the store is still locked: %v", c.name, err)
+		}
+		st.Close()
+	}
+}
