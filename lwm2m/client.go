@@ -212,7 +212,7 @@ func (c *Client) AddObject(o Object) error {
 	}
 	c.objects[o.ID()] = o
 	c.mu.Unlock()
-	if s, ok := o.(interface{ setNotifier(Notifier) }); ok {
+	if s, ok := o.(interface{ setNotifier(notifier) }); ok {
 		s.setNotifier(c)
 	}
 	c.requestUpdate(updateReq{full: true})

@@ -134,8 +134,8 @@ func (e *TooLargeError) Error() string {
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
 
-// Notifier is what an object calls when one of its values changes, so that
-// observers are notified. The Client is a Notifier.
-type Notifier interface {
+// notifier is what a Static calls when one of its values changes, so that
+// observers are notified. The Client is one.
+type notifier interface {
 	Changed(p model.Path)
 }
