@@ -337,7 +337,7 @@ func (r *rateLog) allow() (bool, int) {
 func (c *Client) transportError(err error) {
 	if udpsock.IsAsyncError(err) {
 		if ok, n := c.unreachableLog.allow(); ok {
-			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
+			c.log.Warn("server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
 			return
 		}
 	}
@@ -355,7 +355,7 @@ func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		p, _ := r.Options().Path()
 		c.logRefused(r.Code(), p, code, errNotInVersion10)
 		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
-			c.log.Warn("lwm2m: cannot set response", "err", err)
+			c.log.Warn("cannot set response", "err", err)
 		}
 		return
 	}

@@ -304,7 +304,7 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 	if !c.obs.add(key, ob) {
 		cancel()
 		if ok, n := c.refusedLog.allow(); ok {
-			c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
+			c.log.Warn("observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
 		}
 		return errResponse(codes.ServiceUnavailable)
 	}
@@ -371,7 +371,7 @@ func (o *observations) resetBy(mid int32) {
 		if ob.lastMID == mid {
 			o.endLocked(ob)
 			delete(o.byToken, k)
-			o.c.log.Info("lwm2m: observation cancelled by Reset", "path", ob.path)
+			o.c.log.Info("observation cancelled by Reset", "path", ob.path)
 			return
 		}
 	}
@@ -600,9 +600,9 @@ func (o *observations) send(ctx context.Context, ob *observation, resp response,
 	case con && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		// RFC 7641 §4.5: an observer that does not acknowledge a
 		// Confirmable notification is no longer interested.
-		o.c.log.Warn("lwm2m: notification not acknowledged; observation ended", "path", ob.path)
+		o.c.log.Warn("notification not acknowledged; observation ended", "path", ob.path)
 		o.drop(ob)
 	default:
-		o.c.log.Debug("lwm2m: notification not delivered", "path", ob.path, "err", err)
+		o.c.log.Debug("notification not delivered", "path", ob.path, "err", err)
 	}
 }

@@ -172,7 +172,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	log = log.With("server", addr, "mode", mode)
 	// Say at once what a silent server after the key exchange means,
 	// rather than after the handshake timeout.
-	dc.Stalled = func(err error) { log.Error("coaps: "+err.Error(), "gives_up_after", timeout) }
+	dc.Stalled = func(err error) { log.Error(err.Error(), "gives_up_after", timeout) }
 	return &Transport{addr: addr, dc: dc, timeout: timeout, log: log}, nil
 }
 
@@ -187,14 +187,14 @@ func (t *Transport) Dial(ctx context.Context) (net.Conn, error) {
 		switch {
 		case errors.Is(err, ErrPSKRejected), errors.Is(err, ErrCertificate), errors.Is(err, ErrRejected):
 			// Retrying cannot fix this; the core backs off between attempts.
-			t.log.Error("coaps: "+err.Error(), "err", err)
+			t.log.Error(err.Error(), "err", err)
 		default:
-			t.log.Warn("coaps: handshake failed", "err", err)
+			t.log.Warn("handshake failed", "err", err)
 		}
 		return nil, err
 	}
 	if st, ok := conn.ConnectionState(); ok {
-		t.log.Info("coaps: DTLS session established",
+		t.log.Info("DTLS session established",
 			"suite", dtls.CipherSuiteName(st.CipherSuiteID))
 	}
 	return conn, nil
