@@ -3,18 +3,15 @@ package fwupdate
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 
 	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
 func TestServerCredentialsFallback(t *testing.T) {
-	dial := func(context.Context, udpclient.HandlerFunc) (*udpclient.Conn, error) {
-		return nil, errors.New("unused")
-	}
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: "e", Server: "coaps://127.0.0.1:5684", Dial: dial})
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "e", Server: "coaps://127.0.0.1:5684", Transport: unusedTransport{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,3 +41,8 @@ func TestServerCredentialsFallback(t *testing.T) {
 		t.Error("noCredentials: wrong verdict")
 	}
 }
+
+// unusedTransport lets New accept a coaps URI; the test never dials.
+type unusedTransport struct{}
+
+func (unusedTransport) Dial(context.Context) (net.Conn, error) { return nil, errors.New("unused") }

@@ -125,11 +125,11 @@ func Install(c *lwm2m.Client, h Handlers, cfg Config) (*Object, error) {
 	switch o.p.State {
 	case StateDownloading:
 		if o.p.URI == "" {
-			o.log.Warn("fwupdate: push download interrupted by a restart")
+			o.log.Warn("push download interrupted by a restart")
 			o.transition(evFailed, ResultConnectionLost)
 			break
 		}
-		o.log.Info("fwupdate: resuming download after restart", "uri", o.p.URI, "offset", o.p.Offset)
+		o.log.Info("resuming download after restart", "uri", o.p.URI, "offset", o.p.Offset)
 		o.startPull(o.p.URI, o.p.ETag, o.p.Offset)
 	case StateDownloaded, StateUpdating:
 		o.written = o.p.Offset
@@ -205,7 +205,7 @@ func (o *Object) transition(ev event, given Result) rule {
 	}
 	o.save()
 	if o.p.State != old.State || o.p.Result != old.Result {
-		o.log.Info("fwupdate: "+old.State.String()+" -> "+o.p.State.String(), "result", o.p.Result.String())
+		o.log.Info(""+old.State.String()+" -> "+o.p.State.String(), "result", o.p.Result.String())
 	}
 	o.notify(old)
 	return r
@@ -219,14 +219,14 @@ func (o *Object) resetLocked() {
 		o.deferT = nil
 	}
 	if err := o.h.Reset(); err != nil {
-		o.log.Warn("fwupdate: reset handler failed", "err", err)
+		o.log.Warn("reset handler failed", "err", err)
 	}
 }
 
 func (o *Object) save() {
 	o.savedAt, o.savedOff = time.Now(), o.p.Offset
 	if err := o.cfg.Store.Save(o.p); err != nil {
-		o.log.Error("fwupdate: cannot persist state", "err", err)
+		o.log.Error("cannot persist state", "err", err)
 	}
 }
 
@@ -474,7 +474,7 @@ func (o *Object) upgradeWhenNotified() {
 	ctx, cancel := context.WithTimeout(context.Background(), notifyWait)
 	defer cancel()
 	if err := o.c.WaitNotified(ctx, model.NewPath(ObjectID, 0, ResState)); err != nil {
-		o.log.Warn("fwupdate: upgrading before the server acknowledged Updating", "err", err)
+		o.log.Warn("upgrading before the server acknowledged Updating", "err", err)
 	}
 	o.performUpgrade()
 }
@@ -491,14 +491,14 @@ func (o *Object) performUpgrade() {
 	}
 	res := resultOf(err, ResultUpdateFailed)
 	if res != ResultDeferred {
-		o.log.Warn("fwupdate: upgrade failed", "err", err)
+		o.log.Warn("upgrade failed", "err", err)
 	}
 	o.transition(evUpgradeFailed, res)
 	if res == ResultDeferred && o.p.MaxDeferPeriod > 0 {
 		// The server allows deferring only this long (/5/0/13).
 		o.deferT = time.AfterFunc(time.Duration(o.p.MaxDeferPeriod)*time.Second, func() {
 			if err := o.update(); err != nil {
-				o.log.Warn("fwupdate: deferred upgrade could not start", "err", err)
+				o.log.Warn("deferred upgrade could not start", "err", err)
 			}
 		})
 	}

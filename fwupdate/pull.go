@@ -112,7 +112,7 @@ func (o *Object) runPull(ctx context.Context, uri string, etag []byte, offset in
 				o.written = offset
 				o.mu.Unlock()
 			} else {
-				o.log.Warn("fwupdate: cannot resume, starting over", "err", err)
+				o.log.Warn("cannot resume, starting over", "err", err)
 			}
 		}
 	}
@@ -123,7 +123,7 @@ func (o *Object) runPull(ctx context.Context, uri string, etag []byte, offset in
 		o.mu.Unlock()
 		if offset > 0 {
 			if err := o.h.Reset(); err != nil {
-				o.log.Warn("fwupdate: reset handler failed", "err", err)
+				o.log.Warn("reset handler failed", "err", err)
 			}
 		}
 	}
@@ -158,7 +158,7 @@ func (o *Object) finishPull(ctx context.Context, err error) {
 	defer o.mu.Unlock()
 	o.dl = nil
 	if err != nil {
-		o.log.Warn("fwupdate: download failed", "uri", o.p.URI, "err", err)
+		o.log.Warn("download failed", "uri", o.p.URI, "err", err)
 		o.transition(evFailed, resultOf(err, dflt))
 		return
 	}

@@ -27,7 +27,7 @@ func (o *Object) OpenStream(ctx context.Context, res model.Path, size int64) (lw
 		return nil, r.err
 	}
 	if max := o.cfg.MaxPackageSize; max > 0 && size > max {
-		o.log.Warn("fwupdate: pushed package too large", "size", size, "max", max)
+		o.log.Warn("pushed package too large", "size", size, "max", max)
 		o.p.Result = ResultNoSpace
 		o.save()
 		o.c.Changed(model.NewPath(ObjectID, 0, ResUpdateResult))
@@ -35,7 +35,7 @@ func (o *Object) OpenStream(ctx context.Context, res model.Path, size int64) (lw
 	}
 	o.written, o.total = 0, size
 	if err := o.h.StreamOpen(ctx, "", nil); err != nil {
-		o.log.Warn("fwupdate: stream open failed", "err", err)
+		o.log.Warn("stream open failed", "err", err)
 		o.transition(evPackage, 0)
 		o.transition(evFailed, resultOf(err, ResultNoSpace))
 		return nil, storageErr(err)
@@ -67,7 +67,7 @@ func (s *pushStream) Write(chunk []byte) error {
 		return &lwm2m.TooLargeError{Max: max}
 	}
 	if err := o.h.StreamWrite(chunk); err != nil {
-		o.log.Warn("fwupdate: stream write failed", "err", err, "offset", o.written)
+		o.log.Warn("stream write failed", "err", err, "offset", o.written)
 		o.transition(evFailed, resultOf(err, ResultNoSpace))
 		return storageErr(err)
 	}
@@ -89,7 +89,7 @@ func (s *pushStream) Close() error {
 	}
 	o.stream = nil
 	if err := o.h.StreamFinish(); err != nil {
-		o.log.Warn("fwupdate: package refused", "err", err)
+		o.log.Warn("package refused", "err", err)
 		o.transition(evFailed, resultOf(err, ResultIntegrity))
 		return nil
 	}
@@ -107,7 +107,7 @@ func (s *pushStream) Abort(err error) {
 		return
 	}
 	o.stream = nil
-	o.log.Warn("fwupdate: push aborted", "err", err, "offset", o.written)
+	o.log.Warn("push aborted", "err", err, "offset", o.written)
 	res := ResultInitial
 	if errors.Is(err, lwm2m.ErrTransferTimeout) {
 		res = ResultConnectionLost

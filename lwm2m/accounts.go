@@ -2,6 +2,7 @@ package lwm2m
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -20,9 +21,6 @@ const (
 	secServerKey    = 4
 	secSecretKey    = 5
 	secShortID      = 10
-	secModeNoSec    = 3
-	secModePSK      = 0
-	secModeCert     = 2
 	serverShortID   = 0
 	serverLifetime  = 1
 	serverPmin      = 2
@@ -34,17 +32,37 @@ const (
 	serverTrigger   = 8
 )
 
-// SecurityMode values of /0/x/2.
+// SecurityMode is the Security Mode of the server account, resource
+// /0/x/2 (LwM2M 1.1 Core, Appendix E.1).
+type SecurityMode int64
+
+// Security Modes of /0/x/2.
 const (
-	SecurityPSK         = secModePSK
-	SecurityCertificate = secModeCert
-	SecurityNoSec       = secModeNoSec
+	SecurityPSK         SecurityMode = 0 // pre-shared key
+	SecurityRPK         SecurityMode = 1 // raw public key (RFC 7250)
+	SecurityCertificate SecurityMode = 2 // X.509 certificates
+	SecurityNoSec       SecurityMode = 3 // no security: plain CoAP
 )
+
+// String returns the mode's name as the LwM2M specification spells it.
+func (m SecurityMode) String() string {
+	switch m {
+	case SecurityPSK:
+		return "PSK"
+	case SecurityRPK:
+		return "RPK"
+	case SecurityCertificate:
+		return "Certificate"
+	case SecurityNoSec:
+		return "NoSec"
+	}
+	return "SecurityMode(" + strconv.FormatInt(int64(m), 10) + ")"
+}
 
 // Credentials describe the DTLS credentials of the server account, as
 // stored in the Security object. The secure transport fills them in.
 type Credentials struct {
-	Mode        int64  // SecurityPSK, SecurityCertificate or SecurityNoSec
+	Mode        SecurityMode
 	PublicKeyID []byte // PSK identity, or the client certificate (DER)
 	ServerKey   []byte // the server's certificate or public key (DER)
 	SecretKey   []byte // PSK, or the client's private key (DER)
@@ -62,7 +80,7 @@ func newSecurityObject(cfg Config) *Static {
 	)
 	o.Set(0, secServerURI, model.String(cfg.Server))
 	o.Set(0, secBootstrap, model.Bool(false))
-	o.Set(0, secMode, model.Int(secModeNoSec))
+	o.Set(0, secMode, model.Int(int64(SecurityNoSec)))
 	o.Set(0, secShortID, model.Int(int64(cfg.ShortServerID)))
 	return o
 }
@@ -70,7 +88,7 @@ func newSecurityObject(cfg Config) *Static {
 // SetCredentials records the server account's credentials in the Security
 // object (/0/0/2..5).
 func (c *Client) SetCredentials(cr Credentials) {
-	c.security.Set(0, secMode, model.Int(cr.Mode))
+	c.security.Set(0, secMode, model.Int(int64(cr.Mode)))
 	c.security.Set(0, secPublicKeyID, model.Opaque(cr.PublicKeyID))
 	c.security.Set(0, secServerKey, model.Opaque(cr.ServerKey))
 	c.security.Set(0, secSecretKey, model.Opaque(cr.SecretKey))
@@ -80,7 +98,7 @@ func (c *Client) SetCredentials(cr Credentials) {
 func (c *Client) Credentials() Credentials {
 	get := func(res uint16) model.Value { v, _ := c.security.Get(0, res); return v }
 	return Credentials{
-		Mode:        get(secMode).Int,
+		Mode:        SecurityMode(get(secMode).Int),
 		PublicKeyID: get(secPublicKeyID).Bytes,
 		ServerKey:   get(secServerKey).Bytes,
 		SecretKey:   get(secSecretKey).Bytes,

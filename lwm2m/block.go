@@ -251,7 +251,7 @@ func (b *blockTransfers) open(ctx context.Context, c *Client, o Object, p model.
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.cur == t && !t.done {
-			c.log.Warn("lwm2m: block-wise write abandoned by the server", "path", p, "next_offset", t.off)
+			c.log.Warn("block-wise write abandoned by the server", "path", p, "next_offset", t.off)
 			t.abort(ErrTransferTimeout)
 			b.cur = nil
 		}

@@ -85,9 +85,12 @@ type Config struct {
 	Version string
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
-	// Dial, if set, replaces the plain UDP dial; the secure transport
-	// uses it. It must return a connection that is closed with ctx.
-	Dial func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error)
+	// Transport carries the server connection when Server's scheme is not
+	// coap; coaps.Configure sets it for coaps. Nil means plain UDP.
+	Transport Transport
+	// Credentials, if set, are recorded in the Security object
+	// (/0/0/2..5); coaps.Configure sets them with Transport.
+	Credentials *Credentials
 }
 
 // LwM2M versions for Config.Version.
@@ -137,7 +140,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
 	}
-	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Dial != nil) {
+	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Transport != nil) {
 		return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
 	}
 	host := coapuri.HostPort(u)
@@ -190,6 +193,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.obs = newObservations(c)
 	c.security = newSecurityObject(cfg)
+	if cfg.Credentials != nil {
+		c.SetCredentials(*cfg.Credentials)
+	}
 	c.server = newServerObject(c)
 	for _, o := range []Object{c.security, c.server} {
 		if err := c.AddObject(o); err != nil {
@@ -212,7 +218,7 @@ func (c *Client) AddObject(o Object) error {
 	}
 	c.objects[o.ID()] = o
 	c.mu.Unlock()
-	if s, ok := o.(interface{ setNotifier(Notifier) }); ok {
+	if s, ok := o.(interface{ setNotifier(notifier) }); ok {
 		s.setNotifier(c)
 	}
 	c.requestUpdate(updateReq{full: true})
@@ -292,8 +298,8 @@ func (c *Client) Registered() bool {
 
 // dial opens the server connection with the client's handler.
 func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
-	if c.cfg.Dial != nil {
-		return c.cfg.Dial(ctx, c.dispatch)
+	if c.cfg.Transport != nil {
+		return dialTransport(ctx, c.cfg.Transport, c.dispatch, c.cfg.Tx, c.transportError)
 	}
 	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, c.transportError, newBlock1Fast(c))
 }
@@ -331,7 +337,7 @@ func (r *rateLog) allow() (bool, int) {
 func (c *Client) transportError(err error) {
 	if udpsock.IsAsyncError(err) {
 		if ok, n := c.unreachableLog.allow(); ok {
-			c.log.Warn("lwm2m: server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
+			c.log.Warn("server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
 			return
 		}
 	}
@@ -349,7 +355,7 @@ func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		p, _ := r.Options().Path()
 		c.logRefused(r.Code(), p, code, errNotInVersion10)
 		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
-			c.log.Warn("lwm2m: cannot set response", "err", err)
+			c.log.Warn("cannot set response", "err", err)
 		}
 		return
 	}

@@ -84,12 +84,12 @@ func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	}
 	if body != nil {
 		if err := w.SetResponse(resp.code, message.MediaType(resp.format), body, resp.opts...); err != nil {
-			c.log.Warn("lwm2m: cannot set response", "err", err)
+			c.log.Warn("cannot set response", "err", err)
 		}
 		return
 	}
 	if err := w.SetResponse(resp.code, message.TextPlain, nil, resp.opts...); err != nil {
-		c.log.Warn("lwm2m: cannot set response", "err", err)
+		c.log.Warn("cannot set response", "err", err)
 	}
 }
 
@@ -116,13 +116,13 @@ func (c *Client) logRefused(method codes.Code, path string, code codes.Code, rea
 	}
 	if !ok {
 		// A message of its own, so that the repeats are easy to filter.
-		c.log.Log(context.Background(), level, "lwm2m: request refused again", attrs...)
+		c.log.Log(context.Background(), level, "request refused again", attrs...)
 		return
 	}
 	if held > 0 {
 		attrs = append(attrs, "more_since_last", held)
 	}
-	c.log.Log(context.Background(), level, "lwm2m: request refused", attrs...)
+	c.log.Log(context.Background(), level, "request refused", attrs...)
 }
 
 // refusalLog rate-limits the log of refused requests per response code.
@@ -292,7 +292,7 @@ func (c *Client) render(ctx context.Context, p model.Path, accept content.Format
 	f := c.formatFor(p, recs, accept, hasAccept)
 	body, err := content.Encode(f, p, recs)
 	if err != nil {
-		c.log.Debug("lwm2m: cannot encode", "path", p, "format", f, "err", err)
+		c.log.Debug("cannot encode", "path", p, "format", f, "err", err)
 		return errResponse(codes.NotAcceptable), nil
 	}
 	return response{code: codes.Content, format: f, body: body, hasBody: true}, recs

@@ -111,15 +111,15 @@ type StreamWriter interface {
 // Errors that objects return to choose the CoAP response code. Wrap them
 // with %w to add detail; the client logs the detail and sends the code.
 var (
-	ErrBadRequest       = errors.New("bad request")                // 4.00
-	ErrUnauthorized     = errors.New("unauthorized")               // 4.01
-	ErrNotFound         = errors.New("not found")                  // 4.04
-	ErrMethodNotAllowed = errors.New("method not allowed")         // 4.05
-	ErrNotAcceptable    = errors.New("not acceptable")             // 4.06
-	ErrIncomplete       = errors.New("request entity incomplete")  // 4.08
-	ErrTooLarge         = errors.New("request entity too large")   // 4.13
-	ErrUnsupportedType  = errors.New("unsupported content format") // 4.15
-	ErrInternal         = errors.New("internal error")             // 5.00
+	ErrBadRequest       = errors.New("lwm2m: bad request")                // 4.00
+	ErrUnauthorized     = errors.New("lwm2m: unauthorized")               // 4.01
+	ErrNotFound         = errors.New("lwm2m: not found")                  // 4.04
+	ErrMethodNotAllowed = errors.New("lwm2m: method not allowed")         // 4.05
+	ErrNotAcceptable    = errors.New("lwm2m: not acceptable")             // 4.06
+	ErrIncomplete       = errors.New("lwm2m: request entity incomplete")  // 4.08
+	ErrTooLarge         = errors.New("lwm2m: request entity too large")   // 4.13
+	ErrUnsupportedType  = errors.New("lwm2m: unsupported content format") // 4.15
+	ErrInternal         = errors.New("lwm2m: internal error")             // 5.00
 )
 
 // TooLargeError is an ErrTooLarge that tells the peer the size it may send
@@ -129,13 +129,13 @@ type TooLargeError struct {
 }
 
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("request entity too large: at most %d bytes", e.Max)
+	return fmt.Sprintf("lwm2m: request entity too large: at most %d bytes", e.Max)
 }
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
 
-// Notifier is what an object calls when one of its values changes, so that
-// observers are notified. The Client is a Notifier.
-type Notifier interface {
+// notifier is what a Static calls when one of its values changes, so that
+// observers are notified. The Client is one.
+type notifier interface {
 	Changed(p model.Path)
 }

@@ -20,9 +20,9 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
-// Attributes are the notification attributes of LwM2M 1.1 Core §5.1.2 set
+// attributes are the notification attributes of LwM2M 1.1 Core §5.1.2 set
 // by Write-Attributes on one path. A nil field is not set there.
-type Attributes struct {
+type attributes struct {
 	Pmin, Pmax *int64 // seconds
 	Gt, Lt, St *float64
 	// Con is LwM2M 1.2's con attribute (Core §5.1.2): true sends the
@@ -31,12 +31,12 @@ type Attributes struct {
 	Con *bool
 }
 
-func (a Attributes) empty() bool {
+func (a attributes) empty() bool {
 	return a.Pmin == nil && a.Pmax == nil && a.Gt == nil && a.Lt == nil && a.St == nil && a.Con == nil
 }
 
 // inherit fills a's unset fields from parent (resource over instance over object).
-func (a Attributes) inherit(parent Attributes) Attributes {
+func (a attributes) inherit(parent attributes) attributes {
 	if a.Pmin == nil {
 		a.Pmin = parent.Pmin
 	}
@@ -61,7 +61,7 @@ func (a Attributes) inherit(parent Attributes) Attributes {
 type observations struct {
 	c       *Client
 	mu      sync.Mutex
-	attrs   map[model.Path]Attributes
+	attrs   map[model.Path]attributes
 	byToken map[string]*observation
 	seq     uint32
 	// progress is closed, and replaced, whenever an observation has
@@ -95,7 +95,7 @@ type observation struct {
 const maxNonInterval = 24 * time.Hour
 
 func newObservations(c *Client) *observations {
-	return &observations{c: c, attrs: make(map[model.Path]Attributes), byToken: make(map[string]*observation), progress: make(chan struct{})}
+	return &observations{c: c, attrs: make(map[model.Path]attributes), byToken: make(map[string]*observation), progress: make(chan struct{})}
 }
 
 // advanceLocked records that ob's notifications are delivered up to
@@ -124,14 +124,14 @@ func (o *observations) nextSeq() uint32 {
 
 // effective returns the attributes in force at p, with the server's
 // defaults (/1/0/2, /1/0/3) underneath.
-func (o *observations) effective(p model.Path) Attributes {
+func (o *observations) effective(p model.Path) attributes {
 	o.mu.Lock()
-	var a Attributes
+	var a attributes
 	for n := p.Len(); n >= 1; n-- {
 		a = a.inherit(o.attrs[p.Truncate(n)])
 	}
 	o.mu.Unlock()
-	var def Attributes
+	var def attributes
 	if v, ok := o.c.server.Get(0, serverPmin); ok {
 		def.Pmin = &v.Int
 	}
@@ -304,7 +304,7 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 	if !c.obs.add(key, ob) {
 		cancel()
 		if ok, n := c.refusedLog.allow(); ok {
-			c.log.Warn("lwm2m: observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
+			c.log.Warn("observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
 		}
 		return errResponse(codes.ServiceUnavailable)
 	}
@@ -371,7 +371,7 @@ func (o *observations) resetBy(mid int32) {
 		if ob.lastMID == mid {
 			o.endLocked(ob)
 			delete(o.byToken, k)
-			o.c.log.Info("lwm2m: observation cancelled by Reset", "path", ob.path)
+			o.c.log.Info("observation cancelled by Reset", "path", ob.path)
 			return
 		}
 	}
@@ -509,7 +509,7 @@ func (o *observations) run(ctx context.Context, ob *observation) {
 	}
 }
 
-func (o *observations) notify(ctx context.Context, ob *observation, a Attributes, force bool) {
+func (o *observations) notify(ctx context.Context, ob *observation, a attributes, force bool) {
 	resp, recs := o.c.render(ctx, ob.path, ob.format, ob.hasAccept)
 	if resp.code != codes.Content {
 		if resp.code == codes.NotFound {
@@ -536,7 +536,7 @@ func (o *observations) notify(ctx context.Context, ob *observation, a Attributes
 // crosses applies gt, lt and st (LwM2M 1.1 Core §5.1.2): with none set any
 // change counts; otherwise a change counts when it crosses gt or lt, or
 // moves by at least st since the last notification.
-func crosses(a Attributes, last *float64, v float64) bool {
+func crosses(a attributes, last *float64, v float64) bool {
 	if a.Gt == nil && a.Lt == nil && a.St == nil {
 		return true
 	}
@@ -565,7 +565,7 @@ func confirmable(nonByDefault bool, attr *bool, sinceCON time.Duration) bool {
 	return con || sinceCON >= maxNonInterval
 }
 
-func (o *observations) send(ctx context.Context, ob *observation, resp response, a Attributes) {
+func (o *observations) send(ctx context.Context, ob *observation, resp response, a attributes) {
 	now := time.Now()
 	con := confirmable(o.c.cfg.NonConfirmableNotifications, a.Con, now.Sub(ob.lastCON))
 	// Give up when the retransmissions have (RFC 7252 §4.8.2): go-coap
@@ -600,9 +600,9 @@ func (o *observations) send(ctx context.Context, ob *observation, resp response,
 	case con && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		// RFC 7641 §4.5: an observer that does not acknowledge a
 		// Confirmable notification is no longer interested.
-		o.c.log.Warn("lwm2m: notification not acknowledged; observation ended", "path", ob.path)
+		o.c.log.Warn("notification not acknowledged; observation ended", "path", ob.path)
 		o.drop(ob)
 	default:
-		o.c.log.Debug("lwm2m: notification not delivered", "path", ob.path, "err", err)
+		o.c.log.Debug("notification not delivered", "path", ob.path, "err", err)
 	}
 }

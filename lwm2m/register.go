@@ -42,7 +42,7 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = c.cfg.RetryMin // it worked for a long while
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
+		c.log.Warn("server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -124,7 +124,7 @@ func (c *Client) session(ctx context.Context) error {
 			if r.disable {
 				c.deregister(conn)
 				d := c.disableTimeout()
-				c.log.Info("lwm2m: server disabled", "for", d)
+				c.log.Info("server disabled", "for", d)
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
@@ -140,7 +140,7 @@ func (c *Client) session(ctx context.Context) error {
 			err = c.update(sctx, conn, false)
 		}
 		if errors.Is(err, errNoRegistration) {
-			c.log.Info("lwm2m: server lost our registration; registering again")
+			c.log.Info("server lost our registration; registering again")
 			if err := c.register(sctx, conn); err != nil {
 				return err
 			}
@@ -235,7 +235,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 		"b=" + c.binding(),
 	}
 	backoff := c.cfg.RetryMin
-	c.log.Info("lwm2m: registering", "server", c.host, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
+	c.log.Info("registering", "server", c.host, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
 	for {
 		rctx, cancel := c.requestCtx(ctx)
 		links := c.registrationLinks()
@@ -248,7 +248,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 				c.mu.Lock()
 				c.location = "/" + trimSlash(loc)
 				c.mu.Unlock()
-				c.log.Info("lwm2m: registered", "server", c.host, "location", c.location, "lifetime", c.lifetime())
+				c.log.Info("registered", "server", c.host, "location", c.location, "lifetime", c.lifetime())
 				return nil
 			}
 			err = fmt.Errorf("server answered %v to Register", code)
@@ -258,7 +258,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			if code >= codes.BadRequest {
 				// What the server said and what it was sent: the two
 				// things needed to see why (a 4.00 says little alone).
-				c.log.Error("lwm2m: server refused Register", "server", c.host, "code", code,
+				c.log.Error("server refused Register", "server", c.host, "code", code,
 					"diagnostic", diagnostic(resp), "query", strings.Join(q, "&"), "links", string(links))
 			}
 		}
@@ -266,7 +266,7 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			return ctx.Err()
 		}
 		wait := jitter(backoff)
-		c.log.Warn("lwm2m: register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
+		c.log.Warn("register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -345,13 +345,13 @@ func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) er
 	}
 	switch code := resp.Code(); {
 	case code == codes.Changed:
-		c.log.Debug("lwm2m: registration updated", "location", loc)
+		c.log.Debug("registration updated", "location", loc)
 		return nil
 	case code == codes.NotFound:
 		return errNoRegistration
 	default:
 		// Any other failure also means the registration cannot be trusted.
-		c.log.Warn("lwm2m: registration update refused", "code", code)
+		c.log.Warn("registration update refused", "code", code)
 		return errNoRegistration
 	}
 }
@@ -375,8 +375,8 @@ func (c *Client) deregister(conn *udpclient.Conn) {
 	defer cancel()
 	resp, err := conn.Delete(ctx, loc)
 	if err != nil {
-		c.log.Warn("lwm2m: de-register failed", "err", err)
+		c.log.Warn("de-register failed", "err", err)
 		return
 	}
-	c.log.Info("lwm2m: de-registered", "code", resp.Code())
+	c.log.Info("de-registered", "code", resp.Code())
 }

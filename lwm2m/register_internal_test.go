@@ -28,3 +28,11 @@ func TestUpdateInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestSecurityModeString(t *testing.T) {
+	for m, want := range map[SecurityMode]string{SecurityPSK: "PSK", SecurityRPK: "RPK", SecurityCertificate: "Certificate", SecurityNoSec: "NoSec", 7: "SecurityMode(7)"} {
+		if got := m.String(); got != want {
+			t.Errorf("SecurityMode(%d).String() = %q, want %q", int64(m), got, want)
+		}
+	}
+}

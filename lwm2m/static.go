@@ -23,7 +23,7 @@ type Static struct {
 	inst     map[uint16]map[uint16][]model.Record
 	exec     map[uint16]func(ctx context.Context, inst uint16, args string) error
 	onWrite  func(ctx context.Context, p model.Path, recs []model.Record) error
-	notifier Notifier
+	notifier notifier
 }
 
 // NewStatic returns an object with ID id and the given resources. version
@@ -45,7 +45,7 @@ func (s *Static) ID() uint16 { return s.id }
 // Version implements Versioner.
 func (s *Static) Version() string { return s.version }
 
-func (s *Static) setNotifier(n Notifier) {
+func (s *Static) setNotifier(n notifier) {
 	s.mu.Lock()
 	s.notifier = n
 	s.mu.Unlock()

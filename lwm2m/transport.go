@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
+	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -43,21 +44,7 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		return nil, err
 	}
 	conn := c.(*net.UDPConn)
-	cfg := client.DefaultConfig
-	for _, o := range []interface{ UDPClientApply(*client.Config) }{
-		options.WithContext(ctx),
-		options.WithHandlerFunc(handler),
-		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
-		options.WithBlockwise(false, 0, 0),
-		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
-		// go-coap retransmits from its periodic runner, which ticks every
-		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
-		options.WithPeriodicRunner(timerRunner(max(tx.AckTimeout/4, 10*time.Millisecond))),
-		options.WithErrors(errs),
-	} {
-		o.UDPClientApply(&cfg)
-	}
-	cfg.CreateInactivityMonitor = func() client.InactivityMonitor { return inactivity.NewNilMonitor[*client.Conn]() }
+	cfg := clientConfig(ctx, handler, tx, errs)
 
 	// The net.Dialer resolved the host and picked the address as before;
 	// the blocking socket connects to the same one.
@@ -75,7 +62,33 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 		session = server.NewSession(ctx, context.Background(), l, conn.RemoteAddr().(*net.UDPAddr),
 			cfg.MaxMessageSize, uint16(min(cfg.MaxMessageSize, math.MaxUint16)), true, errs)
 	}
-	cc := client.NewConnWithOpts(session, &cfg,
+	return startConn(session, &cfg), nil
+}
+
+// clientConfig is the go-coap configuration of the server connection,
+// whatever carries it.
+func clientConfig(ctx context.Context, handler client.HandlerFunc, tx TxParams, errs func(error)) client.Config {
+	cfg := client.DefaultConfig
+	for _, o := range []interface{ UDPClientApply(*client.Config) }{
+		options.WithContext(ctx),
+		options.WithHandlerFunc(handler),
+		// Block-wise is ours: go-coap's mode would assemble firmware in memory.
+		options.WithBlockwise(false, 0, 0),
+		options.WithTransmission(1, tx.AckTimeout, uint32(tx.MaxRetransmit), tx.AckRandomFactor),
+		// go-coap retransmits from its periodic runner, which ticks every
+		// 4 s by default; tick well within ACK_TIMEOUT (RFC 7252 §4.2).
+		options.WithPeriodicRunner(timerRunner(max(tx.AckTimeout/4, 10*time.Millisecond))),
+		options.WithErrors(errs),
+	} {
+		o.UDPClientApply(&cfg)
+	}
+	cfg.CreateInactivityMonitor = func() client.InactivityMonitor { return inactivity.NewNilMonitor[*client.Conn]() }
+	return cfg
+}
+
+// startConn runs CoAP over session.
+func startConn(session client.Session, cfg *client.Config) *client.Conn {
+	cc := client.NewConnWithOpts(session, cfg,
 		client.WithBlockWise(func(*client.Conn) *blockwise.BlockWise[*client.Conn] { return nil }),
 		client.WithInactivityMonitor(cfg.CreateInactivityMonitor()),
 		client.WithRequestMonitor(cfg.RequestMonitor),
@@ -87,8 +100,38 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 	})
 	go func() {
 		if err := cc.Run(); err != nil {
-			errs(err)
+			cfg.Errors(err)
 		}
+	}()
+	return cc
+}
+
+// Transport opens the connection to a server whose URI scheme is not
+// coap. Package coaps provides one for coaps (DTLS 1.2).
+type Transport interface {
+	// Dial returns a connection to the server on which each Read returns
+	// one datagram and each Write sends one. The client closes it when
+	// it is done with it, and at the latest when ctx ends.
+	Dial(ctx context.Context) (net.Conn, error)
+}
+
+// dialTransport opens the server connection through t and runs CoAP over
+// it, closing it when ctx ends.
+func dialTransport(ctx context.Context, t Transport, handler client.HandlerFunc, tx TxParams, errs func(error)) (*client.Conn, error) {
+	nc, err := t.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := clientConfig(ctx, handler, tx, errs)
+	// The read buffer is the session's "MTU": make it hold any request up
+	// to MaxMessageSize; the transport may deliver less (pion: 8 KiB).
+	session := dtlsserver.NewSession(ctx, coapnet.NewConn(nc), cfg.MaxMessageSize,
+		uint16(min(cfg.MaxMessageSize, math.MaxUint16)), true)
+	cc := startConn(session, &cfg)
+	stop := context.AfterFunc(ctx, func() { _ = cc.Close() })
+	go func() {
+		<-cc.Done()
+		stop()
 	}()
 	return cc, nil
 }

@@ -103,29 +103,20 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Version:  *lwVersion,
 		Logger:   log,
 	}
-	var creds *lwm2m.Credentials
 	if strings.HasPrefix(*serverURI, "coaps:") {
-		sec, err := secureConfig(*serverURI, cred, log)
+		sec, err := secureConfig(cred)
 		if err == nil {
-			cfg.Dial, err = coaps.Dialer(sec)
-		}
-		var cr lwm2m.Credentials
-		if err == nil {
-			cr, err = coaps.Credentials(sec)
+			err = coaps.Configure(&cfg, sec)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 			return 2
 		}
-		creds = &cr
 	}
 	c, err := lwm2m.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 2
-	}
-	if creds != nil {
-		c.SetCredentials(*creds)
 	}
 	if supervisorPID() == 0 {
 		// Every flag is checked: from here on the supervisor runs the
@@ -223,8 +214,8 @@ func (p *progressBar) update(written, total int64) {
 }
 
 // secureConfig builds the DTLS transport of a coaps:// server from flags.
-func secureConfig(server string, f credFlags, log *slog.Logger) (coaps.Config, error) {
-	cfg := coaps.Config{Server: server, Logger: log}
+func secureConfig(f credFlags) (coaps.Config, error) {
+	var cfg coaps.Config
 	c, err := f.load()
 	if err != nil {
 		return cfg, err

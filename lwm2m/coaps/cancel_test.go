@@ -24,7 +24,7 @@ func TestCancelDuringHandshake(t *testing.T) {
 	}
 	defer l.Close()
 	uri := "coaps://" + l.LocalAddr().String()
-	dial, err := coaps.Dialer(coaps.Config{Server: uri, PSKIdentity: []byte(testIdentity), PSK: []byte(testKey)})
+	dial, err := coaps.NewTransport(coaps.Config{Server: uri, PSKIdentity: []byte(testIdentity), PSK: []byte(testKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestCancelDuringHandshake(t *testing.T) {
 func TestWrongPSKReportedAtOnce(t *testing.T) {
 	s := pskServer(t, nil)
 	var logs syncbuf.Buffer
-	dial, err := coaps.Dialer(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte("not-the-key"),
+	dial, err := coaps.NewTransport(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte("not-the-key"),
 		FlightInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,11 @@
 // Package coaps is the secure transport of the LwM2M server connection:
 // CoAP over DTLS 1.2 (pion/dtls) with a pre-shared key or certificates,
 // as LwM2M 1.1 Transport §5.2 describes. Plug it into the client core
-// with lwm2m.Config.Dial:
+// with Configure:
 //
-//	dial, err := coaps.Dialer(coaps.Config{Server: uri, PSKIdentity: id, PSK: key})
-//	client, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: uri, Dial: dial})
+//	cfg := lwm2m.Config{Endpoint: ep, Server: "coaps://host"}
+//	err := coaps.Configure(&cfg, coaps.Config{PSKIdentity: id, PSK: key})
+//	client, err := lwm2m.New(cfg)
 //
 // Raw Public Key mode (Security Mode 1, RFC 7250) is not supported: pion
 // does not implement it.
@@ -25,9 +26,6 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/pion/dtls/v3"
-	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
-	"github.com/plgd-dev/go-coap/v3/options"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
 // Sentinel errors. A failed dial wraps one of the handshake errors, so
@@ -59,7 +57,7 @@ var (
 // PSK mode (Security Mode 0), Certificate for certificate mode (2).
 type Config struct {
 	// Server is the LwM2M server URI, "coaps://host[:port]" (port 5684 by
-	// default), the same as lwm2m.Config.Server.
+	// default); Configure takes lwm2m.Config.Server.
 	Server string
 
 	// PSKIdentity and PSK select PSK mode (/0/x/3 and /0/x/5).
@@ -90,22 +88,47 @@ type Config struct {
 	// FlightInterval is the first handshake retransmission timeout;
 	// default 1 s (RFC 6347 §4.2.4.1). It doubles on each retransmission.
 	FlightInterval time.Duration
-	// Tx are the CoAP transmission parameters over the session; zero
-	// fields take the RFC 7252 defaults. Use the client core's values.
-	Tx lwm2m.TxParams
 	// Logger receives handshake outcomes; default slog.Default().
 	Logger *slog.Logger
 }
 
-// DialFunc is the type of lwm2m.Config.Dial.
-type DialFunc = func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error)
+// Configure makes lc reach its coaps:// server with the credentials of
+// sec, in one call: it sets lc.Transport and lc.Credentials (what the
+// Security object reports). sec.Server and sec.Logger default to lc's.
+func Configure(lc *lwm2m.Config, sec Config) error {
+	switch {
+	case sec.Server == "":
+		sec.Server = lc.Server
+	case sec.Server != lc.Server:
+		return fmt.Errorf("%w: server %q differs from the client's %q", ErrConfig, sec.Server, lc.Server)
+	}
+	if sec.Logger == nil {
+		sec.Logger = lc.Logger
+	}
+	t, err := NewTransport(sec)
+	if err != nil {
+		return err
+	}
+	cr, err := Credentials(sec)
+	if err != nil {
+		return err
+	}
+	lc.Transport, lc.Credentials = t, &cr
+	return nil
+}
 
-// Dialer checks cfg and returns the function to put in lwm2m.Config.Dial.
-// Each call completes a fresh DTLS handshake with the server and returns a
-// CoAP connection over it that serves handler and closes when ctx ends.
-// Datagrams from any other address or port never reach it: the socket is
-// connected to the server.
-func Dialer(cfg Config) (DialFunc, error) {
+// Transport is the DTLS transport of one server account; it implements
+// lwm2m.Transport.
+type Transport struct {
+	addr    string
+	dc      *dtlsconf.Config
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// NewTransport checks cfg and returns the transport to put in
+// lwm2m.Config.Transport; Configure does both.
+func NewTransport(cfg Config) (*Transport, error) {
 	addr, err := serverAddr(cfg.Server)
 	if err != nil {
 		return nil, err
@@ -147,56 +170,35 @@ func Dialer(cfg Config) (DialFunc, error) {
 		mode = "psk"
 	}
 	log = log.With("server", addr, "mode", mode)
-	tx := txOption(cfg.Tx)
 	// Say at once what a silent server after the key exchange means,
 	// rather than after the handshake timeout.
-	dc.Stalled = func(err error) { log.Error("coaps: "+err.Error(), "gives_up_after", timeout) }
-
-	return func(ctx context.Context, handler udpclient.HandlerFunc) (*udpclient.Conn, error) {
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		conn, err := dtlsconf.Dial(hctx, addr, dc)
-		if err != nil {
-			switch {
-			case errors.Is(err, ErrPSKRejected), errors.Is(err, ErrCertificate), errors.Is(err, ErrRejected):
-				// Retrying cannot fix this; the core backs off between attempts.
-				log.Error("coaps: "+err.Error(), "err", err)
-			default:
-				log.Warn("coaps: handshake failed", "err", err)
-			}
-			return nil, err
-		}
-		if st, ok := conn.ConnectionState(); ok {
-			log.Info("coaps: DTLS session established",
-				"suite", dtls.CipherSuiteName(st.CipherSuiteID))
-		}
-		cc := coapdtls.Client(conn,
-			options.WithContext(ctx),
-			options.WithHandlerFunc(handler),
-			// Block-wise is the core's: go-coap's would assemble firmware in memory.
-			options.WithBlockwise(false, 0, 0),
-			options.WithErrors(func(err error) { log.Debug("coaps", "err", err) }),
-			options.WithCloseSocket(),
-			// go-coap reads each record into a buffer of one MTU, and pion
-			// refuses a larger record with an error that ends the session:
-			// read any record pion can deliver, so that a large request is
-			// answered.
-			options.WithMTU(maxRecordRead),
-			tx,
-		)
-		stop := context.AfterFunc(ctx, func() { _ = cc.Close() })
-		go func() {
-			<-cc.Done()
-			stop()
-		}()
-		return cc, nil
-	}, nil
+	dc.Stalled = func(err error) { log.Error(err.Error(), "gives_up_after", timeout) }
+	return &Transport{addr: addr, dc: dc, timeout: timeout, log: log}, nil
 }
 
-// maxRecordRead is the largest record pion/dtls delivers: it reads each
-// datagram into 8 KiB (its inboundBufferSize). A request in a larger
-// datagram is dropped by pion before the client sees it.
-const maxRecordRead = 8192
+// Dial completes a fresh DTLS handshake with the server and returns the
+// session. Datagrams from any other address or port never reach it: the
+// socket is connected to the server.
+func (t *Transport) Dial(ctx context.Context) (net.Conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	conn, err := dtlsconf.Dial(hctx, t.addr, t.dc)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrPSKRejected), errors.Is(err, ErrCertificate), errors.Is(err, ErrRejected):
+			// Retrying cannot fix this; the core backs off between attempts.
+			t.log.Error(err.Error(), "err", err)
+		default:
+			t.log.Warn("handshake failed", "err", err)
+		}
+		return nil, err
+	}
+	if st, ok := conn.ConnectionState(); ok {
+		t.log.Info("DTLS session established",
+			"suite", dtls.CipherSuiteName(st.CipherSuiteID))
+	}
+	return conn, nil
+}
 
 // serverAddr turns a coaps URI into "host:port".
 func serverAddr(uri string) (string, error) {
@@ -208,10 +210,4 @@ func serverAddr(uri string) (string, error) {
 		return "", fmt.Errorf("%w: server URI %q is not coaps://host[:port]", ErrConfig, uri)
 	}
 	return coapuri.HostPort(u), nil
-}
-
-// txOption applies the RFC 7252 §4.8 defaults to the zero fields of t.
-func txOption(t lwm2m.TxParams) options.TransmissionOpt {
-	t = t.Defaults()
-	return options.WithTransmission(1, t.AckTimeout, uint32(t.MaxRetransmit), t.AckRandomFactor)
 }

@@ -25,10 +25,10 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
@@ -62,9 +62,9 @@ func pskServer(t *testing.T, sawCID *atomic.Bool) *lwm2mtest.DTLSServer {
 	)
 }
 
-func newClient(t *testing.T, ep, uri string, dial coaps.DialFunc) *lwm2m.Client {
+func newClient(t *testing.T, ep, uri string, tr lwm2m.Transport) *lwm2m.Client {
 	t.Helper()
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: uri, Dial: dial, Logger: lwm2mtest.Logger(t),
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: uri, Transport: tr, Logger: lwm2mtest.Logger(t),
 		RetryMin: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -101,17 +101,19 @@ func readManufacturer(t *testing.T, cc *udpclient.Conn) {
 func TestRegisterPSK(t *testing.T) {
 	var sawCID atomic.Bool
 	s := pskServer(t, &sawCID)
-	cfg := coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)}
-	dial, err := coaps.Dialer(cfg)
+	// One call sets up the transport and the Security object's credentials.
+	lc := lwm2m.Config{Endpoint: "psk-ep", Server: s.URI(), Logger: lwm2mtest.Logger(t),
+		RetryMin: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	if err := coaps.Configure(&lc, coaps.Config{PSKIdentity: []byte(testIdentity), PSK: []byte(testKey)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := lwm2m.New(lc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, "psk-ep", s.URI(), dial)
-	cr, err := coaps.Credentials(cfg)
-	if err != nil {
+	if err := c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme"})); err != nil {
 		t.Fatal(err)
 	}
-	c.SetCredentials(cr)
 	run := lwm2mtest.RunClient(t, s.Server, c, "psk-ep")
 
 	st, ok := dtlsConn(t, run.Conn()).ConnectionState()
@@ -174,7 +176,7 @@ func TestRegisterCertificate(t *testing.T) {
 	clientCert := certPair(t, "device-1", nil)
 	s := certServer(t, serverCert)
 	cfg := coaps.Config{Server: s.URI(), Certificate: &clientCert, ServerCertificate: serverCert.Certificate[0], Logger: lwm2mtest.Logger(t)}
-	dial, err := coaps.Dialer(cfg)
+	dial, err := coaps.NewTransport(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,7 @@ func TestRegisterTrustStore(t *testing.T) {
 	s := certServer(t, serverCert)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Leaf)
-	dial, err := coaps.Dialer(coaps.Config{Server: s.URI(), Certificate: &clientCert, RootCAs: roots, Logger: lwm2mtest.Logger(t)})
+	dial, err := coaps.NewTransport(coaps.Config{Server: s.URI(), Certificate: &clientCert, RootCAs: roots, Logger: lwm2mtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +209,11 @@ func TestRegisterTrustStore(t *testing.T) {
 	readManufacturer(t, run.Conn())
 }
 
-func noHandler(*responsewriter.ResponseWriter[*udpclient.Conn], *pool.Message) {}
+// coapOver runs a CoAP client over a session from Transport.Dial, for
+// tests that talk to a plain CoAP-over-DTLS server.
+func coapOver(ctx context.Context, nc net.Conn) *udpclient.Conn {
+	return coapdtls.Client(nc.(*dtls.Conn), options.WithContext(ctx), options.WithBlockwise(false, 0, 0))
+}
 
 func TestServerCertificateMismatch(t *testing.T) {
 	serverCert := certPair(t, "lwm2m-server", nil)
@@ -225,11 +231,11 @@ func TestServerCertificateMismatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg.Server, cfg.Certificate, cfg.Logger = s.URI(), &clientCert, lwm2mtest.Logger(t)
 			cfg.HandshakeTimeout = 10 * time.Second
-			dial, err := coaps.Dialer(cfg)
+			dial, err := coaps.NewTransport(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc, err := dial(ctx, noHandler)
+			cc, err := dial.Dial(ctx)
 			if err == nil {
 				cc.Close()
 				t.Fatal("dial succeeded with a server certificate that does not match")
@@ -253,11 +259,11 @@ func TestWrongPSK(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg.Server, cfg.Logger = s.URI(), lwm2mtest.Logger(t)
 			cfg.HandshakeTimeout = 3 * time.Second
-			dial, err := coaps.Dialer(cfg)
+			dial, err := coaps.NewTransport(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc, err := dial(ctx, noHandler)
+			cc, err := dial.Dial(ctx)
 			if err == nil {
 				cc.Close()
 				t.Fatal("dial succeeded with a wrong PSK")
@@ -273,7 +279,7 @@ func TestWrongPSK(t *testing.T) {
 	}
 }
 
-func TestDialerConfig(t *testing.T) {
+func TestTransportConfig(t *testing.T) {
 	key := []byte(testKey)
 	for name, cfg := range map[string]coaps.Config{
 		"plain scheme":    {Server: "coap://127.0.0.1:5684", PSKIdentity: []byte("a"), PSK: key},
@@ -283,9 +289,30 @@ func TestDialerConfig(t *testing.T) {
 		"no host":         {Server: "coaps:///rd", PSKIdentity: []byte("a"), PSK: key},
 		"unparseable URI": {Server: "coaps://[::1", PSKIdentity: []byte("a"), PSK: key},
 	} {
-		if _, err := coaps.Dialer(cfg); !errors.Is(err, coaps.ErrConfig) {
+		if _, err := coaps.NewTransport(cfg); !errors.Is(err, coaps.ErrConfig) {
 			t.Errorf("%s: err = %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+// Configure takes the server URI from the client's Config, refuses a
+// different one, and fills in the transport and the credentials.
+func TestConfigure(t *testing.T) {
+	sec := coaps.Config{PSKIdentity: []byte("a"), PSK: []byte(testKey)}
+	lc := lwm2m.Config{Endpoint: "e", Server: "coaps://127.0.0.1:5684"}
+	if err := coaps.Configure(&lc, sec); err != nil {
+		t.Fatal(err)
+	}
+	if lc.Transport == nil || lc.Credentials == nil || lc.Credentials.Mode != lwm2m.SecurityPSK ||
+		string(lc.Credentials.PublicKeyID) != "a" {
+		t.Errorf("Configure left Transport %v, Credentials %+v", lc.Transport, lc.Credentials)
+	}
+	sec.Server = "coaps://127.0.0.2:5684"
+	if err := coaps.Configure(&lwm2m.Config{Server: "coaps://127.0.0.1:5684"}, sec); !errors.Is(err, coaps.ErrConfig) {
+		t.Errorf("different server URIs: err = %v, want ErrConfig", err)
+	}
+	if err := coaps.Configure(&lwm2m.Config{Server: "coap://127.0.0.1"}, coaps.Config{PSKIdentity: []byte("a"), PSK: []byte(testKey)}); !errors.Is(err, coaps.ErrConfig) {
+		t.Errorf("coap:// server: err = %v, want ErrConfig", err)
 	}
 }
 
@@ -329,7 +356,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 // refuse the record (buffer too small), which ended the session.
 func TestLargeRequestDTLS(t *testing.T) {
 	s := pskServer(t, nil)
-	dial, err := coaps.Dialer(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
+	dial, err := coaps.NewTransport(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

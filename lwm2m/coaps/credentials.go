@@ -14,9 +14,6 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 )
 
-// securityRPK is Security Mode 1, Raw Public Key (LwM2M 1.1 Core E.1).
-const securityRPK = 1
-
 // Credentials returns cfg as the Security object holds it (/0/x/2..5),
 // for lwm2m.Client.SetCredentials: PSK mode stores the identity and the
 // key, certificate mode the client certificate, the pinned server
@@ -69,12 +66,12 @@ func FromCredentials(server string, cr lwm2m.Credentials) (Config, error) {
 		}
 		cfg.ServerCertificate = bytes.Clone(cr.ServerKey)
 		return cfg, nil
-	case securityRPK:
+	case lwm2m.SecurityRPK:
 		return Config{}, ErrRPK
 	case lwm2m.SecurityNoSec:
 		return Config{}, ErrNoSec
 	default:
-		return Config{}, fmt.Errorf("%w: unknown security mode %d", ErrConfig, cr.Mode)
+		return Config{}, fmt.Errorf("%w: unknown security mode %d", ErrConfig, int64(cr.Mode))
 	}
 }
 

@@ -10,28 +10,22 @@ import (
 
 // A client that talks to its server over DTLS with a pre-shared key, and
 // records the credentials it uses in the Security object (/0).
-func ExampleDialer() {
-	cfg := coaps.Config{
-		Server:      "coaps://lwm2m.example.com:5684",
+func ExampleConfigure() {
+	cfg := lwm2m.Config{Endpoint: "device-42", Server: "coaps://lwm2m.example.com:5684"}
+	err := coaps.Configure(&cfg, coaps.Config{
 		PSKIdentity: []byte("device-42"),
 		PSK:         []byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef},
-	}
-	dial, err := coaps.Dialer(cfg)
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	client, err := lwm2m.New(lwm2m.Config{Endpoint: "device-42", Server: cfg.Server, Dial: dial})
+	client, err := lwm2m.New(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	cr, err := coaps.Credentials(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	client.SetCredentials(cr)
-	fmt.Println(client.Credentials().Mode == lwm2m.SecurityPSK)
+	fmt.Println(client.Credentials().Mode)
 	// client.Run(ctx) would now register over DTLS.
-	// Output: true
+	// Output: PSK
 }
 
 // Building the transport from Security object values, as after bootstrap:

@@ -29,14 +29,15 @@ func TestInteropLibcoapPSK(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
-			dial, err := coaps.Dialer(coaps.Config{Server: uri, PSKIdentity: []byte("device"), PSK: []byte("secretPSK"), Logger: lwm2mtest.Logger(t)})
+			dial, err := coaps.NewTransport(coaps.Config{Server: uri, PSKIdentity: []byte("device"), PSK: []byte("secretPSK"), Logger: lwm2mtest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc, err := dial(ctx, noHandler)
+			nc, err := dial.Dial(ctx)
 			if err != nil {
 				t.Fatalf("handshake with %s: %v", bin, err)
 			}
+			cc := coapOver(ctx, nc)
 			defer cc.Close()
 
 			data := make([]byte, 512)
@@ -57,12 +58,12 @@ func TestInteropLibcoapPSK(t *testing.T) {
 				t.Fatalf("GET /.well-known/core: %v %q %v", resp.Code, resp.Payload, err)
 			}
 
-			bad, err := coaps.Dialer(coaps.Config{Server: uri, PSKIdentity: []byte("device"), PSK: []byte("wrongPSK"),
+			bad, err := coaps.NewTransport(coaps.Config{Server: uri, PSKIdentity: []byte("device"), PSK: []byte("wrongPSK"),
 				HandshakeTimeout: 3 * time.Second, Logger: lwm2mtest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc2, err := bad(ctx, noHandler)
+			cc2, err := bad.Dial(ctx)
 			if err == nil {
 				cc2.Close()
 				t.Fatal("handshake succeeded with a wrong PSK")

@@ -72,7 +72,7 @@ func TestSecondSocketIgnored(t *testing.T) {
 // another socket gets an answer or tears the session down.
 func TestSecondSocketIgnoredDTLS(t *testing.T) {
 	s := pskServer(t, nil)
-	dial, err := coaps.Dialer(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
+	dial, err := coaps.NewTransport(coaps.Config{Server: s.URI(), PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestConnectionIDSurvivesRebinding(t *testing.T) {
 	s := pskServer(t, &sawCID)
 	nat := startRelay(t, s.Addr())
 	uri := "coaps://" + nat.front.LocalAddr().String()
-	dial, err := coaps.Dialer(coaps.Config{Server: uri, PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
+	dial, err := coaps.NewTransport(coaps.Config{Server: uri, PSKIdentity: []byte(testIdentity), PSK: []byte(testKey), Logger: lwm2mtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
