@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,6 +251,7 @@ type rawDevice struct {
 	conn *net.UDPConn
 	srv  *net.UDPAddr
 	mid  uint16
+	loc  string // the registration's Location-Path, rd/ID
 
 	mu      sync.Mutex
 	fw      []byte
@@ -281,6 +283,7 @@ func newRawDevice(t *testing.T, server, ep string) *rawDevice {
 	if !ok || m.Code != codes.Created {
 		t.Fatalf("register: %+v", m)
 	}
+	d.loc, _ = m.Options.LocationPath()
 	return d
 }
 
@@ -446,5 +449,65 @@ func TestListenPortInUse(t *testing.T) {
 	if err := s2.Listen(); err == nil {
 		s2.Close()
 		t.Fatalf("a second server listens on %v", s.LocalAddr())
+	}
+}
+
+// What the device sends right after it answers the last block (the
+// notification of State Downloaded, typically) reaches the server. Linux
+// gives the device's datagrams to the push's socket while it exists, and
+// closing that socket with the datagram unread dropped it: the device
+// then waited a retransmission (ACK_TIMEOUT, 2-3 s) for the
+// acknowledgement, and its Updating notification and upgrade with it.
+func TestPushHandsOnWhatFollowsTheLastAnswer(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newRawDevice(t, s.LocalAddr().String(), "after")
+	f, _ := writeImage(t, 3000)
+	done := make(chan error, 1)
+	go func() { done <- s.Push(ctxT(t), "after", f, nil) }()
+	var update uint16
+	for update == 0 {
+		m, ok := d.read(5 * time.Second)
+		if !ok {
+			t.Fatal("no block from the push")
+		}
+		if m.Type != message.Confirmable || m.Code != codes.PUT {
+			continue
+		}
+		v, err := m.Options.GetUint32(message.Block1)
+		if err != nil {
+			t.Fatal("PUT without Block1")
+		}
+		szx, num, more, _ := blockwise.DecodeBlockOption(v)
+		code := codes.Continue
+		if !more {
+			code = codes.Changed
+		}
+		bv, _ := blockwise.EncodeBlockOption(szx, num, more)
+		d.send(message.Message{Token: m.Token, Code: code, Type: message.Acknowledgement, MessageID: m.MessageID,
+			Options: message.Options{{ID: message.Block1, Value: coapopt.PutUint(make([]byte, 4), bv)}}})
+		if !more {
+			// At once, as a device notifies what the last block did. A
+			// registration Update stands in for the notification: any
+			// confirmable message must be answered.
+			update = d.nextMID()
+			d.send(message.Message{Token: []byte{7}, Code: codes.POST, Type: message.Confirmable, MessageID: int32(update),
+				Options: message.Options{{ID: message.URIPath, Value: []byte("rd")}, {ID: message.URIPath, Value: []byte(path.Base(d.loc))}}})
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	// Sent once: it is answered without a retransmission, or never.
+	for {
+		m, ok := d.read(2 * time.Second)
+		if !ok {
+			t.Fatal("the Update sent right after the last answer was never answered: the push's socket dropped it")
+		}
+		if uint16(m.MessageID) == update {
+			if m.Code != codes.Changed {
+				t.Errorf("Update answered %v, want 2.04", m.Code)
+			}
+			return
+		}
 	}
 }

@@ -137,7 +137,43 @@ func (s *Server) dialPush(ctx context.Context, ep string) (*sockPush, error) {
 
 func (p *sockPush) close() {
 	close(p.quit)
+	p.drain()
 	p.sock.Close()
+}
+
+// drainFor is how long the end of a push waits for datagrams in flight.
+const drainFor = 2 * time.Millisecond
+
+// drain hands what the device sent after the last answer to go-coap. The
+// device notifies the State it reached (Downloaded) as it answers the
+// last block; until this socket is closed, Linux queues that notification
+// here, not at the listener, and closing the socket would drop it, which
+// costs a retransmission (ACK_TIMEOUT, 2-3 s) before the server learns the
+// State. A datagram that comes after the drain goes to the listener.
+func (p *sockPush) drain() {
+	deadline := time.Now().Add(drainFor)
+	for {
+		n, src, err := p.sock.ReadFrom(p.in, deadline)
+		if err != nil || n == 0 {
+			return
+		}
+		if src != p.sock.RemoteAddr() {
+			continue
+		}
+		m := &p.msg
+		m.Options = m.Options[:0]
+		if _, err := coder.DefaultCoder.Decode(p.in[:n], m); err == nil && p.ours(m.Token) {
+			continue // a late answer to a block of this push
+		}
+		p.forward(p.in[:n])
+	}
+}
+
+// forward gives dgram to go-coap, as its listener would have read it.
+func (p *sockPush) forward(dgram []byte) {
+	if err := p.cc.Process(nil, dgram); err != nil {
+		p.s.logger().Debug("push: go-coap could not process a datagram", "ep", p.ep, "err", err)
+	}
 }
 
 // stopped reports why a read returned nothing: the push's context ended
@@ -261,9 +297,7 @@ func (p *sockPush) accept(dgram []byte, mid uint16, szx blockwise.SZX, acked *bo
 		return block1Answer{}, false, nil // a late answer to an earlier block
 	}
 	// Anything else is for go-coap, as its listener would have read it.
-	if err := p.cc.Process(nil, dgram); err != nil {
-		p.s.logger().Debug("push: go-coap could not process a datagram", "ep", p.ep, "err", err)
-	}
+	p.forward(dgram)
 	return block1Answer{}, false, nil
 }
 
