@@ -79,6 +79,10 @@ type blockClient struct {
 	// size is the image size the server gave in Size2 in this run, or -1.
 	// Without it the end is unknown and nothing is requested ahead.
 	size int64
+	// echo is the Echo value the next request carries, once; echoes
+	// counts the requests repeated with one.
+	echo   []byte
+	echoes int
 }
 
 // slot is one Block2 request of the window and, once answered, its
@@ -220,6 +224,7 @@ type response struct {
 	more     bool
 	szx      uint32
 	size     int64 // Size2, or -1
+	echo     []byte // an Echo option (RFC 9175), or nil
 	payload  []byte
 }
 
@@ -243,10 +248,22 @@ func parseResponse(m *message.Message, r *response) error {
 			if v, ok := decodeUint(o.Value); ok && v < 1<<62 {
 				r.size = int64(v)
 			}
+		case optionEcho:
+			r.echo = o.Value
 		}
 	}
 	return nil
 }
+
+// optionEcho is the Echo option (RFC 9175 §2.2.1). A server that will not
+// send a large answer to an address it has not verified (RFC 7252 §11.3;
+// lwm2m server's image port does this) answers 4.01 Unauthorized with an
+// Echo, and serves the request repeated with that Echo (§2.3).
+const optionEcho message.OptionID = 252
+
+// maxEchoes bounds how often one transfer repeats a request with an
+// Echo: a server that keeps asking is refusing, not verifying.
+const maxEchoes = 3
 
 // statusError maps a non-2.05 response code to an error.
 func statusError(code codes.Code) error {
@@ -383,6 +400,16 @@ func (c *blockClient) exchange(ctx context.Context, num, szx uint32, first bool)
 			return nil, err
 		}
 		s := &c.slots[c.head]
+		if s.done && s.resp.code == codes.Unauthorized && len(s.resp.echo) > 0 && c.echoes < maxEchoes {
+			// Repeat the request with the server's Echo (RFC 9175 §2.3).
+			c.echoes++
+			c.echo = append(c.echo[:0], s.resp.echo...)
+			c.count = 0
+			if err := c.push(num, szx, first); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if s.done {
 			// s stays untouched until the next call fills the window.
 			c.head = (c.head + 1) % len(c.slots)
@@ -428,6 +455,9 @@ func (c *blockClient) push(num, szx uint32, first bool) error {
 		// Ask for the total size (RFC 7959 §4).
 		c.reqOpts = append(c.reqOpts, message.Option{ID: message.Size2})
 	}
+	if c.echo != nil {
+		c.reqOpts = append(c.reqOpts, message.Option{ID: optionEcho, Value: c.echo})
+	}
 	req := message.Message{
 		Token:     c.token[:],
 		Options:   c.reqOpts,
@@ -447,6 +477,7 @@ func (c *blockClient) push(num, szx uint32, first bool) error {
 		return fmt.Errorf("download: encode request: %w", err)
 	}
 	s.out = s.out[:n]
+	c.echo = nil // sent; a retransmission reuses s.out
 	// ACK_TIMEOUT to ACK_TIMEOUT * ACK_RANDOM_FACTOR (RFC 7252 §4.2).
 	s.timeout = time.Duration(float64(c.tx.AckTimeout) * (1 + mrand.Float64()*(c.tx.AckRandomFactor-1)))
 	s.deadline = time.Now().Add(s.timeout)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/sha256"
+	"github.com/lwm2m-fota/lwm2m/download"
 	"io"
 	"log/slog"
 	"net"
@@ -233,6 +234,31 @@ func TestImagePortEchoWithLibcoap(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(out); sha256.Sum256(got) != sum {
 		t.Errorf("libcoap fetched %d bytes with another hash", len(got))
+	}
+}
+
+// Our own downloader, from an address the image port has not verified,
+// answers its 4.01 with the Echo and is served (RFC 9175 §2.3), as
+// libcoap's client is: stop-and-wait and with a window.
+func TestImagePortEchoWithOurDownloader(t *testing.T) {
+	f, sum := writeImage(t, 5000)
+	for _, window := range []int{1, 4} {
+		// A server each: the first download verifies the address.
+		s := &Server{}
+		s.strictLoopback = true
+		startServer(t, s)
+		im, err := s.Publish(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		_, err = download.Get(ctxT(t), download.Request{URI: "coap://" + s.ImageLocalAddr().String() + "/fw/" + im.ID, Window: window}, hashSink{h})
+		if err != nil {
+			t.Fatalf("window %d: %v", window, err)
+		}
+		if [32]byte(h.Sum(nil)) != sum {
+			t.Errorf("window %d: image fetched with another hash", window)
+		}
 	}
 }
 
