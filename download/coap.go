@@ -223,7 +223,7 @@ type response struct {
 	num      uint32
 	more     bool
 	szx      uint32
-	size     int64 // Size2, or -1
+	size     int64  // Size2, or -1
 	echo     []byte // an Echo option (RFC 9175), or nil
 	payload  []byte
 }
