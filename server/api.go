@@ -86,6 +86,10 @@ type APIConfig struct {
 	// in a file of mode 0600 removed when the update ends. Empty means
 	// os.TempDir().
 	PackageDir string
+	// Console, when set, serves the web console's files (package
+	// server/console) at every path outside /api/, without
+	// authentication: the console signs in through /api/session.
+	Console http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -138,18 +142,54 @@ func formatValue(v model.Value) string {
 }
 
 // APIHandler returns the HTTP/JSON command interface, documented in
-// docs/SERVER.md. Every request needs cfg.Token as a bearer token, a Host
-// header naming the address it came in on and no foreign Origin; bodies
-// need their Content-Type. Errors are JSON: {"error": "..."}.
+// docs/SERVER.md. Every request needs cfg.Token as a bearer token, or the
+// session cookie of the web console's sign-in (POST /api/session) and,
+// when it changes something, the session's CSRF header; a Host header
+// naming the address it came in on and no foreign Origin; bodies need
+// their Content-Type. Errors are JSON: {"error": "..."}.
 func (s *Server) APIHandler(cfg APIConfig) http.Handler {
-	a := &api{s: s, cfg: cfg}
-	return requireAuth(cfg.Token, a.routes())
+	a := &api{s: s, cfg: cfg, sessions: &sessions{}}
+	api := a.requireAuth(a.routes())
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/session", a.signIn)
+	mux.HandleFunc("GET /api/session", a.sessionInfo)
+	mux.HandleFunc("DELETE /api/session", a.signOut)
+	mux.Handle("/api/", api)
+	if cfg.Console != nil {
+		mux.Handle("/", consoleFiles(cfg.Console))
+	} else {
+		mux.Handle("/", api)
+	}
+	return mux
+}
+
+// consoleFiles serves the console's static files to anyone on the API's
+// own address, with headers that keep the page from being framed and
+// from loading anything from elsewhere.
+func consoleFiles(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !sameSite(w, r) {
+			return
+		}
+		if !safeMethod(r.Method) {
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the console's files are read-only", r.Method, r.URL.Path))
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // api serves APIHandler's routes, one method each.
 type api struct {
-	s   *Server
-	cfg APIConfig
+	s        *Server
+	cfg      APIConfig
+	sessions *sessions
 }
 
 func (a *api) routes() *http.ServeMux {
@@ -166,6 +206,10 @@ func (a *api) routes() *http.ServeMux {
 	mux.HandleFunc("POST /api/devices/{ep}/attributes", a.attributes)
 	mux.HandleFunc("GET /api/devices/{ep}/observe", a.observe)
 	mux.HandleFunc("POST /api/update", a.update)
+	// The web console's routes (package server/console).
+	mux.HandleFunc("GET /api/events", a.events)
+	mux.HandleFunc("GET /api/status", a.statusList)
+	mux.HandleFunc("GET /api/devices/{ep}/status", a.deviceStatus)
 	return mux
 }
 

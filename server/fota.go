@@ -285,10 +285,11 @@ type updateRun struct {
 }
 
 func (u *updateRun) report(p Progress) {
+	p.Endpoint = u.ep
+	u.s.noteProgress(p)
 	if u.progress == nil {
 		return
 	}
-	p.Endpoint = u.ep
 	u.pmu.Lock()
 	defer u.pmu.Unlock()
 	u.progress(p)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -184,6 +185,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	if requested > reg.Lifetime {
 		go s.tellLifetime(reg)
 	}
+	s.deviceEvent(ep, "registered", fmt.Sprintf("from %s, lifetime %ds, binding %s, LwM2M %s", addr, reg.Lifetime, reg.Binding, reg.Version))
 	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "secure", reg.Secure, "identity", reg.PSKIdentity, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
 	return reg.ID, codes.Created
 }
@@ -242,6 +244,7 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	if err != nil {
 		s.logger().Error("storing registration", "ep", reg.Endpoint, "err", err)
 	}
+	s.deviceEvent(reg.Endpoint, "updated", fmt.Sprintf("from %s, lifetime %ds", addr, reg.Lifetime))
 	s.logger().Info("registration updated", "ep", reg.Endpoint, "id", id, "addr", addr, "lt", reg.Lifetime)
 	return codes.Changed
 }
@@ -363,6 +366,7 @@ func (s *Server) deregister(id string, from peer) codes.Code {
 	}
 	s.removeLocked(reg)
 	s.mu.Unlock()
+	s.deviceEvent(reg.Endpoint, "deregistered", "")
 	s.logger().Info("deregistered", "ep", reg.Endpoint, "id", id)
 	return codes.Deleted
 }
@@ -410,6 +414,7 @@ func (s *Server) expire(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, r := range gone {
+		s.deviceEvent(r.Endpoint, "expired", "last update "+r.Updated.UTC().Format(time.RFC3339))
 		s.logger().Info("registration expired", "ep", r.Endpoint, "id", r.ID, "updated", r.Updated)
 	}
 }

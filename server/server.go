@@ -92,6 +92,13 @@ type Server struct {
 	// RequestTimeout bounds a single CoAP exchange with a device when the
 	// caller's context has no deadline. Zero means 30 seconds.
 	RequestTimeout time.Duration
+	// Inventory makes the server read each device's Firmware Version
+	// (/3/0/3), firmware update State and Update Result (/5/0/3, /5/0/5)
+	// after it registers, for DeviceStatus and the web console.
+	Inventory bool
+
+	events hub     // Subscribe and Publish
+	devs   devices // DeviceStatus and History
 
 	mu       sync.Mutex
 	regs     map[string]*Registration // by ID

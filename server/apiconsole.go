@@ -1,0 +1,113 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// APIDevice is a registered device with its firmware status, an element
+// of GET /api/status.
+type APIDevice struct {
+	Registration
+	Expires time.Time    `json:"expires"`
+	Status  DeviceStatus `json:"status"`
+}
+
+// APIDeviceStatus is the answer to GET /api/devices/{ep}/status.
+type APIDeviceStatus struct {
+	APIDevice
+	Registered bool           `json:"is_registered"`
+	History    []HistoryEntry `json:"history"`
+}
+
+func (a *api) apiDevice(reg Registration) APIDevice {
+	st, _ := a.s.DeviceStatus(reg.Endpoint)
+	return APIDevice{Registration: reg, Expires: reg.Expires(), Status: st}
+}
+
+// statusList serves GET /api/status: every registered device with what
+// the server knows of its firmware.
+func (a *api) statusList(w http.ResponseWriter, r *http.Request) {
+	regs := a.s.Registrations()
+	out := make([]APIDevice, 0, len(regs))
+	for _, reg := range regs {
+		out = append(out, a.apiDevice(reg))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// deviceStatus serves GET /api/devices/{ep}/status: the device's
+// registration (if it has one), firmware status and history. A device
+// that has left still has its history.
+func (a *api) deviceStatus(w http.ResponseWriter, r *http.Request) {
+	ep := r.PathValue("ep")
+	reg, registered := a.s.Registration(ep)
+	_, seen := a.s.DeviceStatus(ep)
+	if !registered && !seen {
+		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, ep))
+		return
+	}
+	if !registered {
+		reg = Registration{Endpoint: ep}
+	}
+	writeJSON(w, http.StatusOK, APIDeviceStatus{APIDevice: a.apiDevice(reg), Registered: registered, History: a.s.History(ep)})
+}
+
+// sseHeartbeat is how often an idle event stream sends a comment, so that
+// proxies keep it open and a browser that went away is noticed.
+const sseHeartbeat = 25 * time.Second
+
+// events serves GET /api/events, a Server-Sent Events stream (HTML Living
+// Standard §9.2) of Event hints, one JSON object per "data:" line. It ends
+// with the request; a browser that reads slowly loses events and gets a
+// "resync" event instead, never slowing the server.
+func (a *api) events(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	sub := a.s.events.subscribe(ctx)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// A retry hint, and a first line so that the browser's open event
+	// fires at once.
+	if _, err := fmt.Fprint(w, "retry: 2000\n: connected\n\n"); err != nil || rc.Flush() != nil {
+		return
+	}
+	beat := time.NewTicker(sseHeartbeat)
+	defer beat.Stop()
+	evs := make(chan Event)
+	go func() {
+		defer close(evs)
+		for {
+			e, ok := sub.next(ctx)
+			if !ok {
+				return
+			}
+			select {
+			case evs <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var err error
+		select {
+		case e, ok := <-evs:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(e)
+			_, err = fmt.Fprintf(w, "data: %s\n\n", b)
+		case <-beat.C:
+			_, err = fmt.Fprint(w, ": ping\n\n")
+		}
+		if err != nil || rc.Flush() != nil {
+			return
+		}
+	}
+}
