@@ -24,6 +24,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/console"
 )
 
 // srvDefaultAPIAddr is where one-shot commands find a running server
@@ -107,7 +108,7 @@ func srvDefaultTokenFile() string {
 type srvServerFlags struct {
 	coap, api, coaps, pskFile, http, images, db, host, tokenFile *string
 	maxPackage                                                   *int64
-	verbose                                                      *bool
+	verbose, console                                             *bool
 	maxLifetime                                                  *time.Duration
 	maxRegs                                                      *int
 }
@@ -125,6 +126,7 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		tokenFile:   fs.String("token-file", srvDefaultTokenFile(), "`file` that keeps the API token, made with mode 0600 if missing ($"+srvTokenEnv+")"),
 		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update may upload"),
 		verbose:     fs.Bool("v", false, "log debug messages"),
+		console:     fs.Bool("console", true, "serve the web console on the -api address (sign in with the API token)"),
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
 	}
@@ -249,10 +251,20 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage})
+	cfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage}
+	if *f.console {
+		// The console's device list shows each device's firmware version
+		// and /5 state: read them when a device registers.
+		cfg.Console = console.Handler()
+		s.Inventory = true
+	}
+	api := s.APIHandler(cfg)
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
+	if *f.console {
+		log.Info("web console", "url", "http://"+l.Addr().String()+"/", "sign_in", "paste the token from the token file")
+	}
 	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		log.Warn("the API is reachable beyond this host over plain HTTP: its token crosses the network in clear; prefer -api 127.0.0.1:PORT", "addr", l.Addr().String())
 	}
