@@ -3,6 +3,7 @@ module github.com/lwm2m-fota/lwm2m
 go 1.26.0
 
 require (
+	github.com/chromedp/chromedp v0.23.0
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/pion/transport/v5 v5.1.5
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
-	github.com/chromedp/chromedp v0.23.0 // indirect
 	github.com/dsnet/golib/memfile v1.0.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/pion/logging v0.2.4 // indirect

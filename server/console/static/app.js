@@ -82,6 +82,8 @@ async function signIn(ev) {
     start();
   } catch (e) {
     $("#signin-error").textContent = e.status === 401 ? "That is not this server's API token." : e.message;
+    $("#token").value = "";
+    $("#token").focus();
   }
 }
 

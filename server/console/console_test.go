@@ -1,0 +1,379 @@
+package console_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/objects"
+	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/console"
+)
+
+// chromiumPath is Debian's chromium, which .ci/run installs.
+const chromiumPath = "/usr/bin/chromium"
+
+// screenshotsEnv makes the browser test write its screenshots into
+// docs/console, for docs/CONSOLE.md.
+const screenshotsEnv = "LWM2M_UPDATE_SCREENSHOTS"
+
+// browserCtx is the one browser the package's tests share: a tab each,
+// in a browser context each (cookies of one test are not another's).
+var (
+	browserOnce sync.Once
+	browserCtx  context.Context
+	browserErr  error
+	browserStop = func() {}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	browserStop()
+	os.Exit(code)
+}
+
+// browser returns a new tab in a fresh browser context, or skips the test
+// when chromium is not installed.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := exec.LookPath(chromiumPath); err != nil {
+		t.Skipf("browser test skipped: %s is not installed (apt-get install chromium; CI installs it through .ci/run)", chromiumPath)
+	}
+	browserOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lwm2m-console-chromium-")
+		if err != nil {
+			browserErr = err
+			return
+		}
+		// chromedp's defaults (headless, no first run, no background
+		// networking or throttling of background tabs, ...), and what
+		// running as root in a container and offline needs.
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chromiumPath), chromedp.NoSandbox, chromedp.DisableGPU,
+			chromedp.UserDataDir(dir), chromedp.WindowSize(1280, 860),
+			chromedp.Flag("disable-quic", true),
+			chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("hide-scrollbars", true),
+		)
+		actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+		bctx, cancelB := chromedp.NewContext(actx)
+		// The first Run starts the browser, for as long as bctx lives.
+		if err := chromedp.Do(bctx); err != nil {
+			cancelB()
+			cancelA()
+			os.RemoveAll(dir)
+			browserErr = fmt.Errorf("starting %s: %w", chromiumPath, err)
+			return
+		}
+		browserCtx = bctx
+		browserStop = func() { cancelB(); cancelA(); os.RemoveAll(dir) }
+	})
+	if browserErr != nil {
+		t.Fatal(browserErr)
+	}
+	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	// The first Run opens the tab for as long as ctx lives: not under
+	// the timeout of a later action's context.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+// run runs browser actions with a bound, failing the test on error.
+func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(actx, actions...); err != nil {
+		t.Fatalf("%s: %v\npage:\n%s", what, err, pageText(ctx))
+	}
+}
+
+// waitJS waits until the JavaScript expression is true in the page.
+func waitJS(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	err := waitfor.Poll(20*time.Second, func() error {
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ok, err := chromedp.Run(ectx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
+		if err == nil && !ok {
+			err = errors.New("not yet")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v\npage:\n%s", what, err, pageText(ctx))
+	}
+}
+
+// pageText is the page's text, for a failure's message.
+func pageText(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return s
+}
+
+// fetchStatus runs fetch in the page, as the page's own script would, and
+// returns the HTTP status.
+func fetchStatus(t *testing.T, ctx context.Context, method, path, headers, body string) int {
+	t.Helper()
+	js := fmt.Sprintf(`fetch(%q, {method: %q, headers: %s, body: %s, credentials: "same-origin"}).then(r => r.status)`, path, method, headers, body)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("fetch %s %s: %v", method, path, err)
+	}
+	return n
+}
+
+// screenshot saves the page as docs/console/NAME.png when
+// LWM2M_UPDATE_SCREENSHOTS=1.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	if os.Getenv(screenshotsEnv) != "1" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir := filepath.Join("..", "..", "docs", "console")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const testToken = "console-test-token-0123456789abcdef"
+
+// fleet is a server with its API and console, and in-process devices.
+type fleet struct {
+	s   *server.Server
+	api *httptest.Server
+}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	s := &server.Server{Addr: "127.0.0.1:0", Inventory: true, Logger: slog.New(slog.DiscardHandler)}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	api := httptest.NewServer(s.APIHandler(server.APIConfig{Token: testToken, Console: console.Handler()}))
+	t.Cleanup(func() {
+		api.CloseClientConnections()
+		api.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &fleet{s: s, api: api}
+}
+
+// testFirmware is a device's firmware storage. With gate set, the
+// download stops after its first block until the gate closes; with fail
+// set, the upgrade fails.
+type testFirmware struct {
+	gate   chan struct{}
+	fail   bool
+	writes int
+	obj    *fwupdate.Object
+}
+
+func (f *testFirmware) StreamOpen(context.Context, string, []byte) error { f.writes = 0; return nil }
+func (f *testFirmware) StreamWrite([]byte) error {
+	f.writes++
+	if f.writes == 2 && f.gate != nil {
+		<-f.gate
+	}
+	return nil
+}
+func (f *testFirmware) StreamFinish() error { return nil }
+func (f *testFirmware) Reset() error        { return nil }
+func (f *testFirmware) PerformUpgrade(context.Context) error {
+	if f.fail {
+		return errors.New("test: the new firmware does not boot")
+	}
+	go f.obj.SetResult(fwupdate.ResultSuccess)
+	return nil
+}
+
+// device runs an in-process LwM2M client with Device (/3) and Firmware
+// Update (/5) until the test ends or stop is called, and waits until the
+// server has its inventory.
+func (f *fleet) device(t *testing.T, ep, version string, fw *testFirmware) (stop func()) {
+	t.Helper()
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: "coap://" + f.s.LocalAddr().String(), Lifetime: 5 * time.Minute,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", ModelNumber: "Sensor 2", FirmwareVersion: version}))
+	obj, err := fwupdate.Install(c, fw, fwupdate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.obj = obj
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; obj.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func writePackage(t *testing.T, n int) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "firmware.bin")
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// row is the JavaScript for a device list cell's text.
+func row(ep, class string) string {
+	return fmt.Sprintf(`(document.querySelector('#devices tr[data-endpoint=%q] .%s') || {}).textContent`, ep, class)
+}
+
+// TestConsole walks the console as an operator would: the sign-in page
+// without a session (every API call refused), sign-in with the token,
+// the device list with firmware version and /5 State and Result by name,
+// a device page with a download's progress bar and a failed update, the
+// list updated live through the event stream, CSRF refused, sign-out.
+func TestConsole(t *testing.T) {
+	f := newFleet(t)
+	ctx := browser(t)
+	f.device(t, "sensor-ok", "1.4.2", &testFirmware{})
+	gate := make(chan struct{})
+	var openGate sync.Once
+	release := func() { openGate.Do(func() { close(gate) }) }
+	// Registered before the devices' cleanups, so run after them: a
+	// download held at the gate must not keep its client from stopping.
+	f.device(t, "sensor-bad", "1.4.1", &testFirmware{gate: gate, fail: true})
+	t.Cleanup(release)
+	for _, ep := range []string{"sensor-ok", "sensor-bad"} {
+		waitInventory(t, f.s, ep)
+	}
+
+	// No session: the sign-in page only, and the API refuses the page.
+	run(t, ctx, "open the console", chromedp.Navigate(f.api.URL+"/"), chromedp.WaitVisible("#signin"))
+	waitJS(t, ctx, "only the sign-in page", `document.querySelector("#app").hidden && document.querySelector("#nav").hidden`)
+	for _, p := range []string{"/api/status", "/api/devices", "/api/events", "/api/devices/sensor-ok/read?path=/3/0/3"} {
+		if n := fetchStatus(t, ctx, "GET", p, "{}", "undefined"); n != http.StatusUnauthorized {
+			t.Errorf("GET %s without a session: %d, want 401", p, n)
+		}
+	}
+	if n := fetchStatus(t, ctx, "POST", "/api/devices/sensor-ok/write", `{"Content-Type": "application/json"}`, `'{"path":"/1/0/1","value":"5"}'`); n != http.StatusUnauthorized {
+		t.Errorf("write without a session: %d, want 401", n)
+	}
+	screenshot(t, ctx, "signin")
+
+	run(t, ctx, "sign in with a wrong token", chromedp.SendKeys("#token", "not-the-token"), chromedp.Click("#signin-form button"))
+	waitJS(t, ctx, "wrong token refused", `document.querySelector("#signin-error").textContent.includes("not this server's API token")`)
+	run(t, ctx, "sign in", chromedp.SendKeys("#token", testToken), chromedp.Click("#signin-form button"), chromedp.WaitVisible("#devices"))
+
+	waitJS(t, ctx, "sensor-ok's firmware version and /5", row("sensor-ok", "fw-version")+` === "1.4.2" && `+row("sensor-ok", "fw-state")+` === "Idle" && `+row("sensor-ok", "fw-result")+` === "Initial"`)
+	waitJS(t, ctx, "sensor-bad listed", row("sensor-bad", "fw-version")+` === "1.4.1"`)
+	waitJS(t, ctx, "event stream open", `document.querySelector("#live").textContent === "live"`)
+
+	// The session cookie alone does not let the page change anything.
+	if n := fetchStatus(t, ctx, "POST", "/api/devices/sensor-ok/write", `{"Content-Type": "application/json"}`, `'{"path":"/1/0/1","value":"5"}'`); n != http.StatusForbidden {
+		t.Errorf("write with the session cookie but no CSRF header: %d, want 403", n)
+	}
+	if cookie, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`)); cookie != "" {
+		t.Errorf("the page's script can read cookies %q: the session cookie must be HttpOnly", cookie)
+	}
+
+	// A pull update of sensor-bad: the device page shows the download's
+	// progress bar while it stalls, then the failure by name.
+	pkg := writePackage(t, 8<<10)
+	upd := make(chan error, 1)
+	go func() {
+		uctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := f.s.Update(uctx, "sensor-bad", pkg, server.PullCoAP, nil)
+		upd <- err
+	}()
+	run(t, ctx, "open sensor-bad", chromedp.Click(`#devices tr[data-endpoint="sensor-bad"] a`), chromedp.WaitVisible("#device-fw"))
+	waitJS(t, ctx, "download progress bar", `(() => { const p = document.querySelector("#fw-progress"); return p && p.value > 0 && p.value < p.max; })()`)
+	screenshot(t, ctx, "device-download")
+	release()
+	waitJS(t, ctx, "failed update's Result by name, live", `document.querySelector("#device-fw .fw-result").textContent === "Firmware update failed"`)
+	if err := <-upd; !errors.Is(err, server.ErrUpdateFailed) {
+		t.Errorf("update of sensor-bad: %v, want %v", err, server.ErrUpdateFailed)
+	}
+	waitJS(t, ctx, "history of the update", `document.querySelector("#device-history tbody").textContent.includes("Result Firmware update failed")`)
+
+	// Objects and resources: read an instance.
+	run(t, ctx, "read /3/0", chromedp.Click(`//button[text()="Read /3/0"]`))
+	waitJS(t, ctx, "/3/0 read", `document.querySelector("#op-out").textContent.includes("/3/0/3 = 1.4.1")`)
+	screenshot(t, ctx, "device")
+
+	run(t, ctx, "back to the list", chromedp.Click(`//a[text()="← Devices"]`), chromedp.WaitVisible("#devices"))
+	waitJS(t, ctx, "sensor-bad's Result in the list", row("sensor-bad", "fw-result")+` === "Firmware update failed"`)
+
+	// A device that registers now appears without a reload.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
+		t.Fatal(err)
+	}
+	stop := f.device(t, "sensor-new", "2.0.0", &testFirmware{})
+	waitJS(t, ctx, "new device listed live", row("sensor-new", "fw-version")+` === "2.0.0" && window.notReloaded === true`)
+	screenshot(t, ctx, "devices")
+	stop() // de-registers
+	waitJS(t, ctx, "de-registered device gone live", `!document.querySelector('#devices tr[data-endpoint="sensor-new"]') && window.notReloaded === true`)
+
+	run(t, ctx, "filter", chromedp.SendKeys("#device-search", "bad"))
+	waitJS(t, ctx, "search shows one device", `document.querySelectorAll("#devices tbody tr[data-endpoint]").length === 1 && !!document.querySelector('#devices tr[data-endpoint="sensor-bad"]')`)
+
+	run(t, ctx, "sign out", chromedp.Click("#signout"), chromedp.WaitVisible("#signin"))
+	waitJS(t, ctx, "app hidden after sign-out", `document.querySelector("#app").hidden && document.querySelector("#app").childElementCount === 0`)
+	if n := fetchStatus(t, ctx, "GET", "/api/status", "{}", "undefined"); n != http.StatusUnauthorized {
+		t.Errorf("GET /api/status after sign-out: %d, want 401", n)
+	}
+	run(t, ctx, "reload after sign-out", chromedp.Reload(), chromedp.WaitVisible("#signin"))
+}
+
+// waitInventory waits until the server has read ep's firmware version.
+func waitInventory(t *testing.T, s *server.Server, ep string) {
+	t.Helper()
+	waitfor.Until(t, 20*time.Second, func() error {
+		if st, _ := s.DeviceStatus(ep); st.FirmwareVersion == "" || st.StateName == "" {
+			return fmt.Errorf("%s: no inventory yet: %+v", ep, st)
+		}
+		return nil
+	})
+}
