@@ -247,6 +247,12 @@ func (s *Server) noteProgress(p Progress) {
 	if publish {
 		s.events.publish(Event{Kind: "device", Endpoint: p.Endpoint, Change: "firmware"})
 	}
+	if p.Phase == "done" && s.Inventory {
+		// State and Update Result are separate resources: the outcome
+		// may be known before the State that goes with it, and the
+		// update's observations end here. Read both again.
+		go s.readInventory(p.Endpoint)
+	}
 }
 
 // DeviceStatus returns what the server knows of ep's firmware, and

@@ -180,6 +180,12 @@ function resultBadge(name, result) {
   const cls = result === 1 ? " ok" : result > 1 ? " bad" : "";
   return h("span", { class: "badge fw-result" + cls }, name);
 }
+// phaseNames are the server's update phases (server.Progress) in words.
+const phaseNames = {
+  deliver: "delivering the package", uri: "Package URI written, the device downloads",
+  state: "waiting for the device", execute: "Update executed, waiting for the outcome",
+  registered: "the device registered again", done: "done",
+};
 function errorBox(e) { return h("p", { class: "error", role: "alert" }, e.message || String(e)); }
 
 // ---- devices ----
@@ -344,7 +350,7 @@ function deviceView(root, ep) {
       h("dt", {}, "Firmware version"), h("dd", { class: "fw-version mono" }, st.firmware_version || "unknown"),
       h("dt", {}, "State"), h("dd", {}, stateBadge(st)),
       h("dt", {}, "Update Result"), h("dd", {}, resultBadge(st.result_name, st.result)),
-      st.phase ? [h("dt", {}, "Update running"), h("dd", { class: "fw-phase" }, st.phase)] : null),
+      st.phase ? [h("dt", {}, "Update running"), h("dd", { class: "fw-phase" }, phaseNames[st.phase] || st.phase)] : null),
       st.phase === "deliver" || st.state === 1 ? h("div", {},
         h("progress", { id: "fw-progress", max: st.total || 1, value: st.sent || 0 }),
         h("div", { class: "muted" }, st.total ? bytes(st.sent) + " of " + bytes(st.total) + " (" + pct + " %)" : "downloading")) : null);
