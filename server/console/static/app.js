@@ -25,6 +25,11 @@ function h(tag, attrs, ...kids) {
   return el;
 }
 
+// fill replaces el's children, leaving out the null of a condition.
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat().filter(k => k !== undefined && k !== null && k !== false));
+}
+
 class APIError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
@@ -346,7 +351,7 @@ function deviceView(root, ep) {
         h("dt", {}, "Lifetime"), h("dd", {}, duration(d.lifetime) + ", expires " + time(d.expires)),
       ] : []));
     const pct = st.total ? Math.floor(100 * st.sent / st.total) : null;
-    fw.replaceChildren(h("dl", { class: "kv" },
+    fill(fw, h("dl", { class: "kv" },
       h("dt", {}, "Firmware version"), h("dd", { class: "fw-version mono" }, st.firmware_version || "unknown"),
       h("dt", {}, "State"), h("dd", {}, stateBadge(st)),
       h("dt", {}, "Update Result"), h("dd", {}, resultBadge(st.result_name, st.result)),
