@@ -309,7 +309,7 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validToken(req.Token, a.cfg.Token) {
-		a.s.logger().Warn("console sign-in with a wrong token", "remote", r.RemoteAddr)
+		a.s.noisy("console sign-in with a wrong token", "remote", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "wrong API token: paste the token from the server's token file")
 		return
 	}

@@ -371,3 +371,37 @@ func TestDeviceHistoryBounded(t *testing.T) {
 		t.Errorf("%d device records kept, want at most %d", n, 2*s.MaxRegistrations)
 	}
 }
+
+// TestInventoryBounded: Registers of many endpoints that never answer
+// leave at most MaxRegistrations inventory reads waiting, one per
+// endpoint however often it registers.
+func TestInventoryBounded(t *testing.T) {
+	s := &Server{Inventory: true, MaxRegistrations: 3}
+	// Hold the reads: every slot is taken.
+	s.devs.sem = make(chan struct{}, inventoryReads)
+	s.devs.pending = make(map[string]bool)
+	for range inventoryReads {
+		s.devs.sem <- struct{}{}
+	}
+	for i := range 10 {
+		s.startInventory(fmt.Sprint("ep-", i%5))
+		s.startInventory("ep-0")
+	}
+	s.devs.mu.Lock()
+	n := len(s.devs.pending)
+	s.devs.mu.Unlock()
+	if n != 3 {
+		t.Errorf("%d endpoints waiting for an inventory read, want 3 (MaxRegistrations)", n)
+	}
+	for range inventoryReads {
+		<-s.devs.sem // let them run: each fails at once, not registered
+	}
+	waitfor.Until(t, 10*time.Second, func() error {
+		s.devs.mu.Lock()
+		defer s.devs.mu.Unlock()
+		if len(s.devs.pending) != 0 {
+			return fmt.Errorf("%d still pending", len(s.devs.pending))
+		}
+		return nil
+	})
+}

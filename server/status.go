@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -51,9 +52,10 @@ const inventoryReads = 8
 // devices keeps the status and history of each endpoint the server has
 // seen, bounded in entries per device and in devices.
 type devices struct {
-	mu  sync.Mutex
-	m   map[string]*deviceRecord
-	sem chan struct{} // inventory reads running
+	mu      sync.Mutex
+	m       map[string]*deviceRecord
+	sem     chan struct{}   // inventory reads running
+	pending map[string]bool // endpoints with an inventory read started or waiting
 }
 
 type deviceRecord struct {
@@ -118,8 +120,8 @@ func (s *Server) deviceEvent(ep, event, detail string) {
 	s.pruneDevicesLocked()
 	s.devs.mu.Unlock()
 	s.events.publish(Event{Kind: "device", Endpoint: ep, Change: event})
-	if event == "registered" && s.Inventory {
-		go s.readInventory(ep)
+	if event == "registered" {
+		s.startInventory(ep)
 	}
 }
 
@@ -151,24 +153,54 @@ func (s *Server) pruneDevicesLocked() {
 	}
 }
 
+// startInventory reads ep's inventory in the background when Inventory
+// is on. Reads of one endpoint do not pile up (one runs or waits at a
+// time), and no more endpoints wait than MaxRegistrations: a burst of
+// registrations, or a peer that registers names in a loop, costs bounded
+// goroutines and requests.
+func (s *Server) startInventory(ep string) {
+	if !s.Inventory {
+		return
+	}
+	s.devs.mu.Lock()
+	if s.devs.sem == nil {
+		s.devs.sem = make(chan struct{}, inventoryReads)
+		s.devs.pending = make(map[string]bool)
+	}
+	if s.devs.pending[ep] || len(s.devs.pending) >= s.maxRegistrations() {
+		s.devs.mu.Unlock()
+		return
+	}
+	s.devs.pending[ep] = true
+	sem := s.devs.sem
+	s.devs.mu.Unlock()
+	go func() {
+		sem <- struct{}{}
+		s.devs.mu.Lock()
+		delete(s.devs.pending, ep) // a Register from now on reads again
+		s.devs.mu.Unlock()
+		defer func() { <-sem }()
+		s.readInventory(ep)
+	}()
+}
+
 // readInventory reads ep's firmware version, State and Update Result. A
 // device without the resource, or one that does not answer, keeps what
 // was known.
 func (s *Server) readInventory(ep string) {
-	s.devs.mu.Lock()
-	if s.devs.sem == nil {
-		s.devs.sem = make(chan struct{}, inventoryReads)
-	}
-	sem := s.devs.sem
-	s.devs.mu.Unlock()
-	sem <- struct{}{}
-	defer func() { <-sem }()
-
+	answered := true
 	read := func(p model.Path) (string, bool) {
+		if !answered {
+			return "", false
+		}
 		ctx, cancel := s.withTimeout(context.Background())
 		defer cancel()
 		c, err := s.Read(ctx, ep, p, content.TextPlain)
+		var ce *CodeError
 		if err != nil {
+			// A CoAP error (no such resource) is an answer; silence,
+			// or a device that left, ends the reads.
+			answered = errors.As(err, &ce)
 			s.logger().Debug("inventory read failed", "ep", ep, "path", p, "err", err)
 			return "", false
 		}
@@ -184,6 +216,9 @@ func (s *Server) readInventory(ep string) {
 	version, vok := read(model.NewPath(3, 0, 3))
 	state, sok := read(pathState)
 	result, rok := read(pathResult)
+	if !vok && !sok && !rok {
+		return
+	}
 
 	s.devs.mu.Lock()
 	r := s.devs.getLocked(ep)
@@ -247,11 +282,11 @@ func (s *Server) noteProgress(p Progress) {
 	if publish {
 		s.events.publish(Event{Kind: "device", Endpoint: p.Endpoint, Change: "firmware"})
 	}
-	if p.Phase == "done" && s.Inventory {
+	if p.Phase == "done" {
 		// State and Update Result are separate resources: the outcome
 		// may be known before the State that goes with it, and the
 		// update's observations end here. Read both again.
-		go s.readInventory(p.Endpoint)
+		s.startInventory(p.Endpoint)
 	}
 }
 
