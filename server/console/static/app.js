@@ -244,12 +244,37 @@ function devicesView(root) {
     try { all = await api("GET", "/api/status"); err.replaceChildren(); render(); }
     catch (e) { if (e.status !== 401) err.replaceChildren(errorBox(e)); }
   };
+  // A few changed devices are fetched one by one; many, or lost
+  // events, fetch the whole list again.
+  let changed = new Set(), everything = false;
+  const refetch = debounce(async () => {
+    const eps = [...changed];
+    const full = everything || eps.length > 20;
+    changed = new Set(); everything = false;
+    if (full) return load();
+    for (const ep of eps) {
+      let d;
+      try { d = await api("GET", `/api/devices/${encodeURIComponent(ep)}/status`); }
+      catch (e) { if (e.status === 404) d = { endpoint: ep, is_registered: false }; else return load(); }
+      all = all.filter(x => x.endpoint !== ep);
+      if (d.is_registered) { delete d.history; all.push(d); }
+    }
+    all.sort((a, b) => a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0);
+    render();
+  });
   search.addEventListener("input", render);
   filter.addEventListener("change", render);
-  const refetch = debounce(load);
   const tick = setInterval(render, 15000); // "last seen" ages; no fetch
   load();
-  return { onEvent: (e) => { if (e.kind === "device" || e.kind === "resync") refetch(); }, stop: () => clearInterval(tick) };
+  return {
+    onEvent: (e) => {
+      if (e.kind === "device" && e.endpoint) changed.add(e.endpoint);
+      else if (e.kind === "resync") everything = true;
+      else return;
+      refetch();
+    },
+    stop: () => clearInterval(tick),
+  };
 }
 
 // parseLinks lists the object instances of a registration's CoRE links.
