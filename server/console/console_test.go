@@ -423,7 +423,6 @@ func TestConsoleCampaign(t *testing.T) {
 		chromedp.SetUploadFiles("#pkg-file", []string{pkg}), chromedp.SendKeys("#pkg-name", "sensor-fw"),
 		chromedp.Click("#pkg-upload button"))
 	waitJS(t, ctx, "package listed", `[...document.querySelectorAll("#packages tbody tr")].some(r => r.textContent.includes("sensor-fw"))`)
-	screenshot(t, ctx, "packages")
 
 	run(t, ctx, "campaigns page", chromedp.Click(`#nav a[data-view="campaigns"]`), chromedp.WaitVisible("#camp-form"))
 	waitJS(t, ctx, "package offered", `document.querySelector("#camp-package").options.length > 0`)
@@ -441,5 +440,5 @@ func TestConsoleCampaign(t *testing.T) {
 	waitJS(t, ctx, "counts by result", `document.querySelector("#campaign .c-succeeded").textContent === "succeeded 3" && document.querySelector("#campaign .c-failed").textContent === "failed 1"`)
 	waitJS(t, ctx, "failed device's Result by name", `document.querySelector('#campaign-devices tr[data-endpoint="camp-3"] .fw-result').textContent === "Firmware update failed"`)
 	waitJS(t, ctx, "a progress bar per wave", `document.querySelectorAll("#campaign-waves progress").length >= 2`)
-	screenshot(t, ctx, "campaign")
+	screenshot(t, ctx, "campaign-done")
 }

@@ -175,6 +175,7 @@ function time(t) { return t ? new Date(t).toLocaleString() : ""; }
 function transport(d) {
   return (d.secure ? "CoAP/DTLS" : "CoAP/UDP") + (d.binding && d.binding !== "U" ? " (" + d.binding + ")" : "");
 }
+const stateNames = ["Idle", "Downloading", "Downloaded", "Updating"]; // /5/0/3
 function stateBadge(st) {
   if (!st || !st.state_name) return h("span", { class: "badge fw-state" }, "unknown");
   const busy = st.state === 1 || st.state === 2 || st.state === 3;
@@ -535,7 +536,7 @@ function campaignView(root, id) {
   const render = (c) => {
     head.replaceChildren(h("h1", {}, "Campaign ", c.name, " ", campaignState(c.state)),
       h("dl", { class: "kv" },
-        h("dt", {}, "Package"), h("dd", {}, c.package), h("dt", {}, "Method"), h("dd", {}, c.method),
+        h("dt", {}, "Package"), h("dd", { id: "campaign-package" }, pkgNames.get(c.package) || c.package), h("dt", {}, "Method"), h("dd", {}, c.method),
         h("dt", {}, "Created"), h("dd", {}, time(c.created)), h("dt", {}, "Deadline"), h("dd", {}, c.deadline ? time(c.deadline) : "none"),
         c.pause_reason ? [h("dt", {}, "Paused because"), h("dd", { class: "error", id: "pause-reason" }, c.pause_reason)] : null,
         h("dt", {}, "Devices"), h("dd", {}, countsLine(c))),
@@ -544,12 +545,12 @@ function campaignView(root, id) {
         h("button", { type: "button", id: "camp-resume", class: "secondary", disabled: c.state !== "paused", onclick: act("resume") }, "Resume"),
         h("button", { type: "button", id: "camp-abort", class: "danger", disabled: c.state === "done" || c.state === "aborted", onclick: act("abort") }, "Abort")));
     waves.replaceChildren(...(c.waves || []).map(w => h("div", { class: "card", "data-wave": w.index },
-      h("strong", {}, w.index === 0 ? "Canary" : "Wave " + w.index), " ", h("span", { class: "badge" }, w.state),
+      h("strong", {}, "Wave " + w.index), " ", h("span", { class: "badge" }, w.state),
       h("span", { class: "muted" }, " " + (w.done + w.failed) + " of " + w.devices + " finished, " + w.failed + " failed"),
       h("progress", { max: w.devices || 1, value: w.done + w.failed }))));
     devs.replaceChildren(...(c.devices || []).map(d => h("tr", { "data-endpoint": d.endpoint },
       h("td", {}, h("a", { href: "#/device/" + encodeURIComponent(d.endpoint), class: "mono" }, d.endpoint)),
-      h("td", { class: "num" }, d.wave), h("td", {}, d.phase), h("td", {}, d.state),
+      h("td", { class: "num" }, d.wave), h("td", {}, d.phase), h("td", {}, typeof d.state === "number" ? (stateNames[d.state] || d.state) : d.state),
       h("td", {}, resultBadge(d.result_name, d.result)), h("td", { class: "num" }, bytes(d.bytes)),
       h("td", { class: "error" }, d.error || ""), h("td", {}, ago(d.updated)))));
   };
@@ -557,7 +558,11 @@ function campaignView(root, id) {
     try { render(await api("GET", `/api/campaigns/${q}`)); err.replaceChildren(); }
     catch (e) { if (e.status !== 401) err.replaceChildren(unavailable(e)); }
   };
-  load();
+  // Packages by ID, to show the campaign's by name.
+  const pkgNames = new Map();
+  api("GET", "/api/packages").then(list => {
+    for (const p of list || []) pkgNames.set(p.id, p.name + (p.version ? " " + p.version : ""));
+  }).catch(() => {}).finally(load);
   const refetch = debounce(load);
   return { onEvent: (e) => { if ((e.kind === "campaign" && e.id === id) || e.kind === "resync") refetch(); } };
 }
