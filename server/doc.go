@@ -42,7 +42,19 @@
 //
 // APIHandler is the HTTP/JSON command interface used by "lwm2m server
 // -api"; every request needs APIConfig.Token as a bearer token
-// (LoadOrCreateAPIToken keeps one in a file).
+// (LoadOrCreateAPIToken keeps one in a file), or the session cookie and
+// CSRF header of the web console (package server/console,
+// APIConfig.Console), which signs in with the same token.
+//
+// # Fleet view and events
+//
+// With Inventory set, the server reads each device's firmware version and
+// /5 State and Update Result after it registers; DeviceStatus returns them,
+// kept current by the updates the server runs, and History a device's
+// last registry and firmware events. Subscribe delivers an Event for each
+// change (a hint to look again, never blocking the server); PublishEvent
+// adds others', such as a campaign engine's. The console's live view is
+// built on them (GET /api/events).
 //
 // # Goroutines
 //
