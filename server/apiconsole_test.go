@@ -89,6 +89,9 @@ func TestConsoleSession(t *testing.T) {
 		t.Errorf("cross-origin sign-in: %v %v", resp.Status, err)
 	}
 
+	if resp := sessionDo(t, hs, "POST", "/api/session", `{"token":"`+strings.Repeat("A", 64<<10)+`"}`, nil, ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("sign-in with a 64 KiB body: %s, want 400", resp.Status)
+	}
 	resp := sessionDo(t, hs, "POST", "/api/session", `{"token":"`+testToken+`"}`, nil, "")
 	raw := resp.Header.Get("Set-Cookie")
 	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/"} {
