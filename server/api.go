@@ -86,6 +86,10 @@ type APIConfig struct {
 	// in a file of mode 0600 removed when the update ends. Empty means
 	// os.TempDir().
 	PackageDir string
+	// Routes are more routes (http.ServeMux patterns such as
+	// "GET /api/campaigns") served behind the same authentication:
+	// packages built on the server, such as campaigns, add theirs here.
+	Routes map[string]http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -166,6 +170,9 @@ func (a *api) routes() *http.ServeMux {
 	mux.HandleFunc("POST /api/devices/{ep}/attributes", a.attributes)
 	mux.HandleFunc("GET /api/devices/{ep}/observe", a.observe)
 	mux.HandleFunc("POST /api/update", a.update)
+	for pattern, h := range a.cfg.Routes {
+		mux.Handle(pattern, h)
+	}
 	return mux
 }
 

@@ -61,11 +61,58 @@ type BindingStore interface {
 	Bindings() (map[string]string, error)
 }
 
+// RecordStore is a Store that also keeps the records of what is built on
+// the server (update campaigns, their packages), each kind in a bucket of
+// its own beside the registrations. Packages that need it discover it on
+// the server's Store.
+type RecordStore interface {
+	// PutRecords writes every key of recs to bucket in one atomic
+	// transaction; a nil value deletes its key.
+	PutRecords(bucket string, recs map[string][]byte) error
+	// Records returns every key and value of bucket; none when the
+	// bucket was never written.
+	Records(bucket string) (map[string][]byte, error)
+}
+
 // MemoryStore is a Store that forgets everything when the process exits.
 type MemoryStore struct {
 	mu       sync.Mutex
 	regs     map[string]Registration
 	bindings map[string]string
+	records  map[string]map[string][]byte // bucket -> key -> value
+}
+
+// PutRecords writes recs to bucket; a nil value deletes its key.
+func (m *MemoryStore) PutRecords(bucket string, recs map[string][]byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.records == nil {
+		m.records = make(map[string]map[string][]byte)
+	}
+	b := m.records[bucket]
+	if b == nil {
+		b = make(map[string][]byte)
+		m.records[bucket] = b
+	}
+	for k, v := range recs {
+		if v == nil {
+			delete(b, k)
+		} else {
+			b[k] = append([]byte(nil), v...)
+		}
+	}
+	return nil
+}
+
+// Records returns a copy of bucket.
+func (m *MemoryStore) Records(bucket string) (map[string][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string][]byte, len(m.records[bucket]))
+	for k, v := range m.records[bucket] {
+		out[k] = append([]byte(nil), v...)
+	}
+	return out, nil
 }
 
 // PutBinding binds ep to identity.
@@ -214,6 +261,48 @@ func (b *BoltStore) Bindings() (map[string]string, error) {
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
 			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// recordBucket names a RecordStore bucket in the database, apart from the
+// server's own buckets.
+func recordBucket(name string) []byte { return []byte("records/" + name) }
+
+// PutRecords writes recs to bucket in one transaction; a nil value
+// deletes its key.
+func (b *BoltStore) PutRecords(bucket string, recs map[string][]byte) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(recordBucket(bucket))
+		if err != nil {
+			return err
+		}
+		for k, v := range recs {
+			if v == nil {
+				err = bk.Delete([]byte(k))
+			} else {
+				err = bk.Put([]byte(k), v)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Records returns every key and value of bucket.
+func (b *BoltStore) Records(bucket string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(recordBucket(bucket))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
 			return nil
 		})
 	})
