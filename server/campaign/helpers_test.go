@@ -3,13 +3,10 @@ package campaign_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +31,8 @@ type fleet struct {
 	most   int            // the most active at once
 	// fail chooses the devices whose package fails verification.
 	fail func(ep string) bool
-	// hold, when set, makes StreamOpen of an endpoint wait for it.
+	// hold, when set, makes PerformUpgrade of an endpoint wait for the
+	// channel it returns (nil: no wait): the device stays Updating.
 	hold func(ep string) <-chan struct{}
 
 	devs map[string]*device
@@ -56,11 +54,6 @@ type device struct {
 }
 
 func (d *device) StreamOpen(context.Context, string, []byte) error {
-	if d.f.hold != nil {
-		if ch := d.f.hold(d.ep); ch != nil {
-			<-ch
-		}
-	}
 	f := d.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -104,9 +97,17 @@ func (d *device) Reset() error { return nil }
 func (d *device) PerformUpgrade(context.Context) error {
 	d.f.mu.Lock()
 	d.f.upgr[d.ep]++
+	hold := d.f.hold
 	d.f.mu.Unlock()
 	d.end()
-	go d.obj.SetResult(fwupdate.ResultSuccess) // applied at once, no reboot
+	go func() {
+		if hold != nil {
+			if ch := hold(d.ep); ch != nil {
+				<-ch
+			}
+		}
+		d.obj.SetResult(fwupdate.ResultSuccess) // applied at once, no reboot
+	}()
 	return nil
 }
 
@@ -114,37 +115,84 @@ func (d *device) PerformUpgrade(context.Context) error {
 // waits until it is registered.
 func (f *fleet) start(t testing.TB, s *server.Server, addr, ep, firmware string) *device {
 	t.Helper()
+	d, err := f.run(t, s, addr, ep, firmware)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// startAll starts devices dev-000 ... a few at a time.
+func (f *fleet) startAll(t testing.TB, s *server.Server, addr string, n int, firmware string) {
+	t.Helper()
+	sem := make(chan struct{}, 8)
+	errs := make(chan error, n)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			_, err := f.run(t, s, addr, fmt.Sprintf("dev-%03d", i), firmware)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (f *fleet) run(t testing.TB, s *server.Server, addr, ep, firmware string) (*device, error) {
 	quiet := lwm2mtest.Logger(t)
 	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: "coap://" + addr, Lifetime: time.Hour, Logger: quiet,
 		Tx: lwm2m.TxParams{AckTimeout: time.Second, MaxRetransmit: 4}})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: firmware}))
 	d := &device{f: f, ep: ep, done: make(chan struct{})}
 	if d.obj, err = fwupdate.Install(c, d, fwupdate.Config{Logger: quiet}); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	go func() { defer close(d.done); _ = c.Run(ctx) }()
 	t.Cleanup(d.stop)
-	waitfor.Until(t, 20*time.Second, func() error {
+	err = waitfor.Poll(20*time.Second, func() error {
 		if _, ok := s.Registration(ep); !ok || !c.Registered() {
 			return fmt.Errorf("%s not registered", ep)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	f.devs[ep] = d
 	f.mu.Unlock()
-	return d
+	return d, nil
 }
 
 // stop ends the device's client: it de-registers.
 func (d *device) stop() {
 	d.cancel()
 	<-d.done
+}
+
+// stopAll stops every device at once.
+func (f *fleet) stopAll() {
+	f.mu.Lock()
+	devs := make([]*device, 0, len(f.devs))
+	for _, d := range f.devs {
+		devs = append(devs, d)
+	}
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.stop() }()
+	}
+	wg.Wait()
 }
 
 func (f *fleet) upgrades(ep string) int {
@@ -198,8 +246,8 @@ func (ts *testServer) stop() {
 	ts.srv.Close()
 }
 
-func (ts *testServer) addr() string     { return ts.srv.LocalAddr().String() }
-func (ts *testServer) imgAddr() string  { return ts.srv.ImageLocalAddr().String() }
+func (ts *testServer) addr() string    { return ts.srv.LocalAddr().String() }
+func (ts *testServer) imgAddr() string { return ts.srv.ImageLocalAddr().String() }
 
 // addPackage stores a small raw package.
 func addPackage(t testing.TB, e *campaign.Engine) campaign.Package {
@@ -242,7 +290,3 @@ func freeUDP(t testing.TB) string {
 	defer c.Close()
 	return c.LocalAddr().String()
 }
-
-var _ = errors.New
-var _ = filepath.Join
-var _ atomic.Int64

@@ -1,0 +1,101 @@
+package campaign_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
+	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/campaign"
+)
+
+// TestRestartResumesWithoutUpdatingTwice stops the server and its engine
+// in the middle of a campaign, while five devices are applying the
+// package (State Updating), and starts them again on the same store and
+// ports: the engine verifies those five by reading their state instead
+// of updating them again, records their success once they report it, and
+// updates the rest. Every device applies the package exactly once.
+func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
+	const n = 40
+	dir := t.TempDir()
+	dbFile, pkgDir := filepath.Join(dir, "reg.db"), filepath.Join(dir, "packages")
+	coapAddr, imgAddr := freeUDP(t), freeUDP(t)
+	store, err := server.OpenBoltStore(dbFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := campaign.Config{DeviceTimeout: time.Minute}
+	ts := startServer(t, coapAddr, imgAddr, store, pkgDir, cfg)
+
+	release := make(chan struct{})
+	held := map[string]bool{"dev-020": true, "dev-021": true, "dev-022": true, "dev-023": true, "dev-024": true}
+	f := newFleet()
+	f.hold = func(ep string) <-chan struct{} {
+		if held[ep] {
+			return release
+		}
+		return nil
+	}
+	f.startAll(t, ts.srv, ts.addr(), n, "1.0")
+	pkg := addPackage(t, ts.eng)
+	c, err := ts.eng.Create(campaign.Spec{
+		Name: "restart", Package: pkg.ID, Target: campaign.Target{Endpoints: "dev-*"},
+		Rollout:  campaign.Rollout{Concurrency: 5},
+		Deadline: time.Now().Add(time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The five held devices fill the five slots: nothing else runs.
+	waitfor.Until(t, 60*time.Second, func() error {
+		for ep := range held {
+			if f.upgrades(ep) != 1 {
+				return errNotYet(ep + " is not applying the package")
+			}
+		}
+		return nil
+	})
+	ts.stop()
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	store, err = server.OpenBoltStore(dbFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ts = startServer(t, coapAddr, imgAddr, store, pkgDir, cfg)
+	t.Cleanup(f.stopAll) // before the server stops: they de-register
+	got, err := ts.eng.Campaign(c.ID)
+	if err != nil {
+		t.Fatalf("the campaign did not survive the restart: %v", err)
+	}
+	for _, d := range got.Devices {
+		if held[d.Endpoint] && d.Status != campaign.DeviceRunning {
+			t.Errorf("after the restart %s is %s, want running (being verified)", d.Endpoint, d.Status)
+		}
+	}
+	if len(ts.eng.Packages()) != 1 {
+		t.Errorf("packages after the restart: %+v", ts.eng.Packages())
+	}
+	close(release)
+
+	got = waitState(t, ts.eng, c.ID, 60*time.Second, campaign.StateDone)
+	if got.Counts.Succeeded != n {
+		t.Fatalf("counts %+v, want all %d succeeded", got.Counts, n)
+	}
+	for _, d := range got.Devices {
+		if u := f.upgrades(d.Endpoint); u != 1 {
+			t.Errorf("%s applied the package %d times, want once", d.Endpoint, u)
+		}
+		if d.Attempts != 1 {
+			t.Errorf("%s: %d updates started, want 1", d.Endpoint, d.Attempts)
+		}
+	}
+}
+
+type errNotYet string
+
+func (e errNotYet) Error() string { return string(e) }
