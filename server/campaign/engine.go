@@ -304,7 +304,6 @@ func (c *camp) view() Campaign {
 			out.Waves[d.Wave].Failed++
 		case DeviceExpired:
 			out.Counts.Expired++
-			out.Waves[d.Wave].Failed++
 		case DevicePending, DeviceWaiting:
 			out.Counts.Pending++
 		case DeviceRunning:

@@ -178,7 +178,7 @@ type Wave struct {
 	Index   int    `json:"index"`
 	Devices int    `json:"devices"`
 	Done    int    `json:"done"`   // succeeded
-	Failed  int    `json:"failed"` // failed or expired
+	Failed  int    `json:"failed"` // failed (not expired: those were never tried)
 	State   string `json:"state"`  // pending, running, done
 	Canary  bool   `json:"canary,omitempty"`
 	// Accepted is set when an operator resumed the campaign after this
