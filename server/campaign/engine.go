@@ -214,6 +214,9 @@ func (e *Engine) Create(spec Spec) (Campaign, error) {
 	if !ok {
 		return Campaign{}, fmt.Errorf("%w: %q", ErrNoPackage, spec.Package)
 	}
+	if spec.Method == MethodPullHTTP && e.srv.HTTPLocalAddr() == nil {
+		return Campaign{}, fmt.Errorf("%w: %w", ErrInvalid, server.ErrNoHTTPListener)
+	}
 	var eps []string
 	for _, r := range e.srv.Registrations() {
 		if m, _ := path.Match(spec.Target.Endpoints, r.Endpoint); m {
