@@ -52,7 +52,7 @@ type srvSub struct {
 var srvSubs map[string]srvSub
 
 // srvSubNames orders the commands in the usage.
-var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update"}
+var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update", "campaign"}
 
 func init() {
 	srvSubs = map[string]srvSub{
@@ -73,6 +73,8 @@ func init() {
 			fs.String("method", "pull", "delivery `method`: pull (coap), pull-http or push")
 			fs.Duration("timeout", 10*time.Minute, "give up after `D`")
 		}},
+		// Run by srvCampaign: its actions have flags of their own.
+		"campaign": {"update campaigns: create, list, show, pause, resume, abort", "ACTION", nil, nil},
 	}
 }
 
@@ -110,6 +112,7 @@ type srvServerFlags struct {
 	verbose                                                      *bool
 	maxLifetime                                                  *time.Duration
 	maxRegs                                                      *int
+	packages, packageKey                                         *string
 }
 
 func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
@@ -127,6 +130,8 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		verbose:     fs.Bool("v", false, "log debug messages"),
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
+		packages:    fs.String("packages", "", "`directory` of the campaigns' packages (default: DB.packages beside -db; without -db a temporary one)"),
+		packageKey:  fs.String("package-key", "", "public key `file` (lwm2m keygen) that checks the signature of uploaded packages"),
 	}
 }
 
@@ -181,6 +186,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if bad != "" {
 			fmt.Fprintf(stderr, "lwm2m server %s: -%s is a flag of the server itself, not of %s\n", name, bad, name)
 			return 2
+		}
+		if name == "campaign" {
+			return srvCampaign(ctx, append(pre, fs.Args()[1:]...), stdout, stderr)
 		}
 		return srvRunSub(ctx, name, sub, append(pre, fs.Args()[1:]...), stdout, stderr)
 	}
@@ -249,7 +257,15 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage})
+	eng, stopEngine, err := srvCampaignEngine(ctx, s, f, log)
+	if err != nil {
+		s.Close()
+		l.Close()
+		fmt.Fprintln(stderr, "lwm2m server:", err)
+		return 1
+	}
+	defer stopEngine()
+	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage, Routes: eng.Routes()})
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
@@ -316,7 +332,7 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 	}
 	api := fs.String("api", def, "`URL` of the running server's API ($"+srvAPIEnv+")")
 	tokenFile := fs.String("token-file", srvDefaultTokenFile(), "`file` with the server's API token ($"+srvTokenEnv+")")
-	if name != "list" && name != "update" {
+	if name != "list" && name != "update" && !strings.HasPrefix(name, "campaign ") {
 		fs.String("ep", "", "device `endpoint` name")
 	}
 	if name == "update" {
