@@ -31,7 +31,7 @@ var campaignActions = []struct {
 	{"list", "", "list campaigns", nil, campaignList},
 	{"show", "[-devices=false] [-wait] ID", "show a campaign, its waves and devices", func(fs *flag.FlagSet) {
 		fs.Bool("devices", true, "list the devices")
-		fs.Bool("wait", false, "wait until the campaign is done, paused or aborted; exit 1 unless it is done with every device updated")
+		fs.Bool("wait", false, "wait until the campaign is done, paused or aborted; exit 1 unless it is done without a failed or expired device")
 	}, campaignShow},
 	{"pause", "ID", "stop starting devices (updates under way go on)", nil, campaignAction("pause")},
 	{"resume", "ID", "resume a paused campaign", nil, campaignAction("resume")},
@@ -199,7 +199,7 @@ func campaignList(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []str
 }
 
 // errCampaignFailed makes show -wait exit 1 without a usage message.
-var errCampaignFailed = errors.New("the campaign did not update every device")
+var errCampaignFailed = errors.New("the campaign did not end well")
 
 func campaignShow(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
 	if len(pos) != 1 {
