@@ -315,34 +315,25 @@ func (c *camp) view() Campaign {
 			out.Counts.Skipped++
 		}
 	}
+	// A wave is "pending" before any of its devices started, "done" once
+	// none is pending, waiting or running, else "running".
+	started := make([]bool, len(out.Waves))
+	open := make([]bool, len(out.Waves))
+	for _, d := range c.devs {
+		started[d.Wave] = started[d.Wave] || d.Status != DevicePending
+		open[d.Wave] = open[d.Wave] || d.Status == DevicePending || d.Status == DeviceRunning || d.Status == DeviceWaiting
+	}
 	for i := range out.Waves {
-		out.Waves[i].State = c.waveState(i)
+		switch {
+		case !started[i]:
+			out.Waves[i].State = "pending"
+		case open[i]:
+			out.Waves[i].State = "running"
+		default:
+			out.Waves[i].State = "done"
+		}
 	}
 	return out
-}
-
-// waveState is "pending" before any of the wave's devices started,
-// "done" once none is pending or running, else "running"; e.mu held.
-func (c *camp) waveState(w int) string {
-	started, open := false, false
-	for _, d := range c.devs {
-		if d.Wave != w {
-			continue
-		}
-		if d.Status != DevicePending {
-			started = true
-		}
-		if d.Status == DevicePending || d.Status == DeviceRunning || d.Status == DeviceWaiting {
-			open = true
-		}
-	}
-	switch {
-	case !started:
-		return "pending"
-	case open:
-		return "running"
-	}
-	return "done"
 }
 
 // Campaigns returns every campaign, newest first.

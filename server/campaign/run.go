@@ -50,7 +50,7 @@ func (e *Engine) step() {
 	}
 	now := e.now().UTC()
 	recs := map[string][]byte{}
-	var starts []func()
+	var starts []start
 	var changed []string
 	e.mu.Lock()
 	for id, c := range e.camps {
@@ -65,13 +65,16 @@ func (e *Engine) step() {
 		// Written before any device starts: after a crash, a device
 		// whose update may have begun is known as such.
 		if err := e.store.PutRecords(bucketCampaigns, recs); err != nil {
+			for _, s := range starts {
+				s.undo()
+			}
 			e.mu.Unlock()
 			e.log.Error("storing campaigns; no device starts until it works", "err", err)
 			return
 		}
 	}
 	for _, s := range starts {
-		s()
+		s.run()
 	}
 	e.mu.Unlock()
 	for _, id := range changed {
@@ -79,22 +82,30 @@ func (e *Engine) step() {
 	}
 }
 
+// start is a device's goroutine to start once the step's records are
+// stored, and how to forget it if they cannot be.
+type start struct{ run, undo func() }
+
 // stepCampaign decides for one campaign; e.mu held. It returns whether
 // the campaign itself changed and the devices to start once recs are
 // stored.
-func (e *Engine) stepCampaign(c *camp, regs map[string]server.Registration, now time.Time, recs map[string][]byte) (changed bool, starts []func()) {
+func (e *Engine) stepCampaign(c *camp, regs map[string]server.Registration, now time.Time, recs map[string][]byte) (changed bool, starts []start) {
 	id := c.meta.ID
 	// Devices running before a restart are verified whatever the state.
 	for ep := range c.check {
 		d := c.byEP[ep]
 		delete(c.check, ep)
 		c.run++
-		starts = append(starts, func() { e.goDevice(c, d, e.verify) })
+		starts = append(starts, start{
+			run:  func() { e.goDevice(c, d, e.verify) },
+			undo: func() { c.run--; c.check[ep] = true },
+		})
 	}
-	if c.meta.State != StateRunning {
+	if c.meta.State != StateRunning && c.meta.State != StatePaused {
 		return false, starts
 	}
 	if !now.Before(c.meta.Deadline) {
+		// Paused or not, nothing starts after the deadline.
 		for _, d := range c.devs {
 			if d.Status == DevicePending || d.Status == DeviceWaiting {
 				d.Status, d.Error, d.Updated = DeviceExpired, "the deadline passed before the device could be updated", now
@@ -103,6 +114,14 @@ func (e *Engine) stepCampaign(c *camp, regs map[string]server.Registration, now 
 		}
 	}
 	v := c.view()
+	if c.meta.State == StatePaused && !now.Before(c.meta.Deadline) && v.Counts.Running == 0 && c.run == 0 {
+		c.meta.State, c.meta.Finished = StateDone, now
+		recs[campKey(id)] = c.metaRecord()
+		return true, starts
+	}
+	if c.meta.State != StateRunning {
+		return false, starts
+	}
 	for _, w := range v.Waves {
 		if c.overThreshold(w) {
 			c.meta.State = StatePaused
@@ -122,10 +141,9 @@ func (e *Engine) stepCampaign(c *camp, regs map[string]server.Registration, now 
 	// later waves wait for it; a device that waits for its next
 	// registration does not hold them up.
 	cur := len(v.Waves) - 1
-	for i, w := range v.Waves {
-		if c.waveOpen(w.Index) {
-			cur = i
-			break
+	for _, d := range c.devs {
+		if d.Status == DevicePending || d.Status == DeviceRunning {
+			cur = min(cur, d.Wave)
 		}
 	}
 	for _, d := range c.devs {
@@ -146,23 +164,17 @@ func (e *Engine) stepCampaign(c *camp, regs map[string]server.Registration, now 
 		if d.Status == DeviceWaiting && !reg.Updated.After(c.seen[d.Endpoint]) {
 			continue // unreachable since it last registered or updated
 		}
+		old := *d
 		d.Status, d.Phase, d.Error, d.Started, d.Updated = DeviceRunning, "check", "", now, now
 		d.Attempts++
 		recs[devKey(id, d.Endpoint)] = devRecord(d)
 		c.run++
-		starts = append(starts, func() { e.goDevice(c, d, e.update) })
+		starts = append(starts, start{
+			run:  func() { e.goDevice(c, d, e.update) },
+			undo: func() { *d = old; c.run-- },
+		})
 	}
 	return false, starts
-}
-
-// waveOpen reports whether a device of wave w is pending or running.
-func (c *camp) waveOpen(w int) bool {
-	for _, d := range c.devs {
-		if d.Wave == w && (d.Status == DevicePending || d.Status == DeviceRunning) {
-			return true
-		}
-	}
-	return false
 }
 
 // goDevice runs f for d on a goroutine of its own; e.mu held.
