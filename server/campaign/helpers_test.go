@@ -34,12 +34,16 @@ type fleet struct {
 	// hold, when set, makes PerformUpgrade of an endpoint wait for the
 	// channel it returns (nil: no wait): the device stays Updating.
 	hold func(ep string) <-chan struct{}
+	// holdFinish, when set, makes StreamFinish wait the same way: the
+	// device stays Downloading with the whole package.
+	holdFinish func(ep string) <-chan struct{}
+	finishing  map[string]int // StreamFinish calls per endpoint
 
 	devs map[string]*device
 }
 
 func newFleet() *fleet {
-	return &fleet{starts: map[string]int{}, ends: map[string]int{}, opens: map[string]int{}, upgr: map[string]int{},
+	return &fleet{starts: map[string]int{}, ends: map[string]int{}, opens: map[string]int{}, upgr: map[string]int{}, finishing: map[string]int{},
 		fail: func(string) bool { return false }, devs: map[string]*device{}}
 }
 
@@ -85,6 +89,15 @@ func (d *device) end() {
 }
 
 func (d *device) StreamFinish() error {
+	d.f.mu.Lock()
+	d.f.finishing[d.ep]++
+	hold := d.f.holdFinish
+	d.f.mu.Unlock()
+	if hold != nil {
+		if ch := hold(d.ep); ch != nil {
+			<-ch
+		}
+	}
 	if d.f.fail(d.ep) {
 		d.end()
 		return fwupdate.ErrIntegrity // Update Result 5
@@ -193,6 +206,12 @@ func (f *fleet) stopAll() {
 		go func() { defer wg.Done(); d.stop() }()
 	}
 	wg.Wait()
+}
+
+func (f *fleet) finishes(ep string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.finishing[ep]
 }
 
 func (f *fleet) upgrades(ep string) int {

@@ -12,10 +12,12 @@ import (
 
 // TestRestartResumesWithoutUpdatingTwice stops the server and its engine
 // in the middle of a campaign, while five devices are applying the
-// package (State Updating), and starts them again on the same store and
-// ports: the engine verifies those five by reading their state instead
-// of updating them again, records their success once they report it, and
-// updates the rest. Every device applies the package exactly once.
+// package (State Updating) and one holds the whole package unverified
+// (Downloading), and starts them again on the same store and ports: the
+// engine verifies those six by reading their state instead of updating
+// them again, executes Update on the one that reaches Downloaded, records
+// their success once they report it, and updates the rest. Every device
+// applies the package exactly once.
 func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
 	const n = 40
 	dir := t.TempDir()
@@ -37,22 +39,31 @@ func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
 		}
 		return nil
 	}
+	f.holdFinish = func(ep string) <-chan struct{} {
+		if ep == "dev-019" {
+			return release
+		}
+		return nil
+	}
 	f.startAll(t, ts.srv, ts.addr(), n, "1.0")
 	pkg := addPackage(t, ts.eng)
 	c, err := ts.eng.Create(campaign.Spec{
 		Name: "restart", Package: pkg.ID, Target: campaign.Target{Endpoints: "dev-*"},
-		Rollout:  campaign.Rollout{Concurrency: 5},
+		Rollout:  campaign.Rollout{Concurrency: 6},
 		Deadline: time.Now().Add(time.Hour),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The five held devices fill the five slots: nothing else runs.
+	// The six held devices fill the six slots: nothing else runs.
 	waitfor.Until(t, 60*time.Second, func() error {
 		for ep := range held {
 			if f.upgrades(ep) != 1 {
 				return errNotYet(ep + " is not applying the package")
 			}
+		}
+		if f.finishes("dev-019") != 1 {
+			return errNotYet("dev-019 is not checking the package")
 		}
 		return nil
 	})
@@ -73,7 +84,7 @@ func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
 		t.Fatalf("the campaign did not survive the restart: %v", err)
 	}
 	for _, d := range got.Devices {
-		if held[d.Endpoint] && d.Status != campaign.DeviceRunning {
+		if (held[d.Endpoint] || d.Endpoint == "dev-019") && d.Status != campaign.DeviceRunning {
 			t.Errorf("after the restart %s is %s, want running (being verified)", d.Endpoint, d.Status)
 		}
 	}
