@@ -2,6 +2,7 @@ package campaign_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,37 @@ func TestCreateRefuses(t *testing.T) {
 	}
 	if n := len(ts.eng.Campaigns()); n != 0 {
 		t.Errorf("%d campaigns exist", n)
+	}
+}
+
+// TestDeviceThatNeverComesBackFails has a device stay Updating for good:
+// after the engine's device timeout it counts as failed, and with a
+// threshold of 0 % the campaign pauses.
+func TestDeviceThatNeverComesBackFails(t *testing.T) {
+	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{DeviceTimeout: 2 * time.Second})
+	never := make(chan struct{})
+	defer close(never)
+	f := newFleet()
+	f.hold = func(ep string) <-chan struct{} {
+		if ep == "dev-001" {
+			return never
+		}
+		return nil
+	}
+	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
+	t.Cleanup(f.stopAll)
+	pkg := addPackage(t, ts.eng)
+	c, err := ts.eng.Create(campaign.Spec{Name: "stuck", Package: pkg.ID,
+		Rollout: campaign.Rollout{FailureThresholdPercent: ptr(0.0)}, Deadline: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = waitState(t, ts.eng, c.ID, 30*time.Second, campaign.StatePaused)
+	d := c.Devices[1]
+	if d.Status != campaign.DeviceFailed || !strings.Contains(d.Error, "no outcome within 2s") || d.State != "Updating" {
+		t.Errorf("%s: %s in %s: %s; want failed for want of an outcome", d.Endpoint, d.Status, d.State, d.Error)
+	}
+	if c.Counts.Succeeded != 2 || !strings.Contains(c.PauseReason, "1 of 3 devices failed") {
+		t.Errorf("counts %+v, pause reason %q", c.Counts, c.PauseReason)
 	}
 }
