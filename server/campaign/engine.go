@@ -149,9 +149,19 @@ func (e *Engine) loadCampaigns() error {
 			continue
 		}
 		c := &camp{byEP: map[string]*Device{}, seen: map[string]time.Time{}, check: map[string]bool{}}
-		if err := json.Unmarshal(v, &c.meta); err != nil {
+		if err := json.Unmarshal(v, &c.meta); err != nil || c.meta.ID != k {
 			e.log.Warn("campaign record does not decode", "id", k, "err", err)
 			continue
+		}
+		// What a newer or damaged record may lack, as Create would set it.
+		if c.meta.Rollout.FailureThresholdPercent == nil {
+			c.meta.Rollout.FailureThresholdPercent = new(float64(DefaultFailureThreshold))
+		}
+		if c.meta.Rollout.Concurrency <= 0 {
+			c.meta.Rollout.Concurrency = DefaultConcurrency
+		}
+		for i := range c.meta.Waves {
+			c.meta.Waves[i].Index = i
 		}
 		e.camps[k] = c
 	}
@@ -162,7 +172,7 @@ func (e *Engine) loadCampaigns() error {
 			continue
 		}
 		d := &Device{}
-		if err := json.Unmarshal(v, d); err != nil || d.Endpoint != ep {
+		if err := json.Unmarshal(v, d); err != nil || d.Endpoint != ep || d.Wave < 0 || d.Wave >= len(c.meta.Waves) {
 			e.log.Warn("campaign device record does not decode", "campaign", id, "ep", ep, "err", err)
 			continue
 		}

@@ -104,3 +104,35 @@ func TestPackages(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestDamagedRecords loads records a crash or another version may have
+// left: ones that do not decode, a device in a wave the campaign does not
+// have, a campaign without its rollout's defaults. They are skipped or
+// completed, never a panic.
+func TestDamagedRecords(t *testing.T) {
+	store := &server.MemoryStore{}
+	store.PutRecords("campaigns", map[string][]byte{
+		"c1":        []byte(`{"id":"c1","name":"old","state":"running","waves":[{"devices":1}],"deadline":"2999-01-01T00:00:00Z"}`),
+		"c1/d/ep-1": []byte(`{"endpoint":"ep-1","wave":0,"status":"pending"}`),
+		"c1/d/ep-2": []byte(`{"endpoint":"ep-2","wave":7,"status":"pending"}`),
+		"c1/d/ep-3": []byte(`{not json`),
+		"c2":        []byte(`{"id":"other"}`),
+		"c3":        []byte(`[]`),
+	})
+	store.PutRecords("campaign-packages", map[string][]byte{"p1": []byte(`{"id":"p1"}`), "p2": []byte(`{`)})
+	e, err := campaign.New(campaign.Config{Server: &server.Server{}, Store: store, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := e.Campaigns()
+	if len(cs) != 1 || len(cs[0].Devices) != 1 || cs[0].Rollout.Concurrency != campaign.DefaultConcurrency ||
+		*cs[0].Rollout.FailureThresholdPercent != campaign.DefaultFailureThreshold {
+		t.Fatalf("loaded %+v", cs)
+	}
+	if len(e.Packages()) != 0 {
+		t.Errorf("a package without its file was loaded: %+v", e.Packages())
+	}
+	if _, err := e.Pause("c1", ""); err != nil {
+		t.Error(err)
+	}
+}
