@@ -126,7 +126,7 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		db:          fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)"),
 		host:        fs.String("public-host", "", "`host` that devices reach this server at, for package URIs"),
 		tokenFile:   fs.String("token-file", srvDefaultTokenFile(), "`file` that keeps the API token, made with mode 0600 if missing ($"+srvTokenEnv+")"),
-		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update may upload"),
+		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update or a campaign upload may send"),
 		verbose:     fs.Bool("v", false, "log debug messages"),
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
