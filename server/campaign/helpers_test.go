@@ -38,6 +38,9 @@ type fleet struct {
 	// device stays Downloading with the whole package.
 	holdFinish func(ep string) <-chan struct{}
 	finishing  map[string]int // StreamFinish calls per endpoint
+	// initial, when set, is a device's /5 state at its start, as if
+	// kept from before a reboot.
+	initial map[string]*fwupdate.Persisted
 
 	devs map[string]*device
 }
@@ -164,7 +167,10 @@ func (f *fleet) run(t testing.TB, s *server.Server, addr, ep, firmware string) (
 	}
 	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: firmware}))
 	d := &device{f: f, ep: ep, done: make(chan struct{})}
-	if d.obj, err = fwupdate.Install(c, d, fwupdate.Config{Logger: quiet}); err != nil {
+	f.mu.Lock()
+	initial := f.initial[ep]
+	f.mu.Unlock()
+	if d.obj, err = fwupdate.Install(c, d, fwupdate.Config{Logger: quiet, Initial: initial}); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

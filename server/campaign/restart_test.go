@@ -1,6 +1,12 @@
 package campaign_test
 
 import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
+	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"path/filepath"
 	"testing"
 	"time"
@@ -110,3 +116,73 @@ func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
 type errNotYet string
 
 func (e errNotYet) Error() string { return string(e) }
+
+// TestVerifyAfterCrash loads a campaign whose four devices were marked
+// running when the server went down, and has them report what a crash
+// may leave: the update never reached one (Idle, Initial), which is then
+// updated; one failed (Result 5); one reports Success but not the
+// package's version; one runs the package's version with Success. Only
+// the first is updated.
+func TestVerifyAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	store := &server.MemoryStore{}
+	first, err := campaign.New(campaign.Config{Server: &server.Server{}, Store: store, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	img := strings.NewReader("firmware 2.0")
+	if _, err := fwpkg.Pack(&b, img, img.Size(), "fw", "2.0", nil); err != nil {
+		t.Fatal(err)
+	}
+	pkg, err := first.AddPackage("", &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	recs := map[string][]byte{
+		"c1": []byte(`{"id":"c1","name":"crash","package":"` + pkg.ID + `","method":"pull-coap","state":"running",
+			"rollout":{"concurrency":10,"failure_threshold_percent":100},"created":"` + now + `",
+			"deadline":"2999-01-01T00:00:00Z","waves":[{"index":0,"devices":4}]}`),
+	}
+	for i := range 4 {
+		ep := fmt.Sprintf("dev-%03d", i)
+		recs["c1/d/"+ep] = []byte(`{"endpoint":"` + ep + `","wave":0,"status":"running","phase":"uri","result":-1,"started":"` + now + `","attempts":1}`)
+	}
+	if err := store.PutRecords("campaigns", recs); err != nil {
+		t.Fatal(err)
+	}
+
+	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", store, dir, campaign.Config{})
+	f := newFleet()
+	f.initial = map[string]*fwupdate.Persisted{
+		"dev-001": {State: fwupdate.StateIdle, Result: fwupdate.ResultIntegrity},
+		"dev-002": {State: fwupdate.StateIdle, Result: fwupdate.ResultSuccess},
+		"dev-003": {State: fwupdate.StateIdle, Result: fwupdate.ResultSuccess},
+	}
+	for i, fw := range []string{"1.0", "1.0", "1.0", "2.0"} {
+		f.start(t, ts.srv, ts.addr(), fmt.Sprintf("dev-%03d", i), fw)
+	}
+	t.Cleanup(f.stopAll)
+	c := waitState(t, ts.eng, "c1", 30*time.Second, campaign.StateDone)
+	want := []struct {
+		status   string
+		result   int
+		attempts int
+		upgrades int
+	}{
+		{campaign.DeviceSucceeded, 1, 2, 1},
+		{campaign.DeviceFailed, 5, 1, 0},
+		{campaign.DeviceFailed, 1, 1, 0},
+		{campaign.DeviceSucceeded, 1, 1, 0},
+	}
+	for i, d := range c.Devices {
+		w := want[i]
+		if d.Status != w.status || d.Result != w.result || d.Attempts != w.attempts || f.upgrades(d.Endpoint) != w.upgrades {
+			t.Errorf("%s: %s result %d, %d attempts, %d updates applied (%s); want %+v", d.Endpoint, d.Status, d.Result, d.Attempts, f.upgrades(d.Endpoint), d.Error, w)
+		}
+	}
+	if e := c.Devices[2].Error; !strings.Contains(e, `firmware version "1.0", the package's is "2.0"`) {
+		t.Errorf("dev-002: %s", e)
+	}
+}
