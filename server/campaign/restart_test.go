@@ -3,14 +3,13 @@ package campaign_test
 import (
 	"bytes"
 	"fmt"
-	"strings"
-
-	"github.com/lwm2m-fota/lwm2m/fwpkg"
-	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/lwm2m-fota/lwm2m/fwpkg"
+	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
