@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -168,8 +169,14 @@ func campaignUpload(ctx context.Context, c *srvClient, file string) (campaign.Pa
 		return campaign.Package{}, err
 	}
 	defer f.Close()
-	name := strings.TrimSuffix(file[strings.LastIndex(file, "/")+1:], ".pkg")
-	resp, err := c.do(ctx, "POST", c.api+"/api/packages?name="+url.QueryEscape(name), "application/octet-stream", f, size)
+	// A package names itself in its header; another image is named
+	// after its file.
+	u := c.api + "/api/packages"
+	magic := make([]byte, len(fwpkg.Magic))
+	if _, err := f.ReadAt(magic, 0); err != nil || string(magic) != fwpkg.Magic {
+		u += "?name=" + url.QueryEscape(filepath.Base(file))
+	}
+	resp, err := c.do(ctx, "POST", u, "application/octet-stream", f, size)
 	if err != nil {
 		return campaign.Package{}, err
 	}

@@ -94,7 +94,7 @@ func TestServerCampaignCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("create: exit %d\n%s\n%s", code, out, errs)
 	}
-	e2eWant(t, "create", out, "uploaded: fw-2.0 2.0", "signature unsigned", `"to 2.0": running`, "3 devices", "0 (canary)")
+	e2eWant(t, "create", out, "uploaded: e2e-firmware 2.0", "signature unsigned", `"to 2.0": running`, "3 devices", "0 (canary)")
 	id := regexp.MustCompile(`campaign ([0-9a-f]+) `).FindStringSubmatch(out)
 	if id == nil {
 		t.Fatalf("no campaign ID in:\n%s", out)
