@@ -1,8 +1,10 @@
 package campaign_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,5 +163,57 @@ func TestDeviceThatNeverComesBackFails(t *testing.T) {
 	}
 	if c.Counts.Succeeded != 2 || !strings.Contains(c.PauseReason, "1 of 3 devices failed") {
 		t.Errorf("counts %+v, pause reason %q", c.Counts, c.PauseReason)
+	}
+}
+
+// flakyStore refuses to store a device's start while failing is set.
+type flakyStore struct {
+	server.MemoryStore
+	failing atomic.Bool
+	refused atomic.Int32
+}
+
+func (s *flakyStore) PutRecords(bucket string, recs map[string][]byte) error {
+	for _, v := range recs {
+		if s.failing.Load() && strings.Contains(string(v), `"status":"running"`) {
+			s.refused.Add(1)
+			return errors.New("disk full")
+		}
+	}
+	return s.MemoryStore.PutRecords(bucket, recs)
+}
+
+// TestNoStartWithoutRecord: while the store cannot record that a
+// device's update starts, the update does not start.
+func TestNoStartWithoutRecord(t *testing.T) {
+	store := &flakyStore{}
+	store.failing.Store(true)
+	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", store, t.TempDir(), campaign.Config{})
+	f := newFleet()
+	f.startAll(t, ts.srv, ts.addr(), 2, "1.0")
+	t.Cleanup(f.stopAll)
+	pkg := addPackage(t, ts.eng)
+	c, err := ts.eng.Create(campaign.Spec{Name: "x", Package: pkg.ID, Deadline: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, 10*time.Second, func() error {
+		if store.refused.Load() < 3 {
+			return errNotYet("the engine has not tried three times")
+		}
+		return nil
+	})
+	got, _ := ts.eng.Campaign(c.ID)
+	for _, d := range got.Devices {
+		f.mu.Lock()
+		opens := f.opens[d.Endpoint]
+		f.mu.Unlock()
+		if d.Status != campaign.DevicePending || d.Attempts != 0 || opens != 0 {
+			t.Errorf("%s: %s, %d attempts, %d downloads, with nothing stored", d.Endpoint, d.Status, d.Attempts, opens)
+		}
+	}
+	store.failing.Store(false)
+	if c = waitState(t, ts.eng, c.ID, 30*time.Second, campaign.StateDone); c.Counts.Succeeded != 2 {
+		t.Errorf("counts %+v", c.Counts)
 	}
 }
