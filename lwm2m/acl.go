@@ -277,6 +277,7 @@ func (c *Client) ownCreated(s *session, obj, inst uint16) {
 	acl.Set(y, aclObjectID, model.Int(int64(obj)))
 	acl.Set(y, aclInstanceID, model.Int(int64(inst)))
 	acl.Set(y, aclOwner, model.Int(int64(s.ssid)))
+	acl.SetMulti(y, aclACL, nil) // for the owner to write (§7.3.1.2.2)
 }
 
 // dropACL deletes the Access Control instance of a deleted /obj/inst

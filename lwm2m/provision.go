@@ -120,6 +120,12 @@ func (c *Client) loadProvisioning(p Provisioning) error {
 			return fmt.Errorf("%w: provisioning record %v: %w", ErrConfig, r.Path, err)
 		}
 	}
+	for _, y := range acl.Instances() {
+		if _, err := acl.Read(context.Background(), model.NewPath(2, y, aclACL)); err != nil {
+			// An empty ACL is there to be written (§7.3.1.2.2).
+			acl.SetMulti(y, aclACL, nil)
+		}
+	}
 	c.mu.Lock()
 	c.security, c.server, c.acl = sec, srv, acl
 	c.objects[0], c.objects[1], c.objects[2] = sec, srv, acl
