@@ -122,9 +122,9 @@ type Client struct {
 
 	mu       sync.RWMutex
 	objects  map[uint16]Object
-	security *Static // /0, replaced by applyProvisioning
-	server   *Static // /1
-	acl      *Static // /2
+	security *Static    // /0, replaced by applyProvisioning
+	server   *Static    // /1
+	acl      *Static    // /2
 	sessions []*session // those Run serves now
 	restart  chan struct{}
 
