@@ -48,7 +48,8 @@
 // A coap:// account needs nothing more. For other schemes Config.Transport
 // serves the account of Config.Server (coaps.Configure sets it), and
 // Config.TransportFor returns the transport of any other account from its
-// URI and credentials; an account without a transport is logged and left
+// URI and credentials (coaps.TransportFor builds DTLS ones from the
+// Security instance); an account without a transport is logged and left
 // out, the others still register.
 //
 // Requests and notifications carry the Short Server ID of their server

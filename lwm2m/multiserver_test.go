@@ -620,3 +620,54 @@ func TestApplyProvisioningRestartsSessions(t *testing.T) {
 		t.Errorf("Servers() = %+v, want server 2 alone", st)
 	}
 }
+
+// Registration Update Trigger and Disable act on the session of the
+// Server instance executed: server 2 triggers its own Update and disables
+// its own registration while server 1 stays registered; it may not
+// execute server 1's instance (no Access Control instance for /1/0).
+func TestServerInstanceActsOnItsSession(t *testing.T) {
+	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
+	c, err := lwm2m.New(multiConfig(t, "own1", provision([]account{{1, a.URI()}, {2, b.URI()}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runMulti(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.WaitConn(ctx, "own1")
+	connB := b.WaitConn(ctx, "own1")
+	waitfor.Until(t, 5*time.Second, func() error {
+		if st := c.Servers(); !st[0].Registered() || !st[1].Registered() {
+			return fmt.Errorf("not registered with both: %+v", st)
+		}
+		return nil
+	})
+	exec := func(path string) codes.Code {
+		return do(ctx, t, connB, op{name: "execute " + path, method: codes.POST, path: path, format: -1}).Code
+	}
+	if code := exec("/1/0/8"); code != codes.Unauthorized {
+		t.Errorf("server 2 executes server 1's Update Trigger: %v, want 4.01", code)
+	}
+	if code := exec("/1/1/8"); code != codes.Changed {
+		t.Fatalf("server 2 executes its Update Trigger: %v", code)
+	}
+	for {
+		r, err := b.Next(ctx)
+		if err != nil {
+			t.Fatal("server 2 got no Update after its trigger")
+		}
+		if r.Update {
+			break
+		}
+	}
+	if code := exec("/1/1/4"); code != codes.Changed {
+		t.Fatalf("server 2 executes its Disable: %v", code)
+	}
+	b.WaitFor(ctx, "server 2's de-registration", func() bool { return b.Conn("own1") == nil })
+	if st := c.Servers(); !st[0].Registered() || st[1].Registered() {
+		t.Errorf("after server 2's Disable: %+v, want 1 registered and 2 not", st)
+	}
+	if a.Conn("own1") == nil {
+		t.Error("server 1 lost its registration when server 2 disabled its own")
+	}
+}
