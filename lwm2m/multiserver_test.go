@@ -671,3 +671,35 @@ func TestServerInstanceActsOnItsSession(t *testing.T) {
 		t.Error("server 1 lost its registration when server 2 disabled its own")
 	}
 }
+
+// A server that loses R on what it observes is not notified until it
+// gets R back (LwM2M 1.1 Core §7.3.2.5).
+func TestNotifyNeedsReadRight(t *testing.T) {
+	c, fw, connA, connB := twoServerClient(t, "aclnotify", aclInstance(0, 5, 0, 1, map[uint16]int64{2: lwm2m.RightRead})...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obsB, stop, err := lwm2mtest.Observe(ctx, connB, "/5/0/3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if r := next(ctx, t, obsB); r.Code != codes.Content {
+		t.Fatalf("server 2 observes with R: %v", r.Code)
+	}
+	setACL := func(bits string) {
+		t.Helper()
+		if rsp := do(ctx, t, connA, op{name: "ACL", method: codes.PUT, path: "/2/0/2/2", format: 0, body: []byte(bits)}); rsp.Code != codes.Changed {
+			t.Fatalf("owner sets server 2's ACL to %s: %v", bits, rsp.Code)
+		}
+	}
+	setACL("0")
+	fw.Set(0, 3, model.Int(5))
+	if err := c.WaitNotified(ctx, model.NewPath(5, 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	setACL("1")
+	fw.Set(0, 3, model.Int(6))
+	if r := next(ctx, t, obsB); string(r.Payload) != "6" {
+		t.Errorf("server 2's next notification = %q, want 6 (5 changed while it had no R)", r.Payload)
+	}
+}
