@@ -161,6 +161,11 @@ func (c *Client) serve(ctx context.Context, s *session, conn *udpclient.Conn, r 
 	if err != nil {
 		return errResponse(codes.NotFound)
 	}
+	if p.Len() > 0 && p.Object() == 0 {
+		// The Security object is for the bootstrap server only
+		// (LwM2M 1.1 Core §E.1), whatever the method.
+		return errResponse(codes.Unauthorized)
+	}
 	// Access control first: an object never sees a request it may not
 	// serve (LwM2M 1.1 Core §7.3.2).
 	deny := func(op aclOp) (response, bool) {
