@@ -703,3 +703,43 @@ func TestNotifyNeedsReadRight(t *testing.T) {
 		t.Errorf("server 2's next notification = %q, want 6 (5 changed while it had no R)", r.Payload)
 	}
 }
+
+// When ctx ends, Run de-registers from every server, in parallel, and
+// returns.
+func TestRunDeregistersFromAll(t *testing.T) {
+	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
+	c, err := lwm2m.New(multiConfig(t, "bye", provision([]account{{1, a.URI()}, {2, b.URI()}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	a.WaitConn(wctx, "bye")
+	b.WaitConn(wctx, "bye")
+	waitfor.Until(t, 5*time.Second, func() error {
+		for _, s := range c.Servers() {
+			if !s.Registered() {
+				return fmt.Errorf("server %d not registered", s.ShortServerID)
+			}
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-wctx.Done():
+		t.Fatal("Run did not return")
+	}
+	if a.Conn("bye") != nil || b.Conn("bye") != nil {
+		t.Error("a server still holds the registration after Run returned")
+	}
+	if c.Registered() {
+		t.Error("Registered() after Run returned")
+	}
+}
