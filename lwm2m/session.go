@@ -171,6 +171,11 @@ func (c *Client) transportFor(uri string, cr Credentials) (Transport, string, er
 // every failure; it never gives up on its own, and never delays the
 // other sessions. A new provisioning (bootstrap) restarts the sessions.
 func (c *Client) Run(ctx context.Context) error {
+	// A provisioning applied before Run is in the objects already.
+	select {
+	case <-c.restart:
+	default:
+	}
 	for {
 		sessions := c.buildSessions()
 		c.mu.Lock()
