@@ -664,9 +664,12 @@ func TestServerInstanceActsOnItsSession(t *testing.T) {
 		t.Fatalf("server 2 executes its Disable: %v", code)
 	}
 	b.WaitFor(ctx, "server 2's de-registration", func() bool { return b.Conn("own1") == nil })
-	if st := c.Servers(); !st[0].Registered() || st[1].Registered() {
-		t.Errorf("after server 2's Disable: %+v, want 1 registered and 2 not", st)
-	}
+	waitfor.Until(t, 5*time.Second, func() error {
+		if st := c.Servers(); !st[0].Registered() || st[1].Registered() || st[1].Phase != "disabled" {
+			return fmt.Errorf("after server 2's Disable: %+v, want 1 registered and 2 disabled", st)
+		}
+		return nil
+	})
 	if a.Conn("own1") == nil {
 		t.Error("server 1 lost its registration when server 2 disabled its own")
 	}

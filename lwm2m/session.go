@@ -24,10 +24,11 @@ import (
 // never holds up another (LwM2M 1.1 Core §6.2: the client registers with
 // every server it has an account with).
 //
-// The loop of a session (run) goes through phases: connect, register,
-// then registered (updates until the lifetime, a Disable, the end of
-// the connection or of the context), then backoff before the next
-// connect. Queue mode and offline mode are further phases of this loop.
+// The loop of a session (run, connect) goes through the phases of type
+// phase: connecting, registering, then registered (updates until the
+// lifetime, a Disable, the end of the connection or of the context), then
+// backoff before the next connect. Queue mode and offline mode are
+// further phases of this loop; Client.Servers reports the phase.
 type session struct {
 	c         *Client
 	ssid      uint16 // Short Server ID, /1/x/0 and /0/y/10
@@ -40,12 +41,48 @@ type session struct {
 	mu       sync.RWMutex
 	conn     *udpclient.Conn
 	location string // registration location path, "" when not registered
+	phase    phase
 
 	updates        chan updateReq
 	obs            *observations
 	blocks         blockTransfers
 	unreachableLog rateLog
 	refusedLog     rateLog // observations refused by the cap
+}
+
+// phase is where a session's loop is. Queue mode and offline mode add
+// theirs (a registered session that sleeps, one whose radio is off).
+type phase int
+
+const (
+	phaseConnecting  phase = iota // dialling (a DTLS handshake, say)
+	phaseRegistering              // sending Register, retrying on failure
+	phaseRegistered               // registered: updates, requests, notifications
+	phaseDisabled                 // de-registered by Disable (/1/x/4) for its timeout
+	phaseBackoff                  // the connection failed; waiting to try again
+	phaseStopped                  // Run has ended, or not started
+)
+
+func (p phase) String() string {
+	switch p {
+	case phaseConnecting:
+		return "connecting"
+	case phaseRegistering:
+		return "registering"
+	case phaseRegistered:
+		return "registered"
+	case phaseDisabled:
+		return "disabled"
+	case phaseBackoff:
+		return "backoff"
+	}
+	return "stopped"
+}
+
+func (s *session) setPhase(p phase) {
+	s.mu.Lock()
+	s.phase = p
+	s.mu.Unlock()
 }
 
 func newSession(c *Client, ssid, srvInst, secInst uint16, uri, host string, t Transport) *session {
@@ -62,6 +99,9 @@ type ServerStatus struct {
 	// Location is the registration's location path on the server, ""
 	// while not registered.
 	Location string
+	// Phase says what the session is doing: "connecting",
+	// "registering", "registered", "disabled", "backoff" or "stopped".
+	Phase string
 }
 
 // Registered reports whether the account holds a registration now.
@@ -73,7 +113,7 @@ func (c *Client) Servers() []ServerStatus {
 	var out []ServerStatus
 	for _, s := range c.currentSessions() {
 		s.mu.RLock()
-		out = append(out, ServerStatus{ShortServerID: s.ssid, URI: s.uri, Location: s.location})
+		out = append(out, ServerStatus{ShortServerID: s.ssid, URI: s.uri, Location: s.location, Phase: s.phase.String()})
 		s.mu.RUnlock()
 	}
 	return out
@@ -207,12 +247,15 @@ func (c *Client) Run(ctx context.Context) error {
 func (s *session) run(ctx context.Context) {
 	c := s.c
 	backoff := c.cfg.RetryMin
+	defer s.setPhase(phaseStopped)
 	for {
 		start := time.Now()
+		s.setPhase(phaseConnecting)
 		err := s.connect(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		s.setPhase(phaseBackoff)
 		if time.Since(start) > 2*c.cfg.RetryMax {
 			backoff = c.cfg.RetryMin // it worked for a long while
 		}
@@ -272,9 +315,11 @@ func (s *session) connect(ctx context.Context) error {
 	case <-s.updates:
 	default:
 	}
+	s.setPhase(phaseRegistering)
 	if err := s.register(sctx, conn); err != nil {
 		return err
 	}
+	s.setPhase(phaseRegistered)
 	for {
 		timer := time.NewTimer(s.updateInterval())
 		select {
@@ -289,6 +334,7 @@ func (s *session) connect(ctx context.Context) error {
 			timer.Stop()
 			if r.disable {
 				s.deregister(conn)
+				s.setPhase(phaseDisabled)
 				d := s.disableTimeout()
 				c.log.Info("server disabled", "ssid", s.ssid, "for", d)
 				select {
@@ -296,9 +342,11 @@ func (s *session) connect(ctx context.Context) error {
 					return ctx.Err()
 				case <-time.After(d):
 				}
+				s.setPhase(phaseRegistering)
 				if err := s.register(sctx, conn); err != nil {
 					return err
 				}
+				s.setPhase(phaseRegistered)
 				continue
 			}
 			err = s.update(sctx, conn, r.full)
@@ -307,9 +355,11 @@ func (s *session) connect(ctx context.Context) error {
 		}
 		if errors.Is(err, errNoRegistration) {
 			c.log.Info("server lost our registration; registering again", "ssid", s.ssid)
+			s.setPhase(phaseRegistering)
 			if err := s.register(sctx, conn); err != nil {
 				return err
 			}
+			s.setPhase(phaseRegistered)
 			continue
 		}
 		if err != nil {
