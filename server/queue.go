@@ -205,9 +205,9 @@ func (s *Server) hold(ctx context.Context, ep, op string) (release func(), err e
 		q = &devQueue{}
 		s.queues[ep] = q
 	}
-	if len(q.waiting) >= s.maxQueued() {
+	if n := len(q.waiting); n >= s.maxQueued() {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s on %s: %d operations wait already", ErrQueueFull, op, ep, len(q.waiting))
+		return nil, fmt.Errorf("%w: %s on %s: %d operations wait already", ErrQueueFull, op, ep, n)
 	}
 	w := &queued{op: op, grant: make(chan struct{})}
 	q.waiting = append(q.waiting, w)
