@@ -123,7 +123,7 @@ func (s *Server) keepValues(ep string, recs []model.Record) []SentValue {
 	}
 	m := s.values[ep]
 	if m == nil {
-		m = make(map[model.Path]SentValue)
+		m = make(map[model.Path]sentEntry)
 		s.values[ep] = m
 	}
 	for _, r := range recs {
@@ -131,19 +131,25 @@ func (s *Server) keepValues(ep string, recs []model.Record) []SentValue {
 		if _, ok := m[r.Path]; !ok && len(m) >= limit {
 			evictOldest(m)
 		}
-		m[r.Path] = v
+		s.sendSeq++
+		m[r.Path] = sentEntry{v, s.sendSeq}
 		out = append(out, v)
 	}
 	return out
 }
 
+// sentEntry is a kept value and when it came, in the order of arrival.
+type sentEntry struct {
+	SentValue
+	seq uint64
+}
+
 // evictOldest forgets the value heard from longest ago.
-func evictOldest(m map[model.Path]SentValue) {
-	var oldest SentValue
-	first := true
+func evictOldest(m map[model.Path]sentEntry) {
+	var oldest sentEntry
 	for _, v := range m {
-		if first || v.Time.Before(oldest.Time) || v.Time.Equal(oldest.Time) && v.Path.String() < oldest.Path.String() {
-			oldest, first = v, false
+		if oldest.seq == 0 || v.seq < oldest.seq {
+			oldest = v
 		}
 	}
 	delete(m, oldest.Path)
@@ -160,7 +166,7 @@ func (s *Server) Values(ep string) ([]SentValue, error) {
 	}
 	out := make([]SentValue, 0, len(s.values[ep]))
 	for _, v := range s.values[ep] {
-		out = append(out, v)
+		out = append(out, v.SentValue)
 	}
 	sort.Slice(out, func(i, j int) bool { return pathLess(out[i].Path, out[j].Path) })
 	return out, nil

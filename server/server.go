@@ -124,7 +124,8 @@ type Server struct {
 	echo     *echoGate
 	watchers map[string][]chan Registration
 	queues   map[string]*devQueue                // operations waiting for sleeping devices, by endpoint
-	values   map[string]map[model.Path]SentValue // the last sent values, by endpoint
+	values   map[string]map[model.Path]sentEntry // the last sent values, by endpoint
+	sendSeq  uint64                              // orders sentEntry
 	images   map[string]*image
 	coap     *udpserver.Server
 	lis      *coapnet.UDPConn
@@ -202,7 +203,7 @@ func (s *Server) Listen() error {
 	s.byEP = make(map[string]string)
 	s.watchers = make(map[string][]chan Registration)
 	s.queues = make(map[string]*devQueue)
-	s.values = make(map[string]map[model.Path]SentValue)
+	s.values = make(map[string]map[model.Path]sentEntry)
 	if s.images == nil {
 		s.images = make(map[string]*image)
 	}

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	coapudp "github.com/plgd-dev/go-coap/v3/udp"
+
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/senml"
+)
+
+var sendRecs = []model.Record{
+	{Path: mustPath("/3/0/0"), Value: model.String("Acme")},
+	{Path: mustPath("/3/0/9"), Value: model.Int(87)},
+	{Path: mustPath("/3303/0/5700"), Value: model.Float(21.5)},
+}
+
+func (d *qdev) send(t *testing.T, cf message.MediaType, payload []byte) codes.Code {
+	t.Helper()
+	resp, err := d.cc.Post(ctxT(t), "/dp", cf, bytes.NewReader(payload))
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return resp.Code()
+}
+
+func TestSendSenMLCBORAndJSON(t *testing.T) {
+	got := make(chan []SentValue, 4)
+	s := startServer(t, &Server{OnSend: func(ep string, vals []SentValue) {
+		if ep == "sender" {
+			got <- vals
+		}
+	}})
+	d := newQdev(t, s, "ep=sender", "lt=600", "lwm2m=1.1")
+
+	cb, err := senml.EncodeCBOR(model.Path{}, sendRecs[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+		t.Fatalf("SenML CBOR send: %v, want 2.04", c)
+	}
+	if vals := <-got; len(vals) != 2 {
+		t.Errorf("OnSend got %d values, want 2", len(vals))
+	}
+	js, err := senml.EncodeJSON(model.Path{}, []model.Record{sendRecs[2], {Path: mustPath("/3/0/9"), Value: model.Int(86)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.send(t, message.AppSenmlJSON, js); c != codes.Changed {
+		t.Fatalf("SenML JSON send: %v, want 2.04", c)
+	}
+	<-got
+	vals, err := s.Values("sender")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"/3/0/0": "Acme", "/3/0/9": "86", "/3303/0/5700": "21.5"}
+	if len(vals) != len(want) {
+		t.Fatalf("values = %+v, want %v", vals, want)
+	}
+	for _, v := range vals {
+		if want[v.Path.String()] != formatValue(v.Value) && want[v.Path.String()]+".0" != formatValue(v.Value) {
+			t.Errorf("%s = %s, want %s", v.Path, formatValue(v.Value), want[v.Path.String()])
+		}
+		if v.Time.IsZero() {
+			t.Errorf("%s has no time", v.Path)
+		}
+	}
+	if vals[0].Path.String() != "/3/0/0" || vals[2].Path.String() != "/3303/0/5700" {
+		t.Errorf("values not ordered by path: %+v", vals)
+	}
+
+	// And through the API.
+	hs := apiServer(t, s, APIConfig{})
+	resp := apiDo(t, ctxT(t), hs, "GET", "/api/devices/sender/values", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET values: %s", resp.Status)
+	}
+	var av []APIValue
+	if err := json.NewDecoder(resp.Body).Decode(&av); err != nil {
+		t.Fatal(err)
+	}
+	if len(av) != 3 || av[1].Path != "/3/0/9" || av[1].Value != "86" || av[1].Type != "integer" {
+		t.Errorf("API values = %+v", av)
+	}
+	if resp := apiDo(t, ctxT(t), hs, "GET", "/api/devices/nobody/values", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("values of an unknown endpoint: %s, want 404", resp.Status)
+	}
+}
+
+func TestSendRefused(t *testing.T) {
+	s := startServer(t, &Server{})
+	d := newQdev(t, s, "ep=sender", "lt=600", "lwm2m=1.1")
+	cb, _ := senml.EncodeCBOR(model.Path{}, sendRecs[:1])
+
+	for _, c := range []struct {
+		name    string
+		cf      message.MediaType
+		payload []byte
+		want    codes.Code
+	}{
+		{"malformed CBOR", message.AppSenmlCbor, []byte{0x81, 0xa1, 0x00}, codes.BadRequest},
+		{"malformed JSON", message.AppSenmlJSON, []byte(`[{"n":"/3/0/0","v":`), codes.BadRequest},
+		{"not a resource", message.AppSenmlJSON, []byte(`[{"n":"/3/0","v":1}]`), codes.BadRequest},
+		{"plain text", message.TextPlain, []byte("1"), codes.UnsupportedMediaType},
+	} {
+		if got := d.send(t, c.cf, c.payload); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if vals, _ := s.Values("sender"); len(vals) != 0 {
+		t.Errorf("refused sends kept values: %+v", vals)
+	}
+
+	// A peer that has not registered.
+	cc, err := coapudp.Dial(s.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	resp, err := cc.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code() != codes.NotFound {
+		t.Errorf("send from an unregistered peer: %v, want 4.04", resp.Code())
+	}
+	if vals, _ := s.Values("sender"); len(vals) != 0 {
+		t.Errorf("an unregistered peer's send was kept as the device's: %+v", vals)
+	}
+}
+
+func TestSendValuesBounded(t *testing.T) {
+	s := startServer(t, &Server{MaxSentValues: 2})
+	d := newQdev(t, s, "ep=sender", "lt=600", "lwm2m=1.1")
+	for _, r := range sendRecs {
+		cb, _ := senml.EncodeCBOR(model.Path{}, []model.Record{r})
+		if c := d.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+			t.Fatalf("send: %v", c)
+		}
+	}
+	vals, _ := s.Values("sender")
+	if len(vals) != 2 {
+		t.Fatalf("kept %d values, want 2: %+v", len(vals), vals)
+	}
+	for _, v := range vals {
+		if v.Path == sendRecs[0].Path {
+			t.Errorf("kept %s, which was heard from longest ago", v.Path)
+		}
+	}
+}
+
+func TestSendWakesQueueModeDevice(t *testing.T) {
+	s, d, _ := startQueueServer(t, &Server{})
+	res := goRead(ctxT(t), s, "q1")
+	waitQueued(t, s, "q1", 1)
+	cb, _ := senml.EncodeCBOR(model.Path{}, sendRecs[:1])
+	d.mu.Lock()
+	d.woke = true
+	d.mu.Unlock()
+	if c := d.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+		t.Fatalf("send: %v", c)
+	}
+	if r := <-res; r.err != nil {
+		t.Fatalf("read queued before a Send: %v", r.err)
+	}
+}
