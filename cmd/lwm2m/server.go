@@ -132,8 +132,8 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
 		// Queue mode (srvqueue).
-		queueWindow: fs.Duration("queue-window", 0, "`D` a queue-mode device is taken to be awake after it last sent something (0: MAX_TRANSMIT_WAIT, 93s)"),
-		queueMax:    fs.Int("queue-max", server.DefaultMaxQueued, "`N` operations that may wait for one sleeping device"),
+		queueWindow: fs.Duration("queue-window", 0, "a queue-mode device is taken to be awake for `D` after it last sent something (0: MAX_TRANSMIT_WAIT, 93s)"),
+		queueMax:    fs.Int("queue-max", server.DefaultMaxQueued, "at most `N` operations wait for one sleeping device"),
 		queueExpiry: fs.Duration("queue-expiry", 0, "drop an operation after it waited `D` for a sleeping device (0: until the caller gives up)"),
 	}
 }
