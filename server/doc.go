@@ -40,6 +40,18 @@
 // registered again; UpdateMany does the same on every matching endpoint at
 // once. Publish, Push and WatchImage are the parts it is built from.
 //
+// # Queue mode and Send
+//
+// A device that registers in queue mode (the Q parameter of LwM2M 1.1, or
+// a 1.0 binding such as "UQ") is taken to be awake for QueueWindow after
+// it last sent anything, and asleep after that. Operations on a sleeping
+// device, and the steps of Update, wait in its queue (at most MaxQueued,
+// each until its ctx ends or QueueExpiry passes) and run in order once
+// the device sends its next Update or Register; Asleep and Queued report
+// its state. Devices report values with Send (POST /dp, SenML CBOR or
+// JSON); the server keeps the latest per resource (Values) and calls
+// OnSend with each Send's values.
+//
 // APIHandler is the HTTP/JSON command interface used by "lwm2m server
 // -api"; every request needs APIConfig.Token as a bearer token
 // (LoadOrCreateAPIToken keeps one in a file).
