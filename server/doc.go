@@ -40,6 +40,10 @@
 // registered again; UpdateMany does the same on every matching endpoint at
 // once. Publish, Push and WatchImage are the parts it is built from.
 //
+// APIHandler is the HTTP/JSON command interface used by "lwm2m server
+// -api"; every request needs APIConfig.Token as a bearer token
+// (LoadOrCreateAPIToken keeps one in a file).
+//
 // # Queue mode and Send
 //
 // A device that registers in queue mode (the Q parameter of LwM2M 1.1, or
@@ -52,15 +56,11 @@
 // JSON); the server keeps the latest per resource (Values) and calls
 // OnSend with each Send's values.
 //
-// APIHandler is the HTTP/JSON command interface used by "lwm2m server
-// -api"; every request needs APIConfig.Token as a bearer token
-// (LoadOrCreateAPIToken keeps one in a file).
-//
 // # Goroutines
 //
 // Serve runs the listeners' goroutines and the expiry of registrations;
 // they end when it returns. Update, Push and the device operations block
 // the caller until done and may be called concurrently. Callbacks (the
-// progress functions, Observe's fn, WatchImage's fn) may run on the
+// progress functions, Observe's fn, WatchImage's fn, OnSend) may run on the
 // server's own goroutines and must return quickly.
 package server
