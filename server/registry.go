@@ -404,6 +404,7 @@ func (s *Server) removeLocked(reg *Registration) {
 	if s.byEP[reg.Endpoint] == reg.ID {
 		delete(s.byEP, reg.Endpoint)
 		s.failQueueLocked(reg.Endpoint, fmt.Errorf("%w: %q: its registration ended while operations waited for it", ErrNotRegistered, reg.Endpoint))
+		s.sentTotal -= len(s.values[reg.Endpoint])
 		delete(s.values, reg.Endpoint)
 	}
 	if err := s.Store.Delete(reg.ID); err != nil {

@@ -23,6 +23,11 @@ const DefaultMaxSentValues = 1024
 // maxSendSize bounds a Send payload; a device sends telemetry, not files.
 const maxSendSize = 64 << 10
 
+// defaultMaxSentTotal bounds the values kept for all devices together
+// (some 40 MB): MaxSentValues times MaxRegistrations would allow far more
+// to a peer that registers many names.
+const defaultMaxSentTotal = 1 << 18
+
 // SentValue is the last value a device reported for one resource with
 // Send (LwM2M 1.1 Core, Information Reporting). Time is when the server
 // received it: SenML times (bt, t) are not kept.
@@ -36,8 +41,8 @@ type SentValue struct {
 // Information Reporting): SenML CBOR or SenML JSON from a registered
 // device. It answers 2.04 once the values are kept, 4.04 to a peer with
 // no registration, 4.03 to one whose registration belongs to a DTLS
-// session it is not in, 4.00 to a malformed payload and 4.15 to another
-// content format.
+// session it is not in, 4.00 to a malformed payload, 4.15 to another
+// content format and 5.03 when the server keeps all the values it may.
 func (s *Server) handleSend(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	if r.Code() != codes.POST {
 		setCode(w, codes.MethodNotAllowed)
@@ -73,7 +78,12 @@ func (s *Server) handleSend(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 		_ = w.SetResponse(codes.BadRequest, message.TextPlain, strings.NewReader(diag))
 		return
 	}
-	vals := s.keepValues(ep, recs)
+	vals, ok := s.keepValues(ep, recs)
+	if !ok {
+		s.noisy("send refused: the server keeps as many sent values as it may", "ep", ep)
+		setCode(w, codes.ServiceUnavailable)
+		return
+	}
 	s.seen(ep)
 	setCode(w, codes.Changed)
 	s.logger().Debug("send received", "ep", ep, "values", len(vals))
@@ -108,8 +118,10 @@ func (s *Server) sender(from peer) (string, codes.Code) {
 	return found.Endpoint, 0
 }
 
-// keepValues stores recs as ep's last sent values and returns them.
-func (s *Server) keepValues(ep string, recs []model.Record) []SentValue {
+// keepValues stores recs as ep's last sent values and returns them; ok
+// is false, and nothing is stored, when that would keep more values than
+// the server may for all devices together.
+func (s *Server) keepValues(ep string, recs []model.Record) (vals []SentValue, ok bool) {
 	now := s.clock()
 	limit := s.MaxSentValues
 	if limit <= 0 {
@@ -119,9 +131,23 @@ func (s *Server) keepValues(ep string, recs []model.Record) []SentValue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.regByEPLocked(ep) == nil {
-		return nil // gone meanwhile
+		return nil, true // gone meanwhile
 	}
 	m := s.values[ep]
+	added := 0
+	for _, r := range recs {
+		if _, ok := m[r.Path]; !ok {
+			added++
+		}
+	}
+	total := s.maxSentTotal
+	if total <= 0 {
+		total = defaultMaxSentTotal
+	}
+	grow := min(len(m)+added, limit) - len(m)
+	if s.sentTotal+grow > total {
+		return nil, false
+	}
 	if m == nil {
 		m = make(map[model.Path]sentEntry)
 		s.values[ep] = m
@@ -135,7 +161,8 @@ func (s *Server) keepValues(ep string, recs []model.Record) []SentValue {
 		m[r.Path] = sentEntry{v, s.sendSeq}
 		out = append(out, v)
 	}
-	return out
+	s.sentTotal += grow
+	return out, true
 }
 
 // sentEntry is a kept value and when it came, in the order of arrival.

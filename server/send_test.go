@@ -171,3 +171,30 @@ func TestSendWakesQueueModeDevice(t *testing.T) {
 		t.Fatalf("read queued before a Send: %v", r.err)
 	}
 }
+
+func TestSendValuesBoundedOverAllDevices(t *testing.T) {
+	s := startServer(t, &Server{maxSentTotal: 2})
+	a := newQdev(t, s, "ep=a", "lt=600", "lwm2m=1.1")
+	b := newQdev(t, s, "ep=b", "lt=600", "lwm2m=1.1")
+	cb, _ := senml.EncodeCBOR(model.Path{}, sendRecs[:2])
+	if c := a.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+		t.Fatalf("first device's send: %v", c)
+	}
+	if c := b.send(t, message.AppSenmlCbor, cb); c != codes.ServiceUnavailable {
+		t.Fatalf("send beyond the server's bound: %v, want 5.03", c)
+	}
+	if vals, _ := s.Values("b"); len(vals) != 0 {
+		t.Errorf("refused send kept values: %+v", vals)
+	}
+	// New values of resources already kept still come in.
+	if c := a.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+		t.Fatalf("update of kept values: %v", c)
+	}
+	// A device that leaves frees its share.
+	if resp, err := a.cc.Delete(ctxT(t), a.loc); err != nil || resp.Code() != codes.Deleted {
+		t.Fatalf("deregister: %v %v", resp, err)
+	}
+	if c := b.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
+		t.Fatalf("send after the other device left: %v", c)
+	}
+}
