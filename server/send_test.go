@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"testing"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 
+	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/senml"
 )
@@ -196,5 +199,34 @@ func TestSendValuesBoundedOverAllDevices(t *testing.T) {
 	}
 	if c := b.send(t, message.AppSenmlCbor, cb); c != codes.Changed {
 		t.Fatalf("send after the other device left: %v", c)
+	}
+}
+
+// TestSendFromLibcoap: libcoap's coap-client, an independent CoAP
+// implementation, registers in queue mode and sends SenML JSON from the
+// same port.
+func TestSendFromLibcoap(t *testing.T) {
+	bin := libcoaptest.NeedBinary(t, "coap-client-notls")
+	s := startServer(t, &Server{})
+	port := strconv.Itoa(libcoaptest.FreePort(t))
+	uri := "coap://" + s.LocalAddr().String()
+	run := func(args ...string) {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"-p", port, "-B", "10"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("coap-client %v: %v\n%s", args, err, out)
+		}
+	}
+	run("-m", "post", "-t", "40", "-e", "</3/0>", uri+"/rd?ep=libcoap&lt=600&lwm2m=1.1&Q")
+	if reg, ok := s.Registration("libcoap"); !ok || !reg.Queue {
+		t.Fatalf("libcoap's Register with Q: %+v %v", reg, ok)
+	}
+	run("-m", "post", "-t", "110", "-e", `[{"bn":"/3/0/","n":"9","v":55},{"n":"0","vs":"libcoap"}]`, uri+"/dp")
+	vals, err := s.Values("libcoap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vals) != 2 || formatValue(vals[0].Value) != "libcoap" || formatValue(vals[1].Value) != "55" {
+		t.Errorf("values = %+v", vals)
 	}
 }
