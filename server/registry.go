@@ -219,7 +219,7 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	}
 	if v := p["b"]; v != "" {
 		reg.Binding = v
-		if reg.Version == "1.0" {
+		if strings.HasPrefix(reg.Version, "1.0") {
 			reg.Queue = strings.Contains(v, "Q") // 1.0 says queue mode in the binding
 		}
 	}
@@ -245,9 +245,11 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	reg.Addr = addr
 	reg.Local = from.local
 	reg.Updated = s.clock()
+	reg.LastSeen = reg.Updated
 	*cur = reg
 	err := s.Store.Put(reg)
-	s.seenLocked(cur)
+	// A sleeping device wakes with its Update: what waited for it goes now.
+	s.drainLocked(reg.Endpoint)
 	// No notifyLocked: an Update is not a restart (Core 6.2.2); the
 	// device keeps its observations.
 	s.mu.Unlock()
