@@ -230,3 +230,27 @@ func TestSendFromLibcoap(t *testing.T) {
 		t.Errorf("values = %+v", vals)
 	}
 }
+
+// TestSendOverDTLS: a device registered over DTLS sends in its session;
+// another DTLS identity, which has no registration, is refused.
+func TestSendOverDTLS(t *testing.T) {
+	s := startDTLSServer(t)
+	cc := dtlsDevice(t, s.DTLSLocalAddr().String(), "psk-dev", testPSK, "secure1")
+	cb, _ := senml.EncodeCBOR(model.Path{}, sendRecs[:1])
+	resp, err := cc.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb))
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("send over DTLS: %v %v", resp, err)
+	}
+	if vals, _ := s.Values("secure1"); len(vals) != 1 || vals[0].Path != sendRecs[0].Path {
+		t.Errorf("values = %+v", vals)
+	}
+	other, err := dialDTLS(t, s.DTLSLocalAddr().String(), "other", []byte("another key 1234"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	resp, err = other.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb))
+	if err != nil || resp.Code() != codes.NotFound {
+		t.Fatalf("send from an unregistered DTLS peer: %v %v, want 4.04", resp, err)
+	}
+}
