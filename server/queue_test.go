@@ -56,15 +56,15 @@ type qdev struct {
 	cc  *udpclient.Conn
 	loc string
 
-	mu     sync.Mutex
-	woke   bool
-	gets   int
-	early  int // requests that came before the wake-up Update
-	posted chan struct{}
+	mu    sync.Mutex
+	woke  bool
+	gets  int
+	early int      // requests that came before the wake-up Update
+	seen  []string // "GET /3/0/0", in the order they came
 }
 
 func newQdev(t *testing.T, s *Server, query ...string) *qdev {
-	d := &qdev{t: t, posted: make(chan struct{}, 16)}
+	d := &qdev{t: t}
 	cc, err := coapudp.Dial(s.LocalAddr().String(), options.WithHandlerFunc(d.handle))
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +91,8 @@ func (d *qdev) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool
 	if r.Code() == codes.GET {
 		d.gets++
 	}
+	p, _ := r.Options().Path()
+	d.seen = append(d.seen, r.Code().String()+" /"+strings.TrimPrefix(p, "/"))
 	d.mu.Unlock()
 	if r.Code() == codes.GET {
 		_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("v")))
@@ -191,33 +193,27 @@ func TestQueueModeReadWaitsForUpdate(t *testing.T) {
 func TestQueueModeRunsInOrder(t *testing.T) {
 	s, d, _ := startQueueServer(t, &Server{})
 	ctx := ctxT(t)
-	var mu sync.Mutex
-	var order []string
-	done := make(chan error, 2)
-	go func() {
-		err := s.Write(ctx, "q1", mustPath("/3/0/14"), content.TextPlain, []byte("+01"), true)
-		mu.Lock()
-		order = append(order, "write")
-		mu.Unlock()
-		done <- err
-	}()
+	done := make(chan error, 3)
+	go func() { done <- s.Write(ctx, "q1", mustPath("/3/0/14"), content.TextPlain, []byte("+01"), true) }()
 	waitQueued(t, s, "q1", 1)
+	go func() { done <- s.Execute(ctx, "q1", mustPath("/3/0/4"), "") }()
+	waitQueued(t, s, "q1", 2)
 	go func() {
 		_, err := s.Read(ctx, "q1", mustPath("/3/0/0"), content.TextPlain)
-		mu.Lock()
-		order = append(order, "read")
-		mu.Unlock()
 		done <- err
 	}()
-	waitQueued(t, s, "q1", 2)
+	waitQueued(t, s, "q1", 3)
 	d.update()
-	for range 2 {
+	for range 3 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if fmt.Sprint(order) != "[write read]" {
-		t.Errorf("ran in order %v, want [write read]", order)
+	d.mu.Lock()
+	seen := fmt.Sprint(d.seen)
+	d.mu.Unlock()
+	if want := "[PUT /3/0/14 POST /3/0/4 GET /3/0/0]"; seen != want {
+		t.Errorf("device got %s, want %s", seen, want)
 	}
 }
 
