@@ -116,34 +116,37 @@ type Server struct {
 	// quickly; vals is the caller's to keep.
 	OnSend func(ep string, vals []SentValue)
 
-	mu           sync.Mutex
-	regs         map[string]*Registration // by ID
-	byEP         map[string]string        // endpoint -> ID
-	bindings     map[string]string        // endpoint -> the DTLS identity it is bound to
-	regIPs       map[netip.Addr]int       // registrations per device IP, for the image port
-	echo         *echoGate
-	watchers     map[string][]chan Registration
+	mu       sync.Mutex
+	regs     map[string]*Registration // by ID
+	byEP     map[string]string        // endpoint -> ID
+	bindings map[string]string        // endpoint -> the DTLS identity it is bound to
+	regIPs   map[netip.Addr]int       // registrations per device IP, for the image port
+	echo     *echoGate
+	watchers map[string][]chan Registration
+	images   map[string]*image
+	coap     *udpserver.Server
+	lis      *coapnet.UDPConn
+	httpLis  net.Listener
+	imgLis   *net.UDPConn
+	dtls     *dtlsserver.Server
+	dtlsLis  *dtlsAcceptor
+	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
+	httpSrv  *http.Server
+	closed   bool
+	done     chan struct{}
+	running  chan struct{} // closed once go-coap serves on lis (see Listen)
+	now      func() time.Time
+	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
+	logMu    sync.Mutex
+	warned   map[string]time.Time // when noisy last logged each message at Warn
+
+	// Queue mode and Send (queue.go, send.go), under mu.
 	queues       map[string]*devQueue                // operations waiting for sleeping devices, by endpoint
 	values       map[string]map[model.Path]sentEntry // the last sent values, by endpoint
 	sendSeq      uint64                              // orders sentEntry
 	sentTotal    int                                 // entries in values
 	maxSentTotal int                                 // bounds sentTotal; zero: defaultMaxSentTotal
-	images       map[string]*image
-	coap         *udpserver.Server
-	lis          *coapnet.UDPConn
-	httpLis      net.Listener
-	imgLis       *net.UDPConn
-	dtls         *dtlsserver.Server
-	dtlsLis      *dtlsAcceptor
-	sessions     map[string]*udpclient.Conn // DTLS sessions by remote address
-	httpSrv      *http.Server
-	closed       bool
-	done         chan struct{}
-	running      chan struct{} // closed once go-coap serves on lis (see Listen)
-	now          func() time.Time
-	tx           coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
-	logMu        sync.Mutex
-	warned       map[string]time.Time // when noisy last logged each message at Warn
+
 	// strictLoopback makes the image port verify loopback addresses
 	// like any other, so that tests on loopback can exercise the Echo.
 	strictLoopback bool
