@@ -190,3 +190,13 @@ func TestServerValuesCLI(t *testing.T) {
 		t.Errorf("values -h: exit %d: %s", code, out)
 	}
 }
+
+func TestServerQueueFlagsChecked(t *testing.T) {
+	for _, args := range [][]string{{"-queue-max", "0"}, {"-queue-window", "-1s"}, {"-queue-expiry", "-1m"}} {
+		var o, e bytes.Buffer
+		full := append([]string{"-coap", "127.0.0.1:0", "-api", "127.0.0.1:0"}, args...)
+		if code := runServer(context.Background(), full, &o, &e); code != 2 || !strings.Contains(e.String(), "-queue") {
+			t.Errorf("lwm2m server %v: exit %d, want 2: %s", args, code, e.String())
+		}
+	}
+}
