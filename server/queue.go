@@ -241,8 +241,8 @@ func (s *Server) hold(ctx context.Context, ep, op string) (release func(), err e
 	if !q.remove(w) && w.err == nil {
 		// Its turn came as it gave up: pass the turn on.
 		q.busy = false
-		s.drainLocked(ep)
 	}
+	s.drainLocked(ep) // or forget an empty queue
 	s.mu.Unlock()
 	s.logger().Info("queued operation dropped", "ep", ep, "op", op, "err", err)
 	return nil, err
