@@ -42,7 +42,8 @@ type SentValue struct {
 // device. It answers 2.04 once the values are kept, 4.04 to a peer with
 // no registration, 4.03 to one whose registration belongs to a DTLS
 // session it is not in, 4.00 to a malformed payload, 4.15 to another
-// content format and 5.03 when the server keeps all the values it may.
+// content format, 4.02 to a Send in blocks, and 5.03 when the server
+// keeps all the values it may.
 func (s *Server) handleSend(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	if r.Code() != codes.POST {
 		setCode(w, codes.MethodNotAllowed)
@@ -60,6 +61,12 @@ func (s *Server) handleSend(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 	f := content.Format(cf)
 	if err != nil || f != content.SenMLCBOR && f != content.SenMLJSON {
 		setCode(w, codes.UnsupportedMediaType)
+		return
+	}
+	if r.Options().HasOption(message.Block1) {
+		// Blocks of a Send are not reassembled: Block1 is a critical
+		// option this resource does not implement (RFC 7252 §5.4.1).
+		_ = w.SetResponse(codes.BadOption, message.TextPlain, strings.NewReader("Block1 is not supported on /dp"))
 		return
 	}
 	body, err := r.ReadBody()

@@ -10,8 +10,10 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 
+	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/internal/libcoaptest"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/senml"
@@ -117,6 +119,11 @@ func TestSendRefused(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+	resp, err := d.cc.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb),
+		coapopt.Block(message.Block1, blockwise.SZX16, 0, true))
+	if err != nil || resp.Code() != codes.BadOption {
+		t.Errorf("send in blocks: %v %v, want 4.02", resp, err)
+	}
 	if vals, _ := s.Values("sender"); len(vals) != 0 {
 		t.Errorf("refused sends kept values: %+v", vals)
 	}
@@ -127,7 +134,7 @@ func TestSendRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	resp, err := cc.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb))
+	resp, err = cc.Post(ctxT(t), "/dp", message.AppSenmlCbor, bytes.NewReader(cb))
 	if err != nil {
 		t.Fatal(err)
 	}
