@@ -177,11 +177,12 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	s.regs[reg.ID] = &reg
 	s.byEP[ep] = reg.ID
 	s.trackAddrLocked(reg.Addr, 1)
+	// A sleeping device wakes with a Register or an Update: what waited
+	// for it goes now (before the Store's write, which may take longer
+	// than a short queue window).
+	s.drainLocked(ep)
 	err := s.Store.Put(reg)
 	s.notifyLocked(reg)
-	// A sleeping device wakes with a Register or an Update: what waited
-	// for it goes now.
-	s.drainLocked(ep)
 	s.mu.Unlock()
 	if err != nil {
 		s.logger().Error("storing registration", "ep", ep, "err", err)
@@ -247,9 +248,8 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	reg.Updated = s.clock()
 	reg.LastSeen = reg.Updated
 	*cur = reg
+	s.drainLocked(reg.Endpoint) // as in register
 	err := s.Store.Put(reg)
-	// A sleeping device wakes with its Update: what waited for it goes now.
-	s.drainLocked(reg.Endpoint)
 	// No notifyLocked: an Update is not a restart (Core 6.2.2); the
 	// device keeps its observations.
 	s.mu.Unlock()
