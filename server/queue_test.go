@@ -384,3 +384,32 @@ func TestQueueModeUpdateWaitsForWakeUp(t *testing.T) {
 		t.Errorf("location %q", d.loc)
 	}
 }
+
+// TestQueueModeSurvivesRestart: a restarted server knows from its Store
+// which devices are in queue mode and when they were last seen.
+func TestQueueModeSurvivesRestart(t *testing.T) {
+	store := &MemoryStore{}
+	clk := newFakeClock()
+	s1 := &Server{Addr: "127.0.0.1:0", Store: store, now: clk.Now, Logger: testLogger(t)}
+	if err := s1.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s1.Serve(ctx) }()
+	newQdev(t, s1, "ep=q1", "lt=86400", "lwm2m=1.1", "Q")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Add(time.Hour)
+	s2 := startServer(t, &Server{Store: store, now: clk.Now})
+	reg, ok := s2.Registration("q1")
+	if !ok || !reg.Queue || reg.LastSeen.IsZero() {
+		t.Fatalf("after a restart: %+v %v", reg, ok)
+	}
+	if !s2.Asleep("q1") {
+		t.Error("a device last seen an hour ago is taken to be awake after a restart")
+	}
+}
