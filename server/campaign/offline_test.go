@@ -29,7 +29,9 @@ func TestOfflineDevicesWaitUntilDeadline(t *testing.T) {
 	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
-	deadline := time.Now().Add(5 * time.Second)
+	// Long enough for the steps before it even when server.Update misses
+	// a notification and waits for its 3 s poll.
+	deadline := time.Now().Add(8 * time.Second)
 	c, err := ts.eng.Create(campaign.Spec{Name: "offline", Package: pkg.ID, Rollout: campaign.Rollout{Canary: 1}, Deadline: deadline})
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +138,11 @@ func TestCreateRefuses(t *testing.T) {
 
 // TestDeviceThatNeverComesBackFails has a device stay Updating for good:
 // after the engine's device timeout it counts as failed, and with a
-// threshold of 0 % the campaign pauses.
+// threshold of 0 % the campaign pauses. The timeout allows for
+// server.Update's own poll of the state every 3 s, when a notification
+// is missed.
 func TestDeviceThatNeverComesBackFails(t *testing.T) {
-	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{DeviceTimeout: 2 * time.Second})
+	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{DeviceTimeout: 7 * time.Second})
 	never := make(chan struct{})
 	defer close(never)
 	f := newFleet()
@@ -158,7 +162,7 @@ func TestDeviceThatNeverComesBackFails(t *testing.T) {
 	}
 	c = waitState(t, ts.eng, c.ID, 30*time.Second, campaign.StatePaused)
 	d := c.Devices[1]
-	if d.Status != campaign.DeviceFailed || !strings.Contains(d.Error, "no outcome within 2s") || d.State != "Updating" {
+	if d.Status != campaign.DeviceFailed || !strings.Contains(d.Error, "no outcome within 7s") || d.State != "Updating" {
 		t.Errorf("%s: %s in %s: %s; want failed for want of an outcome", d.Endpoint, d.Status, d.State, d.Error)
 	}
 	if c.Counts.Succeeded != 2 || !strings.Contains(c.PauseReason, "1 of 3 devices failed") {
