@@ -17,6 +17,7 @@ import (
 // wave comes: one registers again and is updated then; the other never
 // comes back and expires at the deadline, which ends the campaign.
 func TestOfflineDevicesWaitUntilDeadline(t *testing.T) {
+	t.Parallel() // it mostly waits for its deadline
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{})
 	release := make(chan struct{})
 	f := newFleet()
@@ -142,6 +143,7 @@ func TestCreateRefuses(t *testing.T) {
 // server.Update's own poll of the state every 3 s, when a notification
 // is missed.
 func TestDeviceThatNeverComesBackFails(t *testing.T) {
+	t.Parallel() // it mostly waits for its timeout
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{DeviceTimeout: 7 * time.Second})
 	never := make(chan struct{})
 	defer close(never)
