@@ -298,7 +298,7 @@ func dash(s string) string {
 // serve; stop ends it and waits for it (and removes a temporary package
 // directory).
 func srvCampaignEngine(ctx context.Context, s *server.Server, f srvServerFlags, log *slog.Logger) (*campaign.Engine, func(), error) {
-	cfg := campaign.Config{Server: s, Dir: *f.packages, MaxPackageSize: *f.maxPackage, Logger: log}
+	cfg := campaign.Config{Server: s, Dir: *f.packages, MaxPackageSize: *f.maxPackage, Logger: log, DeviceTimeout: *f.deviceTimeout}
 	cleanup := func() {}
 	switch {
 	case cfg.Dir != "":

@@ -115,6 +115,7 @@ type srvServerFlags struct {
 	maxLifetime                                                  *time.Duration
 	maxRegs                                                      *int
 	packages, packageKey                                         *string
+	deviceTimeout                                                *time.Duration
 	queueWindow, queueExpiry                                     *time.Duration
 	queueMax                                                     *int
 }
@@ -136,6 +137,8 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
 		packages:    fs.String("packages", "", "`directory` of the campaigns' packages (default: DB.packages beside -db; without -db a temporary one)"),
 		packageKey:  fs.String("package-key", "", "public key `file` (lwm2m keygen) that checks the signature of uploaded packages"),
+		deviceTimeout: fs.Duration("campaign-device-timeout", 30*time.Minute,
+			"a campaign device without an outcome `D` after its update started failed"),
 		// Queue mode (srvqueue).
 		queueWindow: fs.Duration("queue-window", 0, "a queue-mode device is taken to be awake for `D` after it last sent something (0: MAX_TRANSMIT_WAIT, 93s)"),
 		queueMax:    fs.Int("queue-max", server.DefaultMaxQueued, "at most `N` operations wait for one sleeping device"),
@@ -231,6 +234,10 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	}
 	if *f.maxPackage <= 0 {
 		fmt.Fprintln(stderr, "lwm2m server: -max-package-size must be positive")
+		return 2
+	}
+	if *f.deviceTimeout <= 0 {
+		fmt.Fprintln(stderr, "lwm2m server: -campaign-device-timeout must be positive")
 		return 2
 	}
 	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
