@@ -17,8 +17,10 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 )
 
-// errNoAnswer marks an exchange the device did not answer in time.
-var errNoAnswer = errors.New("no answer")
+// noAnswerError is an exchange the device did not answer in time.
+type noAnswerError struct{ msg string }
+
+func (e *noAnswerError) Error() string { return e.msg }
 
 // run bootstraps the device at cc: the steps in order, then
 // Bootstrap-Finish (LwM2M 1.1 Core §5.2.5, §6.1), and records the
@@ -37,7 +39,7 @@ func (s *Server) run(ctx context.Context, cc *udpclient.Conn, a Attempt, steps [
 	switch {
 	case err == nil:
 		a.Outcome = Finished
-	case errors.Is(err, errNoAnswer):
+	case errors.As(err, new(*noAnswerError)):
 		a.Outcome = Abandoned
 		if ctx.Err() == context.Canceled {
 			err = fmt.Errorf("%w: the server closed", err)
@@ -116,7 +118,7 @@ func (s *Server) exchange(ctx context.Context, cc *udpclient.Conn, a *Attempt, s
 	if err != nil {
 		a.Steps = append(a.Steps, st)
 		if rctx.Err() != nil {
-			return fmt.Errorf("%w: %s %s: the device did not answer", errNoAnswer, st.Op, st.Path)
+			return &noAnswerError{fmt.Sprintf("%s %s: the device did not answer", st.Op, st.Path)}
 		}
 		return fmt.Errorf("%s %s: %w", st.Op, st.Path, err)
 	}
