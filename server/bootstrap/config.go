@@ -168,13 +168,24 @@ func LoadConfig(name string) (*Config, error) {
 // ParseConfig decodes a configuration (JSON; unknown fields are errors,
 // to catch misspellings) and checks it with Validate.
 func ParseConfig(r io.Reader) (*Config, error) {
-	dec := json.NewDecoder(io.LimitReader(r, 16<<20))
+	b, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrConfig, maxConfigSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return nil, fmt.Errorf("%w: %s: want %s, not a JSON %s", ErrConfig, te.Field, te.Type, te.Value)
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return nil, fmt.Errorf("%w: line %d: %s: want %s, not a JSON %s", ErrConfig, line(b, te.Offset), te.Field, te.Type, te.Value)
+		case errors.As(err, &se):
+			return nil, fmt.Errorf("%w: line %d: %w", ErrConfig, line(b, se.Offset), err)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -185,6 +196,15 @@ func ParseConfig(r io.Reader) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// maxConfigSize bounds a configuration file.
+const maxConfigSize = 16 << 20
+
+// line returns the line number of byte offset off in b.
+func line(b []byte, off int64) int {
+	off = min(max(off, 0), int64(len(b)))
+	return 1 + bytes.Count(b[:off], []byte("\n"))
 }
 
 // Validate checks every entry, and reports the first bad field.
