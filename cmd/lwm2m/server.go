@@ -52,7 +52,7 @@ type srvSub struct {
 var srvSubs map[string]srvSub
 
 // srvSubNames orders the commands in the usage.
-var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update"}
+var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update", "bootstrap-history"}
 
 func init() {
 	srvSubs = map[string]srvSub{
@@ -73,6 +73,7 @@ func init() {
 			fs.String("method", "pull", "delivery `method`: pull (coap), pull-http or push")
 			fs.Duration("timeout", 10*time.Minute, "give up after `D`")
 		}},
+		"bootstrap-history": {"show the bootstrap server's history: every endpoint, or one in detail", "[EP]", srvBootstrapHistory, nil},
 	}
 }
 
@@ -110,6 +111,7 @@ type srvServerFlags struct {
 	verbose                                                      *bool
 	maxLifetime                                                  *time.Duration
 	maxRegs                                                      *int
+	bootstrap                                                    srvBootstrapFlags
 }
 
 func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
@@ -127,6 +129,7 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		verbose:     fs.Bool("v", false, "log debug messages"),
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
+		bootstrap:   srvDefineBootstrapFlags(fs),
 	}
 }
 
@@ -212,6 +215,10 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server: -max-package-size must be positive")
 		return 2
 	}
+	if msg := f.bootstrap.usage(); msg != "" {
+		fmt.Fprintln(stderr, "lwm2m server:", msg)
+		return 2
+	}
 	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "lwm2m server: -token-file:", err)
@@ -229,8 +236,9 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		}
 		s.PSKs = psks
 	}
+	var st *server.BoltStore
 	if *f.db != "" {
-		st, err := server.OpenBoltStore(*f.db)
+		st, err = server.OpenBoltStore(*f.db)
 		if err != nil {
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
@@ -243,13 +251,24 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server:", err)
 		return 1
 	}
+	bs, stopBS, err := f.bootstrap.start(ctx, st, log)
+	if err != nil {
+		s.Close()
+		fmt.Fprintln(stderr, "lwm2m server:", err)
+		return 1
+	}
+	defer stopBS()
 	l, err := net.Listen("tcp", strings.TrimPrefix(*f.api, "http://"))
 	if err != nil {
 		s.Close()
 		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage})
+	apiCfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage}
+	if bs != nil {
+		apiCfg.Bootstrap = bs.HistoryHandler()
+	}
+	api := s.APIHandler(apiCfg)
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
@@ -264,6 +283,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	if a := s.HTTPLocalAddr(); a != nil {
 		ready += " http=http://" + a.String()
 	}
+	ready += srvBootstrapReady(bs)
 	fmt.Fprintln(stdout, ready)
 	err = s.Serve(ctx)
 	hs.Close()
@@ -316,7 +336,7 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 	}
 	api := fs.String("api", def, "`URL` of the running server's API ($"+srvAPIEnv+")")
 	tokenFile := fs.String("token-file", srvDefaultTokenFile(), "`file` with the server's API token ($"+srvTokenEnv+")")
-	if name != "list" && name != "update" {
+	if name != "list" && name != "update" && name != "bootstrap-history" {
 		fs.String("ep", "", "device `endpoint` name")
 	}
 	if name == "update" {
