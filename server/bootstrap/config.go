@@ -40,6 +40,12 @@ type Endpoint struct {
 	// bootstrap account). Absent means ["/0", "/1"], and "/2" too when
 	// ACL is set; an empty list deletes nothing.
 	Delete []string `json:"delete,omitempty"`
+	// Discover, when set, sends Bootstrap-Discover of /0 (LwM2M 1.1
+	// Core §5.2.7.3) after the deletes, and numbers the Security
+	// instances from 0 around those the device still has: its
+	// bootstrap account, wherever it keeps it. A device that refuses
+	// the Discover gets the numbering from 1.
+	Discover bool `json:"discover,omitempty"`
 	// BootstrapIdentity, when set, is the PSK identity the device must
 	// bootstrap with: a request for this endpoint over plain CoAP, or
 	// over DTLS with another identity, is refused.
@@ -222,7 +228,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: endpoints[\"\"]: an endpoint name cannot be empty", ErrConfig)
 		}
 		e := c.Endpoints[n]
-		if _, err := e.plan(fmt.Sprintf("endpoints[%q]", n)); err != nil {
+		if _, err := e.plan(fmt.Sprintf("endpoints[%q]", n), nil); err != nil {
 			return err
 		}
 	}
@@ -281,7 +287,10 @@ type step struct {
 
 // plan checks e and returns its operations in order: deletes, then
 // Security, Server and Access Control instances. at names e in errors.
-func (e Endpoint) plan(at string) ([]step, error) {
+// found, when not nil, are the Security instances a Bootstrap-Discover
+// found on the device: automatic Security IDs then start at 0 and go
+// around them, instead of starting at 1.
+func (e Endpoint) plan(at string, found map[int]bool) ([]step, error) {
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("%w: %s.%s: %s", ErrConfig, at, field, fmt.Sprintf(format, a...))
 	}
@@ -315,6 +324,12 @@ func (e Endpoint) plan(at string) ([]step, error) {
 	secIDs, srvIDs, ssids := map[int]bool{}, map[int]bool{}, map[int]bool{}
 	var writes []step
 	nextSec, nextSrv := 1, 0
+	if found != nil {
+		nextSec = 0
+		for id := range found {
+			secRes[id] = true
+		}
+	}
 	for i, a := range e.Servers {
 		f := fmt.Sprintf("servers[%d]", i)
 		secInst, err := instanceID(a.SecurityInstance, &nextSec, secIDs, secRes)

@@ -77,7 +77,7 @@ func TestInstanceIDsKeepClearOfExplicitOnes(t *testing.T) {
 		{"uri": "coap://a", "short_server_id": 1, "security": {"mode": "nosec"}},
 		{"uri": "coap://b", "short_server_id": 2, "security": {"mode": "nosec"}, "security_instance": 2, "server_instance": 0},
 		{"uri": "coap://c", "short_server_id": 3, "security": {"mode": "nosec"}}]}}}`)
-	steps, err := c.Endpoints["dev"].plan("dev")
+	steps, err := c.Endpoints["dev"].plan("dev", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSecurityNeverPrintsTheKey(t *testing.T) {
 			t.Fatalf("key printed: %s", s)
 		}
 	}
-	steps, _ := c.Endpoints["dev-1"].plan("dev-1")
+	steps, _ := c.Endpoints["dev-1"].plan("dev-1", nil)
 	for _, s := range steps {
 		if strings.Contains(s.what, testKeyHex) || strings.Contains(s.what, "key") {
 			t.Fatalf("the history would show the key: %q", s.what)

@@ -87,7 +87,11 @@ func (d *device) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	if diag != "" {
 		body = bytes.NewReader([]byte(diag))
 	}
-	_ = w.SetResponse(code, message.TextPlain, body)
+	cf := message.TextPlain
+	if code == codes.Content {
+		cf = message.AppLinkFormat
+	}
+	_ = w.SetResponse(code, cf, body)
 	if s.Method == codes.POST && s.Path == "/bs" {
 		select {
 		case d.finished <- struct{}{}:

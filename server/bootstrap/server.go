@@ -473,9 +473,8 @@ func (s *Server) bootstrapRequest(w *responsewriter.ResponseWriter[*udpclient.Co
 		return
 	}
 	entry, ok := s.cfg.entry(req.ep)
-	var steps []step
 	if ok {
-		steps, err = entry.plan("endpoints[" + strconv.Quote(req.ep) + "]")
+		_, err = entry.plan("endpoints["+strconv.Quote(req.ep)+"]", nil)
 	}
 	switch {
 	case !ok:
@@ -505,7 +504,7 @@ func (s *Server) bootstrapRequest(w *responsewriter.ResponseWriter[*udpclient.Co
 	ctx := s.ctx
 	s.mu.Unlock()
 	setCode(w, codes.Changed, "")
-	start := func() { go s.run(ctx, cc, a, steps, f) }
+	start := func() { go s.run(ctx, cc, a, entry, f) }
 	// The device learns that its request succeeded before the first
 	// Bootstrap-Delete or Write reaches it.
 	if !responsewriter.AfterWrite(r.Context(), start) {

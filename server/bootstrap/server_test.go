@@ -356,3 +356,50 @@ func TestOneBootstrapPerEndpointAndAtMostN(t *testing.T) {
 		t.Fatalf("history of c: %+v", as)
 	}
 }
+
+// With discover, Security instances go around the bootstrap account the
+// device keeps, wherever it keeps it.
+func TestDiscoverFindsTheBootstrapAccount(t *testing.T) {
+	cfg := mustConfig(t, `{"endpoints": {"*": {"discover": true, "servers": [
+		{"uri": "coap://a", "short_server_id": 1, "security": {"mode": "nosec"}},
+		{"uri": "coap://b", "short_server_id": 2, "security": {"mode": "nosec"}}]}}}`)
+	s := start(t, &Server{Addr: "127.0.0.1:0", Config: cfg})
+	for _, tc := range []struct {
+		ep       string
+		discover func() (codes.Code, string)
+		want     string
+	}{
+		{"bs-at-1", func() (codes.Code, string) { return codes.Content, `lwm2m="1.1",</0/1>;uri="coap://bs"` },
+			"DELETE /0, DELETE /1, GET /0, PUT /0/0, PUT /0/2, PUT /1/0, PUT /1/1, POST /bs"},
+		{"lwm2m-1.0", func() (codes.Code, string) { return codes.MethodNotAllowed, "" },
+			"DELETE /0, DELETE /1, GET /0, PUT /0/1, PUT /0/2, PUT /1/0, PUT /1/1, POST /bs"},
+	} {
+		d := newDevice(t, func(r seen) (codes.Code, string) {
+			switch r.Method {
+			case codes.GET:
+				return tc.discover()
+			case codes.DELETE:
+				return codes.Deleted, ""
+			}
+			return codes.Changed, ""
+		}).dial(s.LocalAddr().String())
+		d.request("ep=" + tc.ep)
+		d.waitFinish()
+		if seq := sequence(d.requests()); seq != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.ep, seq, tc.want)
+		}
+		var as []Attempt
+		waitfor.Until(t, 5*time.Second, func() error {
+			if as = s.Attempts(tc.ep); len(as) != 1 {
+				return fmt.Errorf("%d attempts", len(as))
+			}
+			return nil
+		})
+		if as[0].Outcome != Finished || as[0].Steps[2].Op != "discover" {
+			t.Errorf("%s: attempt %+v", tc.ep, as[0])
+		}
+		if tc.ep == "bs-at-1" && as[0].Steps[2].What != "kept /0/1" {
+			t.Errorf("discover recorded as %q", as[0].Steps[2].What)
+		}
+	}
+}
