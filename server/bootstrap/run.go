@@ -27,7 +27,8 @@ func (e *noAnswerError) Error() string { return e.msg }
 // run bootstraps the device at cc: the steps in order, then
 // Bootstrap-Finish (LwM2M 1.1 Core §5.2.5, §6.1), and records the
 // outcome. It ends within Timeout, or when the server closes.
-func (s *Server) run(ctx context.Context, cc *udpclient.Conn, a Attempt, e Endpoint, f content.Format) {
+// sent closes once the 2.04 to the Bootstrap-Request is sent.
+func (s *Server) run(ctx context.Context, cc *udpclient.Conn, a Attempt, e Endpoint, f content.Format, sent <-chan struct{}) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.running, a.Endpoint)
@@ -36,7 +37,17 @@ func (s *Server) run(ctx context.Context, cc *udpclient.Conn, a Attempt, e Endpo
 	}()
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
-	err := s.steps(ctx, cc, &a, e, f)
+	var err error
+	select {
+	case <-sent:
+	case <-cc.Context().Done():
+		err = errors.New("the connection closed before the answer to the Bootstrap-Request was sent")
+	case <-ctx.Done():
+		err = &noAnswerError{"no request sent"}
+	}
+	if err == nil {
+		err = s.steps(ctx, cc, &a, e, f)
+	}
 	a.Ended = time.Now()
 	switch {
 	case err == nil:

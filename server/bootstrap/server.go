@@ -504,12 +504,15 @@ func (s *Server) bootstrapRequest(w *responsewriter.ResponseWriter[*udpclient.Co
 	ctx := s.ctx
 	s.mu.Unlock()
 	setCode(w, codes.Changed, "")
-	start := func() { go s.run(ctx, cc, a, entry, f) }
 	// The device learns that its request succeeded before the first
-	// Bootstrap-Delete or Write reaches it.
-	if !responsewriter.AfterWrite(r.Context(), start) {
-		start()
+	// Bootstrap-Delete or Write reaches it. go-coap runs no callback
+	// when the answer cannot be sent, so run waits for the connection's
+	// end too.
+	sent := make(chan struct{})
+	if !responsewriter.AfterWrite(r.Context(), func() { close(sent) }) {
+		close(sent)
 	}
+	go s.run(ctx, cc, a, entry, f, sent)
 }
 
 // busy refuses with 5.03 and a Max-Age of the longest a bootstrap takes

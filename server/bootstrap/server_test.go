@@ -220,6 +220,17 @@ func TestUnknownEndpointRefusedAndRecorded(t *testing.T) {
 	if code, _ := d.request("ep=dev-1", "pct=tlv"); code != codes.BadRequest {
 		t.Errorf("Bootstrap-Request with pct=tlv: %v, want 4.00", code)
 	}
+	for _, ep := range []string{"evil\nname", "\xff", strings.Repeat("x", 256)} {
+		if code, _ := d.request("ep=" + ep); code != codes.BadRequest {
+			t.Errorf("Bootstrap-Request of %q: %v, want 4.00", ep, code)
+		}
+		if len(s.Attempts(ep)) != 0 {
+			t.Errorf("%q recorded", ep)
+		}
+	}
+	if code, _ := d.request("ep=dev-1", "ep=other"); code != codes.BadRequest {
+		t.Errorf("two ep: %v, want 4.00", code)
+	}
 }
 
 func TestDefaultEntryServesEveryEndpoint(t *testing.T) {
