@@ -220,7 +220,7 @@ func TestUnknownEndpointRefusedAndRecorded(t *testing.T) {
 	if code, _ := d.request("ep=dev-1", "pct=tlv"); code != codes.BadRequest {
 		t.Errorf("Bootstrap-Request with pct=tlv: %v, want 4.00", code)
 	}
-	for _, ep := range []string{"evil\nname", "\xff", strings.Repeat("x", 256)} {
+	for _, ep := range []string{"evil\nname", "\xff"} {
 		if code, _ := d.request("ep=" + ep); code != codes.BadRequest {
 			t.Errorf("Bootstrap-Request of %q: %v, want 4.00", ep, code)
 		}
