@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -18,12 +20,16 @@ import (
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 const srvBSConfig = `{"endpoints": {"bs-dev": {
   "servers": [{"uri": "coaps://127.0.0.1:5684", "short_server_id": 3, "lifetime": 60,
-               "security": {"mode": "psk", "identity": "bs-dev", "key": "00112233445566778899aabbccddeeff"}}]}}}`
+               "security": {"mode": "psk", "identity": "bs-dev", "key": "00112233445566778899aabbccddeeff"}}]},
+  "secure-dev": {"bootstrap_identity": "secure-dev-bs",
+  "servers": [{"uri": "coaps://127.0.0.1:5684", "short_server_id": 4,
+               "security": {"mode": "psk", "identity": "secure-dev", "key": "00112233445566778899aabbccddeeff"}}]}}}`
 
 func TestServerBootstrapFlags(t *testing.T) {
 	dir := t.TempDir()
@@ -31,6 +37,8 @@ func TestServerBootstrapFlags(t *testing.T) {
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(good, []byte(srvBSConfig), 0o600)
 	os.WriteFile(bad, []byte(strings.Replace(srvBSConfig, `"short_server_id": 3`, `"short_server_id": 0`, 1)), 0o600)
+	badPSK := filepath.Join(dir, "psk.txt")
+	os.WriteFile(badPSK, []byte("dev-1:nothex\n"), 0o600)
 	base := []string{"-coap", "127.0.0.1:0", "-api", "127.0.0.1:0", "-token-file", filepath.Join(dir, "tok")}
 	for _, tc := range []struct {
 		args []string
@@ -42,6 +50,7 @@ func TestServerBootstrapFlags(t *testing.T) {
 		{[]string{"-bootstrap-dtls", "127.0.0.1:0", "-bootstrap-config", good}, 2, "-bootstrap-dtls and -bootstrap-psk-file go together"},
 		{[]string{"-bootstrap", "127.0.0.1:0", "-bootstrap-config", bad}, 1, `endpoints["bs-dev"].servers[0].short_server_id: 0`},
 		{[]string{"-bootstrap", "127.0.0.1:0", "-bootstrap-config", filepath.Join(dir, "none.json")}, 1, "-bootstrap-config:"},
+		{[]string{"-bootstrap-dtls", "127.0.0.1:0", "-bootstrap-psk-file", badPSK, "-bootstrap-config", good}, 1, "-bootstrap-psk-file: " + badPSK + ": server: bad PSK file: line 1"},
 	} {
 		code, _, errs := srvRun(t, append(append([]string{}, base...), tc.args...)...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {
@@ -69,19 +78,27 @@ func TestServerBootstrapEndToEnd(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(srvBSConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	psk := filepath.Join(dir, "bs-psk.txt")
+	if err := os.WriteFile(psk, []byte("secure-dev-bs:"+hex.EncodeToString(srvBSKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-bootstrap", "127.0.0.1:0", "-bootstrap-config", cfg,
-		"-db", filepath.Join(dir, "server.db"))
+		"-bootstrap-dtls", "127.0.0.1:0", "-bootstrap-psk-file", psk, "-db", filepath.Join(dir, "server.db"))
 	defer s.stop()
 	line, _, _ := strings.Cut(s.out.String(), "\n")
-	var bsAddr string
+	var bsAddr, bsDTLS string
 	for _, f := range strings.Fields(line) {
 		if v, ok := strings.CutPrefix(f, "bootstrap="); ok {
 			bsAddr = v
 		}
+		if v, ok := strings.CutPrefix(f, "bootstrap-dtls="); ok {
+			bsDTLS = v
+		}
 	}
-	if bsAddr == "" {
-		t.Fatalf("no bootstrap= in %q", line)
+	if bsAddr == "" || bsDTLS == "" {
+		t.Fatalf("no bootstrap= or bootstrap-dtls= in %q", line)
 	}
+	srvBootstrapOverDTLS(t, bsDTLS)
 
 	finished := make(chan struct{}, 1)
 	var got []string
@@ -128,12 +145,13 @@ func TestServerBootstrapEndToEnd(t *testing.T) {
 	var out string
 	waitfor.Until(t, 10*time.Second, func() error {
 		out = e2eMustCLI(t, s.api, "bootstrap-history")
-		if !strings.Contains(out, "finished") {
+		if !regexp.MustCompile(`(?m)^bs-dev +finished`).MatchString(out) || !regexp.MustCompile(`(?m)^secure-dev +finished`).MatchString(out) {
 			return fmt.Errorf("history:\n%s", out)
 		}
 		return nil
 	})
 	if !regexp.MustCompile(`(?m)^bs-dev +finished .* coap +- +1 +-$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^secure-dev +finished .* coaps +secure-dev-bs +1 +-$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^intruder +refused .* unknown endpoint client name$`).MatchString(out) {
 		t.Fatalf("bootstrap-history:\n%s", out)
 	}
@@ -148,5 +166,48 @@ func TestServerBootstrapEndToEnd(t *testing.T) {
 	}
 	if code, _, errs := e2eCLI(t, s.api, "bootstrap-history", "nobody"); code != 1 || !strings.Contains(errs, `no bootstrap attempt of endpoint "nobody"`) {
 		t.Errorf("bootstrap-history nobody: exit %d, %q", code, errs)
+	}
+}
+
+var srvBSKey = []byte("bootstrap psk 16")
+
+// srvBootstrapOverDTLS bootstraps secure-dev over DTLS with its bootstrap
+// PSK and waits for Bootstrap-Finish.
+func srvBootstrapOverDTLS(t *testing.T, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := dtlsconf.Dial(ctx, addr, &dtlsconf.Config{PSKIdentity: []byte("secure-dev-bs"), PSK: srvBSKey, FlightInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := make(chan string, 1)
+	var got []string
+	cc := coapdtls.Client(conn, options.WithHandlerFunc(func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+		p, _ := r.Options().Path()
+		got = append(got, r.Code().String()+" /"+strings.TrimPrefix(p, "/"))
+		if r.Code() == codes.DELETE {
+			_ = w.SetResponse(codes.Deleted, message.TextPlain, nil)
+			return
+		}
+		_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+		if r.Code() == codes.POST {
+			// Close only once the answer to Bootstrap-Finish is out.
+			seq := strings.Join(got, ", ")
+			responsewriter.AfterWrite(r.Context(), func() { finished <- seq })
+		}
+	}), options.WithCloseSocket())
+	defer cc.Close()
+	resp, err := cc.Post(ctx, "/bs", message.TextPlain, nil, message.Option{ID: message.URIQuery, Value: []byte("ep=secure-dev")})
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("Bootstrap-Request over DTLS: %v %v", resp, err)
+	}
+	select {
+	case seq := <-finished:
+		if seq != "DELETE /0, DELETE /1, PUT /0/1, PUT /1/0, POST /bs" {
+			t.Fatalf("the DTLS device got %s", seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("no Bootstrap-Finish over DTLS")
 	}
 }

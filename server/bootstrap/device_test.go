@@ -93,10 +93,13 @@ func (d *device) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	}
 	_ = w.SetResponse(code, cf, body)
 	if s.Method == codes.POST && s.Path == "/bs" {
-		select {
-		case d.finished <- struct{}{}:
-		default:
-		}
+		// Once the answer is out, so that the test may close the device.
+		responsewriter.AfterWrite(r.Context(), func() {
+			select {
+			case d.finished <- struct{}{}:
+			default:
+			}
+		})
 	}
 }
 
