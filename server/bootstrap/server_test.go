@@ -414,3 +414,34 @@ func TestDiscoverFindsTheBootstrapAccount(t *testing.T) {
 		}
 	}
 }
+
+// A flood of requests from a device that never answers holds at most
+// MaxConcurrent places; the rest are refused at once, and recorded.
+func TestFloodIsBounded(t *testing.T) {
+	cfg := mustConfig(t, `{"endpoints": {"*": {"servers": [{"uri": "coap://127.0.0.1:5683", "short_server_id": 7, "security": {"mode": "nosec"}}]}}}`)
+	s := start(t, &Server{Addr: "127.0.0.1:0", Config: cfg, MaxConcurrent: 4, Timeout: time.Minute, RequestTimeout: time.Minute})
+	d := newDevice(t, func(seen) (codes.Code, string) { return 0, "" }).dial(s.LocalAddr().String())
+	admitted, refused := 0, 0
+	for i := range 50 {
+		switch code, _ := d.request(fmt.Sprintf("ep=flood-%d", i)); code {
+		case codes.Changed:
+			admitted++
+		case codes.ServiceUnavailable:
+			refused++
+		default:
+			t.Fatalf("request %d: %v", i, code)
+		}
+	}
+	if admitted != 4 || refused != 46 {
+		t.Fatalf("%d admitted, %d refused; want 4 and 46", admitted, refused)
+	}
+	s.mu.Lock()
+	running := len(s.running)
+	s.mu.Unlock()
+	if running != 4 {
+		t.Fatalf("%d bootstraps running", running)
+	}
+	if as := s.Attempts("flood-49"); len(as) != 1 || as[0].Outcome != Refused {
+		t.Fatalf("flood-49: %+v", as)
+	}
+}
