@@ -162,7 +162,7 @@ func srvBootstrapHistory(ctx context.Context, c *srvClient, fs *flag.FlagSet, po
 			if st.What != "" {
 				what = " " + termSafe(st.What)
 			}
-			fmt.Fprintf(stdout, "  %-6s %-5s%s -> %s\n", termSafe(st.Op), termSafe(st.Path), what, termSafe(code))
+			fmt.Fprintf(stdout, "  %-8s %-5s%s -> %s\n", termSafe(st.Op), termSafe(st.Path), what, termSafe(code))
 		}
 		if a.Error != "" {
 			fmt.Fprintf(stdout, "  error: %s\n", termSafe(a.Error))

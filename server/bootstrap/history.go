@@ -46,7 +46,7 @@ type Step struct {
 	Op   string `json:"op"`             // "delete", "write" or "finish"
 	Path string `json:"path"`           // "/0", "/0/1", "/bs" ...
 	What string `json:"what,omitempty"` // what a write holds, keys left out
-	Code string `json:"code,omitempty"` // the device's answer, "2.04"; empty if none came
+	Code string `json:"code,omitempty"` // the device's answer, "2.04" or "RST"; empty if none came
 }
 
 // Summary is the latest attempt of an endpoint and how many the history

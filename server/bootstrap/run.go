@@ -204,6 +204,9 @@ func (s *Server) exchange(ctx context.Context, cc *udpclient.Conn, a *Attempt, s
 	}
 	defer cc.ReleaseMessage(resp)
 	st.Code = codeString(resp.Code())
+	if resp.Type() == message.Reset {
+		st.Code = "RST" // RFC 7252 §4.2: the device rejected the message
+	}
 	a.Steps = append(a.Steps, st)
 	body, _ := resp.ReadBody()
 	for _, c := range ok {
