@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,7 +120,7 @@ func TestServerBootstrapEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, ep := range []string{"intruder", "bs-dev"} {
 		resp, err := cc.Post(ctx, "/bs", message.TextPlain, nil, message.Option{ID: message.URIQuery, Value: []byte("ep=" + ep)})
@@ -166,6 +167,38 @@ func TestServerBootstrapEndToEnd(t *testing.T) {
 	}
 	if code, _, errs := e2eCLI(t, s.api, "bootstrap-history", "nobody"); code != 1 || !strings.Contains(errs, `no bootstrap attempt of endpoint "nobody"`) {
 		t.Errorf("bootstrap-history nobody: exit %d, %q", code, errs)
+	}
+
+	// SIGHUP reloads the configuration; a broken file keeps the old one.
+	if err := os.WriteFile(cfg, []byte(`{"endpoints": {"late-dev": {}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitfor.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(s.log.String(), "bootstrap configuration not reloaded") {
+			return fmt.Errorf("no word of the broken file")
+		}
+		return nil
+	})
+	if !strings.Contains(s.log.String(), `endpoints[\"late-dev\"].servers: no LwM2M server account`) {
+		t.Errorf("the reload error does not name the field:\n%s", s.log.String())
+	}
+	late := strings.Replace(srvBSConfig, `"bs-dev"`, `"late-dev"`, 1)
+	if err := os.WriteFile(cfg, []byte(late), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitfor.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(s.log.String(), "bootstrap configuration reloaded") {
+			return fmt.Errorf("not reloaded yet")
+		}
+		return nil
+	})
+	for ep, want := range map[string]codes.Code{"late-dev": codes.Changed, "bs-dev": codes.BadRequest} {
+		resp, err := cc.Post(ctx, "/bs", message.TextPlain, nil, message.Option{ID: message.URIQuery, Value: []byte("ep=" + ep)})
+		if err != nil || resp.Code() != want {
+			t.Errorf("Bootstrap-Request of %s after the reload: %v %v, want %v", ep, resp, err, want)
+		}
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -89,13 +92,41 @@ func (f srvBootstrapFlags) start(ctx context.Context, st *server.BoltStore, log 
 			log.Error("bootstrap server", "err", err)
 		}
 	}()
+	// SIGHUP reads -bootstrap-config again; a bad file keeps the old
+	// configuration.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := f.reload(bs); err != nil {
+					log.Error("bootstrap configuration not reloaded; the old one stays", "err", err)
+				} else {
+					log.Info("bootstrap configuration reloaded", "file", *f.config)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
 	return bs, func() {
 		bs.Close()
 		<-done
+		signal.Stop(hup)
 		if err := bs.History.Close(); err != nil {
 			log.Error("bootstrap history", "err", err)
 		}
 	}, nil
+}
+
+// reload loads -bootstrap-config into bs.
+func (f srvBootstrapFlags) reload(bs *bootstrap.Server) error {
+	cfg, err := bootstrap.LoadConfig(*f.config)
+	if err != nil {
+		return err
+	}
+	return bs.SetConfig(cfg)
 }
 
 // srvBootstrapReady is the ready line's part for the bootstrap server.
