@@ -32,7 +32,7 @@ func srvDefineBootstrapFlags(fs *flag.FlagSet) srvBootstrapFlags {
 		addr:    fs.String("bootstrap", "", "UDP `address` of a CoAP bootstrap server (needs -bootstrap-config); e.g. :5783. Off by default"),
 		dtls:    fs.String("bootstrap-dtls", "", "UDP `address` of a bootstrap server over DTLS with PSK (needs -bootstrap-psk-file and -bootstrap-config); e.g. :5784"),
 		pskFile: fs.String("bootstrap-psk-file", "", "the bootstrap server's DTLS credentials `file`, in the -psk-file format"),
-		config:  fs.String("bootstrap-config", "", "JSON `file` of what the bootstrap server writes to each endpoint (docs/SERVER.md)"),
+		config:  fs.String("bootstrap-config", "", "JSON `file` of what the bootstrap server writes to each endpoint (docs/SERVER.md); SIGHUP reloads it"),
 	}
 }
 
