@@ -90,6 +90,11 @@ type APIConfig struct {
 	// "GET /api/campaigns") served behind the same authentication:
 	// packages built on the server, such as campaigns, add theirs here.
 	Routes map[string]http.Handler
+	// Bootstrap serves GET /api/bootstrap and /api/bootstrap/{ep}, the
+	// bootstrap history (bootstrap.Server's HistoryHandler, package
+	// server/bootstrap), behind the same authentication. Nil answers
+	// them 404.
+	Bootstrap http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -175,7 +180,18 @@ func (a *api) routes() *http.ServeMux {
 	}
 	// Queue mode and Send (srvqueue): the last values each device sent.
 	mux.HandleFunc("GET /api/devices/{ep}/values", a.values)
+	// The bootstrap server's history (package server/bootstrap).
+	mux.HandleFunc("GET /api/bootstrap", a.bootstrap)
+	mux.HandleFunc("GET /api/bootstrap/{ep}", a.bootstrap)
 	return mux
+}
+
+func (a *api) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Bootstrap == nil {
+		writeError(w, http.StatusNotFound, "no bootstrap server: start lwm2m server with -bootstrap or -bootstrap-dtls")
+		return
+	}
+	a.cfg.Bootstrap.ServeHTTP(w, r)
 }
 
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {

@@ -287,13 +287,6 @@ func printCampaign(w io.Writer, x campaign.Campaign, devices bool) {
 	tw.Flush()
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // srvCampaignEngine starts the campaign engine of a server about to
 // serve; stop ends it and waits for it (and removes a temporary package
 // directory).
