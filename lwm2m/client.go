@@ -91,6 +91,34 @@ type Config struct {
 	// Credentials, if set, are recorded in the Security object
 	// (/0/0/2..5); coaps.Configure sets them with Transport.
 	Credentials *Credentials
+
+	// Bootstrap (LwM2M 1.1 Core §6.1; doc.go, docs/BOOTSTRAP.md).
+	//
+	// Bootstrap is the bootstrap server's URI, "coap://host:port" or, with
+	// BootstrapCredentials and Transports, "coaps://host:port". A client
+	// with a bootstrap server and no provisioned LwM2M server bootstraps
+	// before it registers.
+	Bootstrap            string
+	BootstrapCredentials *Credentials
+	// Factory is the configuration the device starts with while
+	// ProvisioningStore holds none: Security, Server and Access Control
+	// instances (ReadFactoryFile reads them from a file).
+	Factory *Provisioning
+	// ProvisioningStore keeps what bootstrap provisioned, so that a
+	// restart registers at once (NewFileProvisioningStore). Nil keeps
+	// it in memory only: the device bootstraps at every start.
+	ProvisioningStore ProvisioningStore
+	// Transports builds the transport of a provisioned account whose URI
+	// is not coap://; coaps.Transports for coaps://.
+	Transports TransportFunc
+	// BootstrapTimeout abandons a bootstrap whose server has sent nothing
+	// for this long; default EXCHANGE_LIFETIME (247 s). It is retried
+	// with backoff between RetryMin and RetryMax.
+	BootstrapTimeout time.Duration
+	// BootstrapObjects lists the application objects that the bootstrap
+	// server may write and delete, besides /0, /1 and /2. Their writes
+	// are applied at Bootstrap-Finish.
+	BootstrapObjects []uint16
 }
 
 // LwM2M versions for Config.Version.
@@ -136,14 +164,20 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Endpoint == "" {
 		return nil, fmt.Errorf("%w: no endpoint name", ErrConfig)
 	}
-	u, err := url.Parse(cfg.Server)
-	if err != nil {
-		return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
+	var host string
+	if cfg.Server != "" || !cfg.bootstraps() {
+		u, err := url.Parse(cfg.Server)
+		if err != nil {
+			return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
+		}
+		if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Transport != nil) {
+			return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
+		}
+		host = coapuri.HostPort(u)
 	}
-	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Transport != nil) {
-		return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
+	if err := cfg.checkBootstrap(); err != nil {
+		return nil, err
 	}
-	host := coapuri.HostPort(u)
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = 86400 * time.Second
 	}

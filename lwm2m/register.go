@@ -31,6 +31,12 @@ var errNoRegistration = errors.New("lwm2m: server has no registration")
 // While the server is unreachable it retries with exponential backoff and
 // logs every failure; it never gives up on its own.
 func (c *Client) Run(ctx context.Context) error {
+	if err := c.provision(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	backoff := c.cfg.RetryMin
 	for {
 		start := time.Now()

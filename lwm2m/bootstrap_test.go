@@ -1,0 +1,337 @@
+package lwm2m_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// bsWrite sends Bootstrap-Write of recs to path in format f and fails the
+// script unless the client answers 2.04.
+func bsWrite(ctx context.Context, t *testing.T, conn *udpclient.Conn, f content.Format, path model.Path, recs []model.Record) {
+	t.Helper()
+	body, err := content.Encode(f, path, recs)
+	if err != nil {
+		t.Errorf("encode %s: %v", path, err)
+		return
+	}
+	resp, err := lwm2mtest.Do(ctx, conn, codes.PUT, path.String(), int(f), body)
+	if err != nil || resp.Code != codes.Changed {
+		t.Errorf("Bootstrap-Write %s: %v %v, want 2.04", path, resp.Code, err)
+	}
+}
+
+// securityRecords are the resources of Security instance /0/inst for an
+// LwM2M server at uri (NoSec, or PSK with id and key).
+func securityRecords(inst uint16, uri string, ssid int64, id, key []byte) []model.Record {
+	mode := int64(lwm2m.SecurityNoSec)
+	if key != nil {
+		mode = int64(lwm2m.SecurityPSK)
+	}
+	return []model.Record{
+		{Path: model.NewPath(0, inst, 0), Value: model.String(uri)},
+		{Path: model.NewPath(0, inst, 1), Value: model.Bool(false)},
+		{Path: model.NewPath(0, inst, 2), Value: model.Int(mode)},
+		{Path: model.NewPath(0, inst, 3), Value: model.Opaque(id)},
+		{Path: model.NewPath(0, inst, 5), Value: model.Opaque(key)},
+		{Path: model.NewPath(0, inst, 10), Value: model.Int(ssid)},
+	}
+}
+
+func serverRecords(inst uint16, ssid, lifetime int64) []model.Record {
+	return []model.Record{
+		{Path: model.NewPath(1, inst, 0), Value: model.Int(ssid)},
+		{Path: model.NewPath(1, inst, 1), Value: model.Int(lifetime)},
+		{Path: model.NewPath(1, inst, 6), Value: model.Bool(false)},
+		{Path: model.NewPath(1, inst, 7), Value: model.String("U")},
+	}
+}
+
+// provisionServer is the usual script: delete everything, write one
+// LwM2M server account, finish.
+func provisionServer(t *testing.T, bs *lwm2mtest.BootstrapServer, uri string, id, key []byte) func(context.Context, lwm2mtest.BootstrapRequest) {
+	return func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
+			t.Errorf("Bootstrap-Delete /: %v %v", resp.Code, err)
+		}
+		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, uri, 101, id, key))
+		bsWrite(ctx, t, r.Conn, content.SenMLJSON, model.NewPath(1, 0), serverRecords(0, 101, 60))
+		if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+			t.Errorf("Bootstrap-Finish: %v %v (%s)", resp.Code, err, resp.Payload)
+		}
+	}
+}
+
+// runBootstrapClient runs a client with cfg until the test ends.
+func runBootstrapClient(t *testing.T, cfg lwm2m.Config) (stop func()) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = lwm2mtest.Logger(t)
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin, cfg.RetryMax = 10*time.Millisecond, 50*time.Millisecond
+	}
+	c, err := lwm2m.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitFinished waits until the bootstrap server has the answer to its
+// Bootstrap-Finish, so that it is not closed with the answer in flight.
+func waitFinished(t *testing.T, bs *lwm2mtest.BootstrapServer) {
+	t.Helper()
+	select {
+	case code := <-bs.Finished:
+		if code != codes.Changed {
+			t.Errorf("Bootstrap-Finish answered %v", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to Bootstrap-Finish")
+	}
+}
+
+func waitRegister(t *testing.T, s *lwm2mtest.Server, ep string) lwm2mtest.Registration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	reg, err := s.WaitRegister(ctx, ep)
+	if err != nil {
+		t.Fatalf("%s did not register: %v", ep, err)
+	}
+	return reg
+}
+
+// A client with only a bootstrap server bootstraps, then registers with
+// the server the bootstrap configured, and the configuration is stored.
+func TestBootstrapThenRegister(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	})
+	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-1", Bootstrap: bs.URI(), ProvisioningStore: store})
+	reg := waitRegister(t, srv, "bs-1")
+	waitFinished(t, bs)
+	if !strings.Contains(strings.Join(reg.Query, "&"), "lt=60") {
+		t.Errorf("registered with %v, want the bootstrapped lifetime 60", reg.Query)
+	}
+	req := <-bs.Requests
+	if got := strings.Join(req.Query, "&"); got != "ep=bs-1&pct=11542" {
+		t.Errorf("Bootstrap-Request query %q, want ep=bs-1&pct=11542", got)
+	}
+	p, err := store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := valueAt(p, model.NewPath(0, 1, 0)); !ok || v.Str != srv.URI() {
+		t.Errorf("stored /0/1/0 = %v, want %s", v, srv.URI())
+	}
+	if v, ok := valueAt(p, model.NewPath(0, 0, 1)); !ok || !v.Bool {
+		t.Errorf("the bootstrap server's account is not stored: /0/0/1 = %v", v)
+	}
+}
+
+// Bootstrap-Read reaches /1 and /2 only; Bootstrap-Discover lists the
+// accounts with ssid and uri; Bootstrap-Delete / keeps the bootstrap
+// server's own Security instance, which cannot be deleted alone either.
+func TestBootstrapReadDiscoverDelete(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	results := make(chan error, 1)
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		results <- func() error {
+			conn := r.Conn
+			if resp, err := lwm2mtest.Do(ctx, conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
+				return fmt.Errorf("Delete /: %v %v", resp.Code, err)
+			}
+			disc, err := lwm2mtest.Do(ctx, conn, codes.GET, "/", -1, nil, message.Option{ID: message.Accept, Value: []byte{40}})
+			if err != nil || disc.Code != codes.Content {
+				return fmt.Errorf("Discover /: %v %v", disc.Code, err)
+			}
+			want := `</>;lwm2m=1.1,</0/0>;uri="` + bs.URI() + `",</1>,</2>`
+			if !strings.HasPrefix(string(disc.Payload), want) {
+				return fmt.Errorf("Discover / after Delete / = %s, want it to start %s", disc.Payload, want)
+			}
+			if resp, _ := lwm2mtest.Do(ctx, conn, codes.DELETE, "/0/0", -1, nil); resp.Code != codes.BadRequest {
+				return fmt.Errorf("Delete /0/0 (the bootstrap server's account): %v, want 4.00", resp.Code)
+			}
+			bsWrite(ctx, t, conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 101, nil, nil))
+			bsWrite(ctx, t, conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 101, 60))
+			bsWrite(ctx, t, conn, content.TextPlain, model.NewPath(1, 0, 1), []model.Record{{Path: model.NewPath(1, 0, 1), Value: model.Int(90)}})
+			disc, _ = lwm2mtest.Do(ctx, conn, codes.GET, "/", -1, nil, message.Option{ID: message.Accept, Value: []byte{40}})
+			for _, link := range []string{`</0/1>;ssid=101;uri="` + srv.URI() + `"`, `</1/0>;ssid=101`} {
+				if !strings.Contains(string(disc.Payload), link) {
+					return fmt.Errorf("Discover / = %s, want %s", disc.Payload, link)
+				}
+			}
+			read, err := lwm2mtest.Do(ctx, conn, codes.GET, "/1/0/1", -1, nil)
+			if err != nil || read.Code != codes.Content || string(read.Payload) != "90" {
+				return fmt.Errorf("Read /1/0/1: %v %q %v, want 2.05 90", read.Code, read.Payload, err)
+			}
+			read, _ = lwm2mtest.Do(ctx, conn, codes.GET, "/1/0", -1, nil)
+			recs, err := content.Decode(content.Format(read.Format), model.NewPath(1, 0), read.Payload, model.CoreTypes)
+			if read.Code != codes.Content || err != nil || len(recs) != 4 {
+				return fmt.Errorf("Read /1/0: %v, %d records, %v", read.Code, len(recs), err)
+			}
+			for _, path := range []string{"/0", "/0/1", "/3"} {
+				if resp, _ := lwm2mtest.Do(ctx, conn, codes.GET, path, -1, nil); resp.Code != codes.Unauthorized {
+					return fmt.Errorf("Read %s: %v, want 4.01 Unauthorized", path, resp.Code)
+				}
+			}
+			if resp, _ := lwm2mtest.Do(ctx, conn, codes.GET, "/1/7", -1, nil); resp.Code != codes.NotFound {
+				return fmt.Errorf("Read /1/7: %v, want 4.04", resp.Code)
+			}
+			if resp, err := bs.Finish(ctx, conn); err != nil || resp.Code != codes.Changed {
+				return fmt.Errorf("Finish: %v %v %s", resp.Code, err, resp.Payload)
+			}
+			return nil
+		}()
+	})
+	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-2", Bootstrap: bs.URI(), ProvisioningStore: store})
+	if err := <-results; err != nil {
+		t.Fatal(err)
+	}
+	reg := waitRegister(t, srv, "bs-2")
+	if !strings.Contains(strings.Join(reg.Query, "&"), "lt=90") {
+		t.Errorf("registered with %v, want lifetime 90 as written to /1/0/1", reg.Query)
+	}
+	// The LwM2M server never reaches /0.
+	resp, err := lwm2mtest.Do(context.Background(), reg.Conn, codes.GET, "/0/0", -1, nil)
+	if err != nil || resp.Code != codes.Unauthorized {
+		t.Errorf("the LwM2M server read /0/0: %v %v, want 4.01", resp.Code, err)
+	}
+}
+
+// An inconsistent configuration is refused at Finish with 4.06 and a
+// diagnostic; the bootstrap server may fix it and finish again. Nothing
+// is stored until then.
+func TestBootstrapFinishInconsistent(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
+	results := make(chan error, 1)
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		results <- func() error {
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 7, 60))
+			resp, err := bs.Finish(ctx, r.Conn)
+			if err != nil || resp.Code != codes.NotAcceptable {
+				return fmt.Errorf("Finish with a Server instance and no Security instance: %v %v, want 4.06", resp.Code, err)
+			}
+			if want := "/1/0: no Security instance has Short Server ID 7"; !strings.Contains(string(resp.Payload), want) {
+				return fmt.Errorf("4.06 diagnostic %q, want %q", resp.Payload, want)
+			}
+			if _, err := store.Load(ctx); !errors.Is(err, lwm2m.ErrNotProvisioned) {
+				return fmt.Errorf("the refused configuration was stored: %v", err)
+			}
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 7, nil, nil))
+			if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+				return fmt.Errorf("Finish after the fix: %v %v %s", resp.Code, err, resp.Payload)
+			}
+			return nil
+		}()
+	})
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-3", Bootstrap: bs.URI(), ProvisioningStore: store})
+	if err := <-results; err != nil {
+		t.Fatal(err)
+	}
+	waitRegister(t, srv, "bs-3")
+}
+
+// A bootstrap server that goes quiet is given up on after
+// BootstrapTimeout, and the client bootstraps again.
+func TestBootstrapTimeoutRetries(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	attempts := make(chan struct{}, 10)
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		attempts <- struct{}{}
+		if len(attempts) == 1 {
+			return // the first time: silence after the 2.04
+		}
+		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	})
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-4", Bootstrap: bs.URI(), BootstrapTimeout: 200 * time.Millisecond})
+	waitRegister(t, srv, "bs-4")
+	waitFinished(t, bs)
+	if n := len(bs.Requests); n != 2 {
+		t.Errorf("%d Bootstrap-Requests, want 2 (one abandoned, one finished)", n)
+	}
+}
+
+// Once bootstrapped, a restart registers at once with the stored
+// configuration: a device bootstraps once in its life.
+func TestBootstrapPersistsAcrossRestart(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	})
+	path := filepath.Join(t.TempDir(), "provisioning.json")
+	cfg := lwm2m.Config{Endpoint: "bs-5", Bootstrap: bs.URI(), ProvisioningStore: lwm2m.NewFileProvisioningStore(path)}
+	stop := runBootstrapClient(t, cfg)
+	waitRegister(t, srv, "bs-5")
+	waitFinished(t, bs)
+	stop()
+	if n := len(bs.Requests); n != 1 {
+		t.Fatalf("%d Bootstrap-Requests, want 1", n)
+	}
+	<-bs.Requests
+	cfg.ProvisioningStore = lwm2m.NewFileProvisioningStore(path)
+	runBootstrapClient(t, cfg)
+	waitRegister(t, srv, "bs-5")
+	if n := len(bs.Requests); n != 0 {
+		t.Errorf("the restarted client bootstrapped again (%d requests)", n)
+	}
+}
+
+// A refused Bootstrap-Request is retried with backoff.
+func TestBootstrapRequestRefusedRetries(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	})
+	bs.Refuse(codes.BadRequest)
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-6", Bootstrap: bs.URI()})
+	for range 2 {
+		select {
+		case <-bs.Refused:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the client did not ask again after a refusal")
+		}
+	}
+	bs.Refuse(0)
+	waitRegister(t, srv, "bs-6")
+	waitFinished(t, bs)
+}
