@@ -36,11 +36,6 @@ var (
 	ErrBootstrapTimeout = errors.New("lwm2m: bootstrap did not finish in time")
 )
 
-// TransportFunc builds the transport of a server account whose URI is not
-// coap://, from the URI and the credentials its Security instance holds.
-// Package coaps provides one for coaps:// (coaps.Transports).
-type TransportFunc func(uri string, cr Credentials) (Transport, error)
-
 // bootstrapAccount finds the Security instance of the bootstrap server.
 func bootstrapAccount(t tree) (uint16, bool) {
 	for _, i := range t.instances(0) {
@@ -173,7 +168,7 @@ func maxTransmitSpan(tx TxParams) time.Duration {
 }
 
 // dialAccount opens a connection to the server at uri with handler: plain
-// UDP for coap://, Config.Transports for any other scheme.
+// UDP for coap://, Config.TransportFor for any other scheme.
 func (c *Client) dialAccount(ctx context.Context, uri string, cr Credentials, handler udpclient.HandlerFunc) (*udpclient.Conn, error) {
 	u, err := url.Parse(uri)
 	if err != nil {
@@ -182,10 +177,10 @@ func (c *Client) dialAccount(ctx context.Context, uri string, cr Credentials, ha
 	if u.Scheme == "coap" {
 		return dialUDP(ctx, coapuri.HostPort(u), handler, c.cfg.Tx, c.transportError, nil)
 	}
-	if c.cfg.Transports == nil {
-		return nil, fmt.Errorf("%w: %s: no transport for scheme %q (set Config.Transports, for example to coaps.Transports)", ErrConfig, uri, u.Scheme)
+	if c.cfg.TransportFor == nil {
+		return nil, fmt.Errorf("%w: %s: no transport for scheme %q (set Config.TransportFor, for example to coaps.TransportFor)", ErrConfig, uri, u.Scheme)
 	}
-	t, err := c.cfg.Transports(uri, cr)
+	t, err := c.cfg.TransportFor(uri, cr)
 	if err != nil {
 		return nil, err
 	}

@@ -14,13 +14,13 @@ import (
 // bootstraps reports whether cfg configures the client through
 // bootstrap, a factory configuration or a store rather than Server alone.
 func (cfg Config) bootstraps() bool {
-	return cfg.Bootstrap != "" || cfg.Factory != nil || cfg.ProvisioningStore != nil
+	return cfg.Bootstrap != "" || cfg.Provisioning != nil || cfg.ProvisioningStore != nil
 }
 
 // checkBootstrap checks the bootstrap fields of cfg.
 func (cfg Config) checkBootstrap() error {
-	if cfg.Server == "" && cfg.Bootstrap == "" && cfg.Factory == nil && cfg.ProvisioningStore == nil {
-		return fmt.Errorf("%w: no server: set Server, Bootstrap, Factory or ProvisioningStore", ErrConfig)
+	if cfg.Server == "" && cfg.Bootstrap == "" && cfg.Provisioning == nil && cfg.ProvisioningStore == nil {
+		return fmt.Errorf("%w: no server: set Server, Bootstrap, Provisioning or ProvisioningStore", ErrConfig)
 	}
 	if cfg.BootstrapTimeout < 0 {
 		return fmt.Errorf("%w: negative BootstrapTimeout", ErrConfig)
@@ -31,15 +31,15 @@ func (cfg Config) checkBootstrap() error {
 		case err != nil:
 			return fmt.Errorf("%w: bootstrap server URI: %w", ErrConfig, err)
 		case u.Scheme == "coap":
-		case u.Scheme == "coaps" && cfg.BootstrapCredentials != nil && cfg.Transports != nil:
+		case u.Scheme == "coaps" && cfg.BootstrapCredentials != nil && cfg.TransportFor != nil:
 		case u.Scheme == "coaps":
-			return fmt.Errorf("%w: a coaps:// bootstrap server needs BootstrapCredentials and Transports", ErrConfig)
+			return fmt.Errorf("%w: a coaps:// bootstrap server needs BootstrapCredentials and TransportFor", ErrConfig)
 		default:
 			return fmt.Errorf("%w: bootstrap server URI scheme %q is not supported", ErrConfig, u.Scheme)
 		}
 	}
-	if cfg.Factory != nil {
-		if err := cfg.Factory.check(false); err != nil {
+	if cfg.Provisioning != nil {
+		if err := cfg.Provisioning.check(false); err != nil {
 			return fmt.Errorf("%w: factory configuration: %w", ErrConfig, err)
 		}
 	}
@@ -51,8 +51,8 @@ func (cfg Config) checkBootstrap() error {
 // and Config.Bootstrap describe (the server at /0/0 and /1/0, the
 // bootstrap server's account at the next Security instance).
 func (c *Client) initialProvisioning() Provisioning {
-	if c.cfg.Factory != nil {
-		return Provisioning{Records: append([]model.Record(nil), c.cfg.Factory.Records...)}
+	if c.cfg.Provisioning != nil {
+		return Provisioning{Records: append([]model.Record(nil), c.cfg.Provisioning.Records...)}
 	}
 	var recs []model.Record
 	add := func(p model.Path, v model.Value) { recs = append(recs, model.Record{Path: p, Value: v}) }
@@ -88,8 +88,8 @@ func (c *Client) initialProvisioning() Provisioning {
 	return Provisioning{Records: recs}
 }
 
-// loadProvisioning returns what the store holds, checked.
-func (c *Client) loadProvisioning(ctx context.Context) (Provisioning, error) {
+// storedProvisioning returns what the store holds, checked.
+func (c *Client) storedProvisioning(ctx context.Context) (Provisioning, error) {
 	if c.cfg.ProvisioningStore == nil {
 		return Provisioning{}, ErrNotProvisioned
 	}
@@ -112,7 +112,7 @@ func (c *Client) provision(ctx context.Context) error {
 	if !c.cfg.bootstraps() {
 		return nil
 	}
-	p, err := c.loadProvisioning(ctx)
+	p, err := c.storedProvisioning(ctx)
 	switch {
 	case err == nil:
 		c.log.Info("starting from the provisioned configuration", "servers", len(treeOf(p.Records).instances(1)))
@@ -220,10 +220,10 @@ func (c *Client) applyProvisioningInterim(p Provisioning) error {
 	cr := credentialsOf(t, sec)
 	c.cfg.Transport = nil
 	if u.Scheme != "coap" {
-		if c.cfg.Transports == nil {
+		if c.cfg.TransportFor == nil {
 			return fmt.Errorf("%w: %s: no transport for scheme %q", ErrConfig, uri.Str, u.Scheme)
 		}
-		if c.cfg.Transport, err = c.cfg.Transports(uri.Str, cr); err != nil {
+		if c.cfg.Transport, err = c.cfg.TransportFor(uri.Str, cr); err != nil {
 			return err
 		}
 	}

@@ -95,22 +95,23 @@ type Config struct {
 	// Bootstrap (LwM2M 1.1 Core §6.1; doc.go, docs/BOOTSTRAP.md).
 	//
 	// Bootstrap is the bootstrap server's URI, "coap://host:port" or, with
-	// BootstrapCredentials and Transports, "coaps://host:port". A client
-	// with a bootstrap server and no provisioned LwM2M server bootstraps
-	// before it registers.
+	// BootstrapCredentials and TransportFor, "coaps://host:port". A client
+	// with a bootstrap server and no LwM2M server bootstraps before it
+	// registers.
 	Bootstrap            string
 	BootstrapCredentials *Credentials
-	// Factory is the configuration the device starts with while
+	// Provisioning is the configuration the device starts with while
 	// ProvisioningStore holds none: Security, Server and Access Control
 	// instances (ReadFactoryFile reads them from a file).
-	Factory *Provisioning
+	Provisioning *Provisioning
 	// ProvisioningStore keeps what bootstrap provisioned, so that a
 	// restart registers at once (NewFileProvisioningStore). Nil keeps
 	// it in memory only: the device bootstraps at every start.
 	ProvisioningStore ProvisioningStore
-	// Transports builds the transport of a provisioned account whose URI
-	// is not coap://; coaps.Transports for coaps://.
-	Transports TransportFunc
+	// TransportFor builds the transport of an account whose URI is not
+	// coap://, from its URI and the credentials of its Security
+	// instance; coaps.TransportFor for coaps://.
+	TransportFor func(serverURI string, cr Credentials) (Transport, error)
 	// BootstrapTimeout abandons a bootstrap whose server has sent nothing
 	// for this long; default EXCHANGE_LIFETIME (247 s). It is retried
 	// with backoff between RetryMin and RetryMax.

@@ -31,7 +31,7 @@ func bootstrapConfig(cfg *lwm2m.Config, bsURI, factory, stateDir string, cred cr
 	case cfg.Server != "" && factory != "":
 		return errors.New("-server and -config: give one (the factory file names the servers)")
 	}
-	cfg.Transports = coaps.Transports(coaps.Config{Logger: log})
+	cfg.TransportFor = coaps.TransportFor(log)
 	cfg.ProvisioningStore = lwm2m.NewFileProvisioningStore(filepath.Join(stateDir, provisioningFile))
 	if factory != "" {
 		if cred.set() {
@@ -41,7 +41,7 @@ func bootstrapConfig(cfg *lwm2m.Config, bsURI, factory, stateDir string, cred cr
 		if err != nil {
 			return fmt.Errorf("-config: %w", err)
 		}
-		cfg.Factory = &p
+		cfg.Provisioning = &p
 		return nil
 	}
 	u, err := url.Parse(bsURI)

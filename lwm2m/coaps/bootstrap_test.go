@@ -54,7 +54,7 @@ func TestBootstrapPSKBothLegs(t *testing.T) {
 
 	cfg := lwm2m.Config{Endpoint: "bs-psk", Bootstrap: bs.URI(), Logger: lwm2mtest.Logger(t),
 		BootstrapCredentials: &lwm2m.Credentials{Mode: lwm2m.SecurityPSK, PublicKeyID: []byte(bsID), SecretKey: []byte(bsKey)},
-		Transports:           coaps.Transports(coaps.Config{Logger: lwm2mtest.Logger(t)}),
+		TransportFor:         coaps.TransportFor(lwm2mtest.Logger(t)),
 		RetryMin:             10 * time.Millisecond, RetryMax: 100 * time.Millisecond}
 	c, err := lwm2m.New(cfg)
 	if err != nil {
