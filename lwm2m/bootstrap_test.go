@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -334,4 +336,128 @@ func TestBootstrapRequestRefusedRetries(t *testing.T) {
 	bs.Refuse(0)
 	waitRegister(t, srv, "bs-6")
 	waitFinished(t, bs)
+}
+
+// memObject is an application object with one string resource per
+// instance that may be written, created and deleted.
+type memObject struct {
+	id   uint16
+	mu   sync.Mutex
+	vals map[uint16]string
+}
+
+func (o *memObject) ID() uint16 { return o.id }
+func (o *memObject) Instances() []uint16 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var ids []uint16
+	for i := range o.vals {
+		ids = append(ids, i)
+	}
+	slices.Sort(ids)
+	return ids
+}
+func (o *memObject) Resources(uint16) []lwm2m.Resource {
+	return []lwm2m.Resource{{ID: 0, Type: model.TypeString, Ops: lwm2m.OpRW}}
+}
+func (o *memObject) Read(_ context.Context, p model.Path) ([]model.Record, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v, ok := o.vals[p.Instance()]
+	if !ok {
+		return nil, lwm2m.ErrNotFound
+	}
+	return []model.Record{{Path: p, Value: model.String(v)}}, nil
+}
+func (o *memObject) Write(_ context.Context, p model.Path, recs []model.Record) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.vals[p.Instance()] = recs[0].Value.Str
+	return nil
+}
+func (o *memObject) Create(_ context.Context, inst uint16, recs []model.Record) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.vals[inst] = ""
+	for _, r := range recs {
+		o.vals[inst] = r.Value.Str
+	}
+	return nil
+}
+func (o *memObject) Delete(_ context.Context, inst uint16) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.vals, inst)
+	return nil
+}
+func (o *memObject) get(inst uint16) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v, ok := o.vals[inst]
+	return v, ok
+}
+
+// The bootstrap server may write, create and delete instances of the
+// application objects in Config.BootstrapObjects, and of no other; what
+// it writes reaches the object only at Bootstrap-Finish.
+func TestBootstrapApplicationObjects(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	app := &memObject{id: 33, vals: map[uint16]string{0: "old", 2: "doomed"}}
+	other := &memObject{id: 34, vals: map[uint16]string{0: "kept"}}
+	results := make(chan error, 1)
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		results <- func() error {
+			str := func(p model.Path, s string) []model.Record { return []model.Record{{Path: p, Value: model.String(s)}} }
+			bsWrite(ctx, t, r.Conn, content.TextPlain, model.NewPath(33, 0, 0), str(model.NewPath(33, 0, 0), "new"))
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(33, 1), str(model.NewPath(33, 1, 0), "created"))
+			if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/33/2", -1, nil); err != nil || resp.Code != codes.Deleted {
+				return fmt.Errorf("Bootstrap-Delete /33/2: %v %v", resp.Code, err)
+			}
+			if resp, _ := lwm2mtest.Do(ctx, r.Conn, codes.PUT, "/34/0/0", 0, []byte("x")); resp.Code != codes.BadRequest {
+				return fmt.Errorf("Bootstrap-Write of /34, not in BootstrapObjects: %v, want 4.00", resp.Code)
+			}
+			if resp, _ := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/34/0", -1, nil); resp.Code != codes.BadRequest {
+				return fmt.Errorf("Bootstrap-Delete of /34/0: %v, want 4.00", resp.Code)
+			}
+			if v, _ := app.get(0); v != "old" {
+				return fmt.Errorf("/33/0/0 = %q before Finish, want the old value", v)
+			}
+			if _, ok := app.get(2); !ok {
+				return errors.New("/33/2 deleted before Finish")
+			}
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 1, nil, nil))
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 1, 60))
+			if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+				return fmt.Errorf("Finish: %v %v %s", resp.Code, err, resp.Payload)
+			}
+			return nil
+		}()
+	})
+	cfg := lwm2m.Config{Endpoint: "bs-app", Bootstrap: bs.URI(), BootstrapObjects: []uint16{33}, Logger: lwm2mtest.Logger(t),
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}
+	c, err := lwm2m.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []lwm2m.Object{app, other} {
+		if err := c.AddObject(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lwm2mtest.RunClient(t, srv, c, "bs-app")
+	if err := <-results; err != nil {
+		t.Fatal(err)
+	}
+	for inst, want := range map[uint16]string{0: "new", 1: "created"} {
+		if v, _ := app.get(inst); v != want {
+			t.Errorf("/33/%d/0 = %q after Finish, want %q", inst, v, want)
+		}
+	}
+	if _, ok := app.get(2); ok {
+		t.Error("/33/2 survived its Bootstrap-Delete")
+	}
+	if v, _ := other.get(0); v != "kept" {
+		t.Errorf("/34/0/0 = %q, want it untouched", v)
+	}
 }
