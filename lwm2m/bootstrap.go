@@ -67,6 +67,10 @@ type bsExchange struct {
 	finished chan Provisioning
 }
 
+// maxStagedRecords bounds the values one bootstrap may write: far more
+// than a configuration of many servers with their ACLs needs.
+const maxStagedRecords = 10000
+
 // bsOp is a Bootstrap-Write or -Delete of an application object.
 type bsOp struct {
 	delete bool
@@ -275,6 +279,23 @@ func (x *bsExchange) types(p model.Path) (model.Type, bool) {
 	return x.c.typesOf(p)
 }
 
+// stagedSize counts the values staged: those of /0, /1 and /2 and those
+// of the application objects' operations.
+func (x *bsExchange) stagedSize() int {
+	n := len(x.ops)
+	for _, insts := range x.stage {
+		for _, res := range insts {
+			for _, recs := range res {
+				n += len(recs)
+			}
+		}
+	}
+	for _, op := range x.ops {
+		n += len(op.recs)
+	}
+	return n
+}
+
 // write serves Bootstrap-Write (LwM2M 1.1 Core §5.2.7.4): it creates the
 // instance if needed and replaces each resource written, whether the
 // resource is read-only for LwM2M servers or not.
@@ -321,6 +342,11 @@ func (x *bsExchange) write(r *pool.Message, p model.Path) response {
 			return refusal(codes.BadRequest, fmt.Errorf("%s: %w", rec.Path, err))
 		}
 		recs[i].Value = v
+	}
+	// A bound on what a bootstrap may stage, so that a broken or hostile
+	// bootstrap server cannot grow it without end.
+	if x.stagedSize()+len(recs) > maxStagedRecords {
+		return refusal(codes.RequestEntityTooLarge, fmt.Errorf("more than %d values staged by one bootstrap", maxStagedRecords))
 	}
 	if p.Object() > 2 {
 		x.ops = append(x.ops, bsOp{path: p, recs: recs})
@@ -493,6 +519,9 @@ func (x *bsExchange) delete(p model.Path) response {
 	isBS := func(i uint16) bool { v, _ := x.stage.value(0, i, secBootstrap); return v.Bool }
 	if p.Len() == 2 && p.Object() == 0 && isBS(p.Instance()) {
 		return refusal(codes.BadRequest, fmt.Errorf("%s is the bootstrap server's own account", p))
+	}
+	if len(x.ops) >= maxStagedRecords {
+		return refusal(codes.RequestEntityTooLarge, fmt.Errorf("more than %d operations staged by one bootstrap", maxStagedRecords))
 	}
 	objs := []uint16{0, 1, 2}
 	if p.Len() > 0 {

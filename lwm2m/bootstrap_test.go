@@ -461,3 +461,63 @@ func TestBootstrapApplicationObjects(t *testing.T) {
 		t.Errorf("/34/0/0 = %q, want it untouched", v)
 	}
 }
+
+// A bootstrap server's garbage gets an error code, never a panic, and what
+// one bootstrap may stage is bounded.
+func TestBootstrapHostile(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	results := make(chan error, 1)
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		results <- func() error {
+			for _, tc := range []struct {
+				code    codes.Code
+				path    string
+				format  int
+				payload []byte
+				want    codes.Code
+			}{
+				{codes.PUT, "/0/1", int(content.TLV), []byte{0xff, 0xff, 0xff}, codes.BadRequest},
+				{codes.PUT, "/1/0", int(content.SenMLJSON), []byte(`[{"n":"1","vs":"not a number"}]`), codes.BadRequest},
+				{codes.PUT, "/1/0", int(content.SenMLJSON), []byte(`[{"bn":"/3/0/","n":"1","vs":"x"}]`), codes.BadRequest},
+				{codes.PUT, "/1/0", 9999, []byte("x"), codes.UnsupportedMediaType},
+				{codes.PUT, "/", int(content.TLV), nil, codes.BadRequest},
+				{codes.PUT, "/1/0", -1, []byte("x"), codes.BadRequest},
+				{codes.DELETE, "/1/0/1", -1, nil, codes.BadRequest},
+				{codes.GET, "/1/0/1/2/3", -1, nil, codes.NotFound},
+				{codes.POST, "/1/0/8", -1, nil, codes.MethodNotAllowed},
+				{codes.FETCH, "/1", -1, nil, codes.MethodNotAllowed},
+			} {
+				var payload []byte = tc.payload
+				resp, err := lwm2mtest.Do(ctx, r.Conn, tc.code, tc.path, tc.format, payload)
+				if err != nil || resp.Code != tc.want {
+					return fmt.Errorf("%v %s: %v %v, want %v", tc.code, tc.path, resp.Code, err, tc.want)
+				}
+			}
+			// Writes of many instances hit the bound with 4.13.
+			var last codes.Code
+			for i := 0; i < 3000 && last != codes.RequestEntityTooLarge; i++ {
+				p := model.NewPath(1, uint16(i))
+				body, _ := content.Encode(content.TLV, p, serverRecords(uint16(i), int64(i%60000+1), 60))
+				resp, err := lwm2mtest.Do(ctx, r.Conn, codes.PUT, p.String(), int(content.TLV), body)
+				if err != nil {
+					return err
+				}
+				last = resp.Code
+			}
+			if last != codes.RequestEntityTooLarge {
+				return fmt.Errorf("3000 instance writes ended %v, want 4.13 at the bound", last)
+			}
+			// A bootstrap that starts over is fine again.
+			if resp, _ := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); resp.Code != codes.Deleted {
+				return fmt.Errorf("Delete /: %v", resp.Code)
+			}
+			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 1, nil, nil))
+			return nil
+		}()
+	})
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-hostile", Bootstrap: bs.URI()})
+	if err := <-results; err != nil {
+		t.Fatal(err)
+	}
+}
