@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
+	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/corelink"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -65,6 +66,9 @@ type bsExchange struct {
 	done     bool   // Finish accepted
 	activity chan struct{}
 	finished chan Provisioning
+
+	uri         string
+	unreachable rateLog
 }
 
 // maxStagedRecords bounds the values one bootstrap may write: far more
@@ -93,13 +97,13 @@ func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit fu
 		return Provisioning{}, ErrNoBootstrapServer
 	}
 	uriV, _ := t.value(0, bs, secServerURI)
-	x := &bsExchange{c: c, commit: commit, stage: t.clone(),
+	x := &bsExchange{c: c, commit: commit, stage: t.clone(), uri: uriV.Str,
 		activity: make(chan struct{}, 1), finished: make(chan Provisioning, 1)}
 
 	// The connection outlives ctx by a little: see linger below.
 	cctx, ccancel := context.WithCancel(context.Background())
 	stopDial := context.AfterFunc(ctx, ccancel)
-	conn, err := c.dialAccount(cctx, uriV.Str, credentialsOf(t, bs), x.handle)
+	conn, err := c.dialAccount(cctx, uriV.Str, credentialsOf(t, bs), x.handle, x.transportError)
 	if !stopDial() || err != nil {
 		ccancel()
 		if err == nil {
@@ -173,13 +177,13 @@ func maxTransmitSpan(tx TxParams) time.Duration {
 
 // dialAccount opens a connection to the server at uri with handler: plain
 // UDP for coap://, Config.TransportFor for any other scheme.
-func (c *Client) dialAccount(ctx context.Context, uri string, cr Credentials, handler udpclient.HandlerFunc) (*udpclient.Conn, error) {
+func (c *Client) dialAccount(ctx context.Context, uri string, cr Credentials, handler udpclient.HandlerFunc, errs func(error)) (*udpclient.Conn, error) {
 	u, err := url.Parse(uri)
 	if err != nil {
 		return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
 	}
 	if u.Scheme == "coap" {
-		return dialUDP(ctx, coapuri.HostPort(u), handler, c.cfg.Tx, c.transportError, nil)
+		return dialUDP(ctx, coapuri.HostPort(u), handler, c.cfg.Tx, errs, nil)
 	}
 	if c.cfg.TransportFor == nil {
 		return nil, fmt.Errorf("%w: %s: no transport for scheme %q (set Config.TransportFor, for example to coaps.TransportFor)", ErrConfig, uri, u.Scheme)
@@ -188,7 +192,19 @@ func (c *Client) dialAccount(ctx context.Context, uri string, cr Credentials, ha
 	if err != nil {
 		return nil, err
 	}
-	return dialTransport(ctx, t, handler, c.cfg.Tx, c.transportError)
+	return dialTransport(ctx, t, handler, c.cfg.Tx, errs)
+}
+
+// transportError logs the errors of the bootstrap server's connection:
+// an ICMP error (port unreachable, say) at Warn, at most every 30 s.
+func (x *bsExchange) transportError(err error) {
+	if udpsock.IsAsyncError(err) {
+		if ok, n := x.unreachable.allow(); ok {
+			x.c.log.Warn("bootstrap server unreachable, retransmitting", "server", x.uri, "err", err, "more_since_last", n)
+			return
+		}
+	}
+	x.c.log.Debug("coap", "server", x.uri, "err", err)
 }
 
 func (c *Client) bootstrapTimeout() time.Duration {

@@ -4,23 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"sync"
 	"time"
 
-	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 )
 
-// bootstraps reports whether cfg configures the client through
-// bootstrap, a factory configuration or a store rather than Server alone.
+// bootstraps reports whether cfg may configure the client through
+// bootstrap or a store rather than Server or Provisioning alone.
 func (cfg Config) bootstraps() bool {
-	return cfg.Bootstrap != "" || cfg.Provisioning != nil || cfg.ProvisioningStore != nil
+	return cfg.Bootstrap != "" || cfg.ProvisioningStore != nil
 }
 
 // checkBootstrap checks the bootstrap fields of cfg.
 func (cfg Config) checkBootstrap() error {
-	if cfg.Server == "" && cfg.Bootstrap == "" && cfg.Provisioning == nil && cfg.ProvisioningStore == nil {
-		return fmt.Errorf("%w: no server: set Server, Bootstrap, Provisioning or ProvisioningStore", ErrConfig)
+	if cfg.Server == "" && cfg.Provisioning == nil && !cfg.bootstraps() {
+		return fmt.Errorf("%w: no server: set Server, Provisioning, Bootstrap or ProvisioningStore", ErrConfig)
 	}
 	if cfg.BootstrapTimeout < 0 {
 		return fmt.Errorf("%w: negative BootstrapTimeout", ErrConfig)
@@ -37,53 +38,43 @@ func (cfg Config) checkBootstrap() error {
 		default:
 			return fmt.Errorf("%w: bootstrap server URI scheme %q is not supported", ErrConfig, u.Scheme)
 		}
+		if cfg.Provisioning != nil {
+			if _, ok := bootstrapAccount(treeOf(cfg.Provisioning.Records)); ok {
+				return fmt.Errorf("%w: Bootstrap and a bootstrap account in Provisioning", ErrConfig)
+			}
+		}
 	}
 	if cfg.Provisioning != nil {
 		if err := cfg.Provisioning.check(false); err != nil {
-			return fmt.Errorf("%w: factory configuration: %w", ErrConfig, err)
+			return fmt.Errorf("%w: Provisioning: %w", ErrConfig, err)
 		}
 	}
 	return nil
 }
 
-// initialProvisioning is the configuration of a device that was never
-// provisioned: the factory configuration, or the one that Config.Server
-// and Config.Bootstrap describe (the server at /0/0 and /1/0, the
-// bootstrap server's account at the next Security instance).
-func (c *Client) initialProvisioning() Provisioning {
-	if c.cfg.Provisioning != nil {
-		return Provisioning{Records: append([]model.Record(nil), c.cfg.Provisioning.Records...)}
+// withBootstrapAccount adds the account of Config.Bootstrap to p, at the
+// lowest free Security instance.
+func (cfg Config) withBootstrapAccount(p Provisioning) Provisioning {
+	if cfg.Bootstrap == "" {
+		return p
 	}
-	var recs []model.Record
-	add := func(p model.Path, v model.Value) { recs = append(recs, model.Record{Path: p, Value: v}) }
-	bsInst := uint16(0)
-	if c.cfg.Server != "" {
-		cr := c.Credentials()
-		add(model.NewPath(0, 0, secServerURI), model.String(c.cfg.Server))
-		add(model.NewPath(0, 0, secBootstrap), model.Bool(false))
-		add(model.NewPath(0, 0, secMode), model.Int(int64(cr.Mode)))
-		add(model.NewPath(0, 0, secPublicKeyID), model.Opaque(cr.PublicKeyID))
-		add(model.NewPath(0, 0, secServerKey), model.Opaque(cr.ServerKey))
-		add(model.NewPath(0, 0, secSecretKey), model.Opaque(cr.SecretKey))
-		add(model.NewPath(0, 0, secShortID), model.Int(int64(c.cfg.ShortServerID)))
-		add(model.NewPath(1, 0, serverShortID), model.Int(int64(c.cfg.ShortServerID)))
-		add(model.NewPath(1, 0, serverLifetime), model.Int(int64(c.cfg.Lifetime/time.Second)))
-		add(model.NewPath(1, 0, serverStoring), model.Bool(false))
-		add(model.NewPath(1, 0, serverBinding), model.String("U"))
-		bsInst = 1
+	t := treeOf(p.Records)
+	inst := uint16(0)
+	for t.has(0, inst) {
+		inst++
 	}
-	if c.cfg.Bootstrap != "" {
-		cr := Credentials{Mode: SecurityNoSec}
-		if c.cfg.BootstrapCredentials != nil {
-			cr = *c.cfg.BootstrapCredentials
-		}
-		add(model.NewPath(0, bsInst, secServerURI), model.String(c.cfg.Bootstrap))
-		add(model.NewPath(0, bsInst, secBootstrap), model.Bool(true))
-		add(model.NewPath(0, bsInst, secMode), model.Int(int64(cr.Mode)))
-		add(model.NewPath(0, bsInst, secPublicKeyID), model.Opaque(cr.PublicKeyID))
-		add(model.NewPath(0, bsInst, secServerKey), model.Opaque(cr.ServerKey))
-		add(model.NewPath(0, bsInst, secSecretKey), model.Opaque(cr.SecretKey))
+	cr := Credentials{Mode: SecurityNoSec}
+	if cfg.BootstrapCredentials != nil {
+		cr = *cfg.BootstrapCredentials
 	}
+	recs := append([]model.Record(nil), p.Records...)
+	add := func(res uint16, v model.Value) { recs = append(recs, model.Record{Path: model.NewPath(0, inst, res), Value: v}) }
+	add(secServerURI, model.String(cfg.Bootstrap))
+	add(secBootstrap, model.Bool(true))
+	add(secMode, model.Int(int64(cr.Mode)))
+	add(secPublicKeyID, model.Opaque(cr.PublicKeyID))
+	add(secServerKey, model.Opaque(cr.ServerKey))
+	add(secSecretKey, model.Opaque(cr.SecretKey))
 	sortRecords(recs)
 	return Provisioning{Records: recs}
 }
@@ -105,43 +96,42 @@ func (c *Client) storedProvisioning(ctx context.Context) (Provisioning, error) {
 
 // provision settles the configuration before the first registration: the
 // stored one if there is one (a device bootstraps once in its life), else
-// the initial one if it names an LwM2M server, else what bootstrap
+// the one New loaded if it names an LwM2M server, else what bootstrap
 // provides. A stored configuration that cannot be read is reported and,
 // if a bootstrap server is known, replaced by bootstrapping again.
 func (c *Client) provision(ctx context.Context) error {
-	if !c.cfg.bootstraps() {
-		return nil
-	}
 	p, err := c.storedProvisioning(ctx)
 	switch {
 	case err == nil:
 		c.log.Info("starting from the provisioned configuration", "servers", len(treeOf(p.Records).instances(1)))
-		return c.applyProvisioningInterim(p)
+		return c.loadProvisioning(p)
 	case errors.Is(err, ErrNotProvisioned):
 	default:
-		if _, ok := bootstrapAccount(treeOf(c.initialProvisioning().Records)); !ok {
+		if _, ok := bootstrapAccount(treeOf(c.Provisioning().Records)); !ok {
 			return err
 		}
 		c.log.Error("the provisioned configuration is unusable: bootstrapping again", "err", err)
 	}
-	init := c.initialProvisioning()
-	if len(treeOf(init.Records).instances(1)) > 0 {
-		if err := init.Validate(); err != nil {
-			return fmt.Errorf("%w: %w", ErrConfig, err)
-		}
-		return c.applyProvisioningInterim(init)
+	cur := c.Provisioning()
+	t := treeOf(cur.Records)
+	if len(t.instances(1)) > 0 {
+		return nil // Config.Server or Config.Provisioning names a server
 	}
-	p, err = c.bootstrapLoop(ctx, init)
+	if _, ok := bootstrapAccount(t); !ok {
+		return fmt.Errorf("%w: no LwM2M server and no bootstrap server", ErrConfig)
+	}
+	p, err = c.bootstrapLoop(ctx, cur, 0)
 	if err != nil {
 		return err
 	}
-	return c.applyProvisioningInterim(p)
+	return c.loadProvisioning(p)
 }
 
-// bootstrapLoop bootstraps until it succeeds or ctx ends, after the Client
-// Hold Off Time of the bootstrap account (/0/x/11), with jittered
-// exponential backoff between attempts.
-func (c *Client) bootstrapLoop(ctx context.Context, from Provisioning) (Provisioning, error) {
+// bootstrapLoop bootstraps until it succeeds, ctx ends, or (attempts > 0)
+// after that many failures, after the Client Hold Off Time of the
+// bootstrap account (/0/x/11), with jittered exponential backoff between
+// attempts.
+func (c *Client) bootstrapLoop(ctx context.Context, from Provisioning, attempts int) (Provisioning, error) {
 	t := treeOf(from.Records)
 	bs, ok := bootstrapAccount(t)
 	if !ok {
@@ -157,13 +147,16 @@ func (c *Client) bootstrapLoop(ctx context.Context, from Provisioning) (Provisio
 		}
 	}
 	backoff := c.cfg.RetryMin
-	for {
+	for n := 1; ; n++ {
 		p, err := c.bootstrapOnce(ctx, from, c.commitBootstrap)
 		if err == nil {
 			return p, nil
 		}
 		if ctx.Err() != nil {
 			return Provisioning{}, ctx.Err()
+		}
+		if attempts > 0 && n >= attempts {
+			return Provisioning{}, err
 		}
 		wait := jitter(backoff)
 		c.log.Warn("bootstrap failed, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
@@ -189,53 +182,138 @@ func (c *Client) commitBootstrap(ctx context.Context, p Provisioning, ops []bsOp
 	return c.cfg.ProvisioningStore.Save(ctx, p)
 }
 
-// applyProvisioningInterim points the single-server client at the first
-// Server instance of p. TEMPORARY: replaced by applyProvisioning (one
-// session per Server instance) when sessions merges.
-func (c *Client) applyProvisioningInterim(p Provisioning) error {
-	t := treeOf(p.Records)
-	insts := t.instances(1)
-	if len(insts) == 0 {
-		return fmt.Errorf("%w: no LwM2M server configured", ErrConfig)
+// Bootstrapping again while running (LwM2M 1.1 Core §6.1.3, §E.2).
+
+// rebootstrapAttempts bounds a bootstrap started while the client runs:
+// after that many failures the sessions go on with the configuration they
+// have, which is still stored.
+const rebootstrapAttempts = 3
+
+// fallbackAttempts is how many registrations in a row must fail with
+// every server before the client falls back to bootstrap, when the
+// Server instance does not say (/1/x/17 Communication Retry Count, whose
+// default is 5, times /1/x/20 Sequence Retry Count, default 1).
+const fallbackAttempts = 5
+
+// bootstrapState tracks registration failures for the fall-back to
+// bootstrap, and asks for a bootstrap (Trigger or fall-back).
+type bootstrapState struct {
+	mu       sync.Mutex
+	failures map[uint16]int // consecutive failed registrations by short server ID
+	req      chan string    // why a bootstrap is wanted
+}
+
+// requests returns the channel of bootstrap requests.
+func (b *bootstrapState) requests() chan string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.req == nil {
+		b.req = make(chan string, 1)
 	}
-	ssid, _ := t.value(1, insts[0], serverShortID)
-	var sec uint16
-	found := false
-	for _, i := range t.instances(0) {
-		if v, ok := t.value(0, i, secShortID); ok && v.Int == ssid.Int {
-			if bs, _ := t.value(0, i, secBootstrap); !bs.Bool {
-				sec, found = i, true
-				break
+	return b.req
+}
+
+func (b *bootstrapState) request(why string) {
+	select {
+	case b.requests() <- why:
+	default: // one is pending already
+	}
+}
+
+// registrationFailed counts a failed registration (or connection) of s
+// and asks for a bootstrap when every server has failed its attempts and
+// each one's Bootstrap on Registration Failure (/1/x/16, default true)
+// allows it.
+func (c *Client) registrationFailed(s *session) {
+	b := &c.bs
+	b.mu.Lock()
+	if b.failures == nil {
+		b.failures = map[uint16]int{}
+	}
+	b.failures[s.ssid]++
+	failures := maps.Clone(b.failures)
+	b.mu.Unlock()
+	sessions := c.currentSessions()
+	if len(sessions) == 0 {
+		return
+	}
+	for _, x := range sessions {
+		if failures[x.ssid] < x.retryCount() {
+			return
+		}
+		if v, ok := x.serverValue(bsServerOnRegFailure); ok && !v.Bool {
+			return
+		}
+	}
+	if _, ok := bootstrapAccount(treeOf(c.Provisioning().Records)); !ok {
+		return
+	}
+	c.bs.request("registration failed with every server")
+}
+
+// registrationSucceeded resets the count of s.
+func (c *Client) registrationSucceeded(s *session) {
+	c.bs.mu.Lock()
+	delete(c.bs.failures, s.ssid)
+	c.bs.mu.Unlock()
+}
+
+// retryCount is how many registrations in a row must fail before this
+// server counts as failed: /1/x/17 times /1/x/20 when set.
+func (s *session) retryCount() int {
+	n, m := int64(fallbackAttempts), int64(1)
+	if v, ok := s.serverValue(17); ok && v.Uint > 0 {
+		n = int64(min(v.Uint, 1000))
+	}
+	if v, ok := s.serverValue(20); ok && v.Uint > 0 {
+		m = int64(min(v.Uint, 1000))
+	}
+	return int(n * m)
+}
+
+// watchBootstrap serves bootstrap requests while the client runs, until
+// ctx ends: the Bootstrap-Request Trigger and the fall-back. The sessions
+// go on while it bootstraps; a new configuration replaces them
+// (applyProvisioning). The function it returns waits for its goroutine.
+func (c *Client) watchBootstrap(ctx context.Context) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.bootstrapWatch(ctx)
+	}()
+	return func() { <-done }
+}
+
+func (c *Client) bootstrapWatch(ctx context.Context) {
+	reqs := c.bs.requests()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case why := <-reqs:
+			c.log.Info("bootstrapping again", "why", why)
+			p, err := c.bootstrapLoop(ctx, c.Provisioning(), rebootstrapAttempts)
+			c.bs.mu.Lock()
+			clear(c.bs.failures) // a failed fall-back waits for a full sequence of failures again
+			c.bs.mu.Unlock()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Error("bootstrap failed; keeping the current configuration", "err", err)
+				}
+				continue
+			}
+			if err := c.applyProvisioning(ctx, p); err != nil {
+				c.log.Error("cannot apply the bootstrapped configuration", "err", err)
 			}
 		}
 	}
-	if !found {
-		return fmt.Errorf("%w: no Security instance for Short Server ID %d", ErrConfig, ssid.Int)
+}
+
+// bootstrapTrigger serves Bootstrap-Request Trigger (/1/x/9).
+func (c *Client) bootstrapTrigger(context.Context, uint16, string) error {
+	if _, ok := bootstrapAccount(treeOf(c.Provisioning().Records)); !ok {
+		return fmt.Errorf("%w: no bootstrap server configured", ErrMethodNotAllowed)
 	}
-	uri, _ := t.value(0, sec, secServerURI)
-	u, err := url.Parse(uri.Str)
-	if err != nil {
-		return fmt.Errorf("%w: server URI: %w", ErrConfig, err)
-	}
-	cr := credentialsOf(t, sec)
-	c.cfg.Transport = nil
-	if u.Scheme != "coap" {
-		if c.cfg.TransportFor == nil {
-			return fmt.Errorf("%w: %s: no transport for scheme %q", ErrConfig, uri.Str, u.Scheme)
-		}
-		if c.cfg.Transport, err = c.cfg.TransportFor(uri.Str, cr); err != nil {
-			return err
-		}
-	}
-	c.cfg.Server, c.host = uri.Str, coapuri.HostPort(u)
-	c.cfg.ShortServerID = uint16(ssid.Int)
-	c.security.Set(0, secServerURI, uri)
-	c.security.Set(0, secShortID, ssid)
-	c.SetCredentials(cr)
-	for _, res := range []uint16{serverShortID, serverLifetime, serverPmin, serverPmax, serverDisableTO, serverStoring, serverBinding} {
-		if v, ok := t.value(1, insts[0], res); ok {
-			c.server.Set(0, res, v)
-		}
-	}
+	c.bs.request("Bootstrap-Request Trigger executed")
 	return nil
 }

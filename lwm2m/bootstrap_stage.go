@@ -87,21 +87,3 @@ func (t tree) records(objs ...uint16) []model.Record {
 func (t tree) clone() tree {
 	return treeOf(t.records())
 }
-
-// sortRecords sorts records by path, the order of Provisioning.Records.
-func sortRecords(recs []model.Record) {
-	slices.SortStableFunc(recs, func(a, b model.Record) int { return comparePaths(a.Path, b.Path) })
-}
-
-// comparePaths orders paths by their IDs, a path before those below it.
-func comparePaths(a, b model.Path) int {
-	for i := 0; i < min(a.Len(), b.Len()); i++ {
-		if x, y := a.ID(i), b.ID(i); x != y {
-			if x < y {
-				return -1
-			}
-			return 1
-		}
-	}
-	return a.Len() - b.Len()
-}

@@ -69,7 +69,9 @@ func TestBootstrapPSKBothLegs(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer to Bootstrap-Finish")
 	}
-	if got := c.Credentials(); got.Mode != lwm2m.SecurityPSK || string(got.PublicKeyID) != testIdentity {
-		t.Errorf("credentials after bootstrap: mode %v, identity %q", got.Mode, got.PublicKeyID)
+	for _, r := range c.Provisioning().Records {
+		if r.Path == model.NewPath(0, 1, 3) && string(r.Value.Bytes) != testIdentity {
+			t.Errorf("/0/1/3 after bootstrap: %q, want %q", r.Value.Bytes, testIdentity)
+		}
 	}
 }
