@@ -68,7 +68,9 @@ func (cfg Config) withBootstrapAccount(p Provisioning) Provisioning {
 		cr = *cfg.BootstrapCredentials
 	}
 	recs := append([]model.Record(nil), p.Records...)
-	add := func(res uint16, v model.Value) { recs = append(recs, model.Record{Path: model.NewPath(0, inst, res), Value: v}) }
+	add := func(res uint16, v model.Value) {
+		recs = append(recs, model.Record{Path: model.NewPath(0, inst, res), Value: v})
+	}
 	add(secServerURI, model.String(cfg.Bootstrap))
 	add(secBootstrap, model.Bool(true))
 	add(secMode, model.Int(int64(cr.Mode)))
