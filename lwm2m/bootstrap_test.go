@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -519,5 +520,101 @@ func TestBootstrapHostile(t *testing.T) {
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-hostile", Bootstrap: bs.URI()})
 	if err := <-results; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// provisionAt is provisionServer with the server's Security instance at
+// /0/sec, clear of the bootstrap account wherever the client keeps it.
+func provisionAt(t *testing.T, bs *lwm2mtest.BootstrapServer, uri string, sec uint16) func(context.Context, lwm2mtest.BootstrapRequest) {
+	return func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
+			t.Errorf("Bootstrap-Delete /: %v %v", resp.Code, err)
+		}
+		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, sec), securityRecords(sec, uri, 101, nil, nil))
+		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 101, 60))
+		if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+			t.Errorf("Bootstrap-Finish: %v %v (%s)", resp.Code, err, resp.Payload)
+		}
+	}
+}
+
+// accountsWith is a configuration with the bootstrap server's account at
+// /0/0 and one LwM2M server at uri (/0/1, /1/0), whose Bootstrap on
+// Registration Failure is onFailure.
+func accountsWith(bsURI, uri string, onFailure bool) *lwm2m.Provisioning {
+	recs := []model.Record{
+		{Path: model.NewPath(0, 0, 0), Value: model.String(bsURI)},
+		{Path: model.NewPath(0, 0, 1), Value: model.Bool(true)},
+		{Path: model.NewPath(0, 0, 2), Value: model.Int(int64(lwm2m.SecurityNoSec))},
+	}
+	recs = append(recs, securityRecords(1, uri, 7, nil, nil)...)
+	recs = append(recs, serverRecords(0, 7, 60)...)
+	recs = append(recs, model.Record{Path: model.NewPath(1, 0, 16), Value: model.Bool(onFailure)})
+	return &lwm2m.Provisioning{Records: recs}
+}
+
+// When registration fails with every server, the client falls back to
+// bootstrap (Bootstrap on Registration Failure, /1/x/16, LwM2M 1.1 Core
+// §6.2.1.1) and registers with what the bootstrap server gives.
+func TestBootstrapFallback(t *testing.T) {
+	down := lwm2mtest.Start(t, "")
+	down.SetRefuse(codes.Forbidden)
+	up := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionAt(t, bs, up.URI(), 1)(ctx, r)
+	})
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-fall", Provisioning: accountsWith(bs.URI(), down.URI(), true)})
+	waitRegister(t, up, "bs-fall")
+	waitFinished(t, bs)
+	if _, attempts := down.Registers(); len(attempts) < 5 {
+		t.Errorf("fell back after %d refused Registers, want 5 (Communication Retry Count)", len(attempts))
+	}
+}
+
+// With /1/x/16 false, failures do not send the client to bootstrap.
+func TestBootstrapFallbackDisabled(t *testing.T) {
+	down := lwm2mtest.Start(t, "")
+	down.SetRefuse(codes.Forbidden)
+	bs := lwm2mtest.StartBootstrap(t, nil)
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-nofall", Provisioning: accountsWith(bs.URI(), down.URI(), false)})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	down.WaitFor(ctx, "12 refused Registers", func() bool { _, a := down.Registers(); return len(a) >= 12 })
+	if n := len(bs.Requests); n != 0 {
+		t.Errorf("%d Bootstrap-Requests with Bootstrap on Registration Failure false", n)
+	}
+}
+
+// A server that executes Bootstrap-Request Trigger (/1/x/9) sends the
+// client to bootstrap again; it then registers with the new server.
+func TestBootstrapTrigger(t *testing.T) {
+	first := lwm2mtest.Start(t, "")
+	second := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	var n atomic.Int32
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		uri := first.URI()
+		if n.Add(1) > 1 {
+			uri = second.URI()
+		}
+		provisionAt(t, bs, uri, 1)(ctx, r)
+	})
+	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-trig", Bootstrap: bs.URI(), ProvisioningStore: store})
+	reg := waitRegister(t, first, "bs-trig")
+	waitFinished(t, bs)
+	resp, err := lwm2mtest.Do(context.Background(), reg.Conn, codes.POST, "/1/0/9", -1, nil)
+	if err != nil || resp.Code != codes.Changed {
+		t.Fatalf("Execute /1/0/9: %v %v, want 2.04", resp.Code, err)
+	}
+	waitRegister(t, second, "bs-trig")
+	waitFinished(t, bs)
+	p, err := store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := valueAt(p, model.NewPath(0, 1, 0)); v.Str != second.URI() {
+		t.Errorf("stored server %q after the second bootstrap, want %s", v.Str, second.URI())
 	}
 }
