@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -489,8 +492,7 @@ func TestBootstrapHostile(t *testing.T) {
 				{codes.POST, "/1/0/8", -1, nil, codes.MethodNotAllowed},
 				{codes.FETCH, "/1", -1, nil, codes.MethodNotAllowed},
 			} {
-				var payload []byte = tc.payload
-				resp, err := lwm2mtest.Do(ctx, r.Conn, tc.code, tc.path, tc.format, payload)
+				resp, err := lwm2mtest.Do(ctx, r.Conn, tc.code, tc.path, tc.format, tc.payload)
 				if err != nil || resp.Code != tc.want {
 					return fmt.Errorf("%v %s: %v %v, want %v", tc.code, tc.path, resp.Code, err, tc.want)
 				}
@@ -616,5 +618,42 @@ func TestBootstrapTrigger(t *testing.T) {
 	}
 	if v, _ := valueAt(p, model.NewPath(0, 1, 0)); v.Str != second.URI() {
 		t.Errorf("stored server %q after the second bootstrap, want %s", v.Str, second.URI())
+	}
+}
+
+// A damaged stored configuration is never taken for "not provisioned" in
+// silence: with a bootstrap server known, the client says so and
+// bootstraps again; without one, Run fails with ErrCorruptProvisioning.
+func TestBootstrapDamagedStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "provisioning.json")
+	if err := os.WriteFile(path, []byte(`{"format":"lwm2m-provisioning","version":1,"sha256":"00","records":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bare, err := lwm2m.New(lwm2m.Config{Endpoint: "bs-damaged", ProvisioningStore: lwm2m.NewFileProvisioningStore(path), Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bare.Run(context.Background()); !errors.Is(err, lwm2m.ErrCorruptProvisioning) {
+		t.Errorf("Run with a damaged store and no bootstrap server: %v, want ErrCorruptProvisioning", err)
+	}
+
+	srv := lwm2mtest.Start(t, "")
+	var bs *lwm2mtest.BootstrapServer
+	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionAt(t, bs, srv.URI(), 1)(ctx, r)
+	})
+	var logs syncbuf.Buffer
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "bs-damaged", Bootstrap: bs.URI(),
+		ProvisioningStore: lwm2m.NewFileProvisioningStore(path), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lwm2mtest.RunClient(t, srv, c, "bs-damaged")
+	waitFinished(t, bs)
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "damaged") {
+		t.Errorf("no error about the damaged file in the log:\n%s", logs.String())
+	}
+	if _, err := lwm2m.NewFileProvisioningStore(path).Load(context.Background()); err != nil {
+		t.Errorf("the new configuration replaced the damaged one: %v", err)
 	}
 }
