@@ -83,7 +83,7 @@ type bsOp struct {
 }
 
 // bootstrapOnce runs one Client-Initiated Bootstrap (LwM2M 1.1 Core
-// §5.2.7, §6.1.4?) with the bootstrap server whose Security instance is
+// §6.1, Bootstrap Interface) with the bootstrap server whose Security instance is
 // in from: Bootstrap-Request, then the server's Bootstrap-Write, -Read,
 // -Discover and -Delete on a staged copy of from, until Bootstrap-Finish.
 // Finish validates the staged configuration and calls commit with it
@@ -130,7 +130,7 @@ func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit fu
 
 	q := []string{"ep=" + c.cfg.Endpoint}
 	if c.cfg.Version != Version10 {
-		q = append(q, "pct="+strconv.Itoa(int(c.cfg.PreferredFormat))) // LwM2M 1.1 Core §5.2.7.1
+		q = append(q, "pct="+strconv.Itoa(int(c.cfg.PreferredFormat))) // LwM2M 1.1 Core §6.1, Bootstrap-Request
 	}
 	c.log.Info("bootstrapping", "server", uriV.Str)
 	rctx, cancel := c.requestCtx(ctx)
@@ -312,7 +312,7 @@ func (x *bsExchange) stagedSize() int {
 	return n
 }
 
-// write serves Bootstrap-Write (LwM2M 1.1 Core §5.2.7.4): it creates the
+// write serves Bootstrap-Write (LwM2M 1.1 Core §6.1): it creates the
 // instance if needed and replaces each resource written, whether the
 // resource is read-only for LwM2M servers or not.
 func (x *bsExchange) write(r *pool.Message, p model.Path) response {
@@ -392,7 +392,7 @@ func (x *bsExchange) write(r *pool.Message, p model.Path) response {
 	return errResponse(codes.Changed)
 }
 
-// read serves Bootstrap-Read (LwM2M 1.1 Core §5.2.7.2), which only
+// read serves Bootstrap-Read (LwM2M 1.1 Core §6.1), which only
 // reaches the Server and Access Control objects: the Security object's
 // keys never leave the device.
 func (x *bsExchange) read(p model.Path, accept content.Format, hasAccept bool) response {
@@ -428,7 +428,7 @@ func (x *bsExchange) read(p model.Path, accept content.Format, hasAccept bool) r
 	return response{code: codes.Content, format: f, body: body, hasBody: true}
 }
 
-// discover serves Bootstrap-Discover (LwM2M 1.1 Core §5.2.7.3): the
+// discover serves Bootstrap-Discover (LwM2M 1.1 Core §6.1): the
 // objects and instances, with the short server ID of each Security and
 // Server instance and the URI of each Security instance, so that the
 // bootstrap server finds its own account.
@@ -494,7 +494,7 @@ func (x *bsExchange) discover(p model.Path) response {
 }
 
 // encodeDiscover is corelink.Encode, except that uri is always quoted as
-// LwM2M 1.1 Core §5.2.7.3 writes it (</0/0>;uri="coap://host:5683"),
+// LwM2M 1.1 Core §6.1 writes it (</0/0>;uri="coap://host:5683"),
 // which parsers of bootstrap servers expect.
 func encodeDiscover(links []corelink.Link) []byte {
 	var b []byte
@@ -522,7 +522,7 @@ func encodeDiscover(links []corelink.Link) []byte {
 	return b
 }
 
-// delete serves Bootstrap-Delete (LwM2M 1.1 Core §5.2.7.5) of /, an
+// delete serves Bootstrap-Delete (LwM2M 1.1 Core §6.1) of /, an
 // object or an instance. The bootstrap server's own Security instance is
 // never deleted, nor an object the bootstrap may not touch.
 func (x *bsExchange) delete(p model.Path) response {
@@ -564,7 +564,7 @@ func (x *bsExchange) delete(p model.Path) response {
 	return errResponse(codes.Deleted)
 }
 
-// finish serves Bootstrap-Finish (LwM2M 1.1 Core §5.2.7.6): 4.06 Not
+// finish serves Bootstrap-Finish (LwM2M 1.1 Core §6.1): 4.06 Not
 // Acceptable with the problems as diagnostic if the staged configuration
 // is inconsistent (the bootstrap server may fix it and finish again),
 // 5.00 if it cannot be saved, else 2.04 once it is saved.

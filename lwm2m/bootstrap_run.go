@@ -184,7 +184,7 @@ func (c *Client) commitBootstrap(ctx context.Context, p Provisioning, ops []bsOp
 	return c.cfg.ProvisioningStore.Save(ctx, p)
 }
 
-// Bootstrapping again while running (LwM2M 1.1 Core §6.1.3, §E.2).
+// Bootstrapping again while running (LwM2M 1.1 Core §6.1, §E.2).
 
 // rebootstrapAttempts bounds a bootstrap started while the client runs:
 // after that many failures the sessions go on with the configuration they

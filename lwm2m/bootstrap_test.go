@@ -557,7 +557,7 @@ func accountsWith(bsURI, uri string, onFailure bool) *lwm2m.Provisioning {
 
 // When registration fails with every server, the client falls back to
 // bootstrap (Bootstrap on Registration Failure, /1/x/16, LwM2M 1.1 Core
-// §6.2.1.1) and registers with what the bootstrap server gives.
+// §6.2.1) and registers with what the bootstrap server gives.
 func TestBootstrapFallback(t *testing.T) {
 	down := lwm2mtest.Start(t, "")
 	down.SetRefuse(codes.Forbidden)

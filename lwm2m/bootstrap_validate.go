@@ -28,7 +28,7 @@ const (
 
 // ErrInconsistent reports a configuration of Security, Server and Access
 // Control instances that the client cannot use. Bootstrap-Finish answers
-// it with 4.06 Not Acceptable (LwM2M 1.1 Core §5.2.7.6, §6.1.7.7).
+// it with 4.06 Not Acceptable (LwM2M 1.1 Core §6.1, Bootstrap-Finish).
 var ErrInconsistent = errors.New("lwm2m: inconsistent configuration")
 
 // ProvisioningError lists what is wrong with a Provisioning, one problem
@@ -55,7 +55,7 @@ func (e *ProvisioningError) Diagnostic() string {
 }
 
 // Validate applies the consistency rules of Bootstrap-Finish (LwM2M 1.1
-// Core §6.1.7.7 and the definitions of /0, /1 and /2 in Appendix E): every
+// Core §6.1, Bootstrap-Finish, and the definitions of /0, /1 and /2 in Appendix E): every
 // Security instance has a URI this client can reach and the security
 // mode and keys its scheme needs; at most one is the Bootstrap-Server
 // account; every other has a unique Short Server ID; every Server instance

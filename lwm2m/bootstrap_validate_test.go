@@ -15,7 +15,7 @@ func TestValidateAcceptsConsistent(t *testing.T) {
 	}
 }
 
-// Each inconsistency of LwM2M 1.1 Core §6.1.7.7 is refused with a problem
+// Each inconsistency of LwM2M 1.1 Core §6.1 (Bootstrap-Finish) is refused with a problem
 // that names the instance or resource at fault.
 func TestValidateRefusesInconsistent(t *testing.T) {
 	edit := func(f func(recs []model.Record) []model.Record) lwm2m.Provisioning {

@@ -60,7 +60,7 @@
 // A device that starts with only a bootstrap server's account (a Security
 // instance with Bootstrap-Server true, from Config.Bootstrap or
 // Config.Provisioning; ReadFactoryFile reads a factory file) bootstraps
-// before it registers (LwM2M 1.1 Core §5.2.7, §6.1): Bootstrap-Request,
+// before it registers (LwM2M 1.1 Core §6.1): Bootstrap-Request,
 // then the server's Bootstrap-Write, -Read (/1 and /2 only), -Discover and
 // -Delete on a staged copy of /0, /1, /2 and the objects of
 // Config.BootstrapObjects, until Bootstrap-Finish. Finish checks the
