@@ -86,6 +86,11 @@ type APIConfig struct {
 	// in a file of mode 0600 removed when the update ends. Empty means
 	// os.TempDir().
 	PackageDir string
+	// Bootstrap serves GET /api/bootstrap and /api/bootstrap/{ep}, the
+	// bootstrap history (bootstrap.Server's HistoryHandler, package
+	// server/bootstrap), behind the same authentication. Nil answers
+	// them 404.
+	Bootstrap http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -166,7 +171,20 @@ func (a *api) routes() *http.ServeMux {
 	mux.HandleFunc("POST /api/devices/{ep}/attributes", a.attributes)
 	mux.HandleFunc("GET /api/devices/{ep}/observe", a.observe)
 	mux.HandleFunc("POST /api/update", a.update)
+	// Queue mode and Send (srvqueue): the last values each device sent.
+	mux.HandleFunc("GET /api/devices/{ep}/values", a.values)
+	// The bootstrap server's history (package server/bootstrap).
+	mux.HandleFunc("GET /api/bootstrap", a.bootstrap)
+	mux.HandleFunc("GET /api/bootstrap/{ep}", a.bootstrap)
 	return mux
+}
+
+func (a *api) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Bootstrap == nil {
+		writeError(w, http.StatusNotFound, "no bootstrap server: start lwm2m server with -bootstrap or -bootstrap-dtls")
+		return
+	}
+	a.cfg.Bootstrap.ServeHTTP(w, r)
 }
 
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +192,11 @@ func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.s.Registrations())
+	out := []APIDevice{}
+	for _, reg := range a.s.Registrations() {
+		out = append(out, a.s.apiDevice(reg))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) device(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +205,44 @@ func (a *api) device(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
 		return
 	}
-	writeJSON(w, http.StatusOK, reg)
+	writeJSON(w, http.StatusOK, a.s.apiDevice(reg))
+}
+
+// APIDevice is a device in /api/devices: its registration, and for a
+// queue-mode device whether it is awake and how many operations wait.
+type APIDevice struct {
+	Registration
+	Awake  *bool `json:"awake,omitempty"` // only for queue-mode devices
+	Queued int   `json:"queued,omitempty"`
+}
+
+func (s *Server) apiDevice(reg Registration) APIDevice {
+	d := APIDevice{Registration: reg}
+	if reg.Queue {
+		awake := !s.Asleep(reg.Endpoint)
+		d.Awake = &awake
+		d.Queued = s.Queued(reg.Endpoint)
+	}
+	return d
+}
+
+// APIValue is one resource's last sent value in /api/devices/{ep}/values.
+type APIValue struct {
+	APIRecord
+	Time time.Time `json:"time"` // when the server received it
+}
+
+func (a *api) values(w http.ResponseWriter, r *http.Request) {
+	vals, err := a.s.Values(r.PathValue("ep"))
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	out := []APIValue{}
+	for _, v := range vals {
+		out = append(out, APIValue{APIRecord: APIRecord{Path: v.Path.String(), Type: v.Value.Type.String(), Value: formatValue(v.Value)}, Time: v.Time.UTC()})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) read(w http.ResponseWriter, r *http.Request) {
@@ -531,8 +590,10 @@ func apiError(w http.ResponseWriter, err error) {
 	case errors.As(err, &ce):
 		status = http.StatusBadGateway
 		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrQueueExpired):
 		status = http.StatusGatewayTimeout
+	case errors.Is(err, ErrQueueFull):
+		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, body)
 }

@@ -32,8 +32,16 @@ type Registration struct {
 	// PSKIdentity is the DTLS session's PSK identity.
 	PSKIdentity string `json:"psk_identity,omitempty"`
 
+	// Queue is set for a device in queue mode (the Register's Q
+	// parameter, or a 1.0 binding such as "UQ"): it sleeps between its
+	// exchanges, and operations wait for it (see Server.QueueWindow).
+	Queue bool `json:"queue,omitempty"`
+
 	Registered time.Time `json:"registered"`
 	Updated    time.Time `json:"updated"` // last Register or Update
+	// LastSeen is when the device last sent anything the server
+	// noticed: a Register, an Update, a Send, a notification or an answer.
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Expires returns when the registration lapses, without the server's grace.
@@ -222,3 +230,9 @@ func (b *BoltStore) Bindings() (map[string]string, error) {
 
 // Close closes the database.
 func (b *BoltStore) Close() error { return b.db.Close() }
+
+// DB returns the database, for packages that keep buckets of their own
+// in the same file (server/bootstrap's history): bbolt locks the file,
+// so one process cannot open it twice. Its buckets other than
+// "registrations" and "bindings" are theirs.
+func (b *BoltStore) DB() *bolt.DB { return b.db }
