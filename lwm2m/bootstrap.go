@@ -82,9 +82,9 @@ type bsOp struct {
 	recs   []model.Record
 }
 
-// bootstrapOnce runs one Client-Initiated Bootstrap (LwM2M 1.1 Core
-// §6.1, Bootstrap Interface) with the bootstrap server whose Security instance is
-// in from: Bootstrap-Request, then the server's Bootstrap-Write, -Read,
+// bootstrapOnce runs one Client-Initiated Bootstrap (LwM2M 1.1 Core §6.1,
+// the Bootstrap Interface) with the bootstrap server whose Security
+// instance is in from: Bootstrap-Request, then the server's Bootstrap-Write, -Read,
 // -Discover and -Delete on a staged copy of from, until Bootstrap-Finish.
 // Finish validates the staged configuration and calls commit with it
 // (and with the writes of application objects) before it answers 2.04;
@@ -134,7 +134,7 @@ func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit fu
 	}
 	c.log.Info("bootstrapping", "server", uriV.Str)
 	rctx, cancel := c.requestCtx(ctx)
-	resp, err := conn.Post(rctx, "/bs", message.TextPlain, nil, queries(q...)...)
+	resp, err := conn.Post(rctx, "/bs", 0, nil, queries(q...)...) // no payload, no Content-Format
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
