@@ -67,14 +67,14 @@ func serverRecords(inst uint16, ssid, lifetime int64) []model.Record {
 
 // provisionServer is the usual script: delete everything, write one
 // LwM2M server account, finish.
-func provisionServer(t *testing.T, bs *lwm2mtest.BootstrapServer, uri string, id, key []byte) func(context.Context, lwm2mtest.BootstrapRequest) {
+func provisionServer(t *testing.T, uri string, id, key []byte) func(context.Context, lwm2mtest.BootstrapRequest) {
 	return func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
 			t.Errorf("Bootstrap-Delete /: %v %v", resp.Code, err)
 		}
 		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, uri, 101, id, key))
 		bsWrite(ctx, t, r.Conn, content.SenMLJSON, model.NewPath(1, 0), serverRecords(0, 101, 60))
-		if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+		if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 			t.Errorf("Bootstrap-Finish: %v %v (%s)", resp.Code, err, resp.Payload)
 		}
 	}
@@ -140,9 +140,8 @@ func waitRegister(t *testing.T, s *lwm2mtest.Server, ep string) lwm2mtest.Regist
 // the server the bootstrap configured, and the configuration is stored.
 func TestBootstrapThenRegister(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
-		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, srv.URI(), nil, nil)(ctx, r)
 	})
 	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-1", Bootstrap: bs.URI(), ProvisioningStore: store})
@@ -173,8 +172,7 @@ func TestBootstrapThenRegister(t *testing.T) {
 func TestBootstrapReadDiscoverDelete(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
 	results := make(chan error, 1)
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		results <- func() error {
 			conn := r.Conn
 			if resp, err := lwm2mtest.Do(ctx, conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
@@ -184,7 +182,7 @@ func TestBootstrapReadDiscoverDelete(t *testing.T) {
 			if err != nil || disc.Code != codes.Content {
 				return fmt.Errorf("Discover /: %v %v", disc.Code, err)
 			}
-			want := `</>;lwm2m=1.1,</0/0>;uri="` + bs.URI() + `",</1>,</2>`
+			want := `</>;lwm2m=1.1,</0/0>;uri="` + r.ServerURI() + `",</1>,</2>`
 			if !strings.HasPrefix(string(disc.Payload), want) {
 				return fmt.Errorf("Discover / after Delete / = %s, want it to start %s", disc.Payload, want)
 			}
@@ -217,7 +215,7 @@ func TestBootstrapReadDiscoverDelete(t *testing.T) {
 			if resp, _ := lwm2mtest.Do(ctx, conn, codes.GET, "/1/7", -1, nil); resp.Code != codes.NotFound {
 				return fmt.Errorf("Read /1/7: %v, want 4.04", resp.Code)
 			}
-			if resp, err := bs.Finish(ctx, conn); err != nil || resp.Code != codes.Changed {
+			if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 				return fmt.Errorf("Finish: %v %v %s", resp.Code, err, resp.Payload)
 			}
 			return nil
@@ -246,11 +244,10 @@ func TestBootstrapFinishInconsistent(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
 	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
 	results := make(chan error, 1)
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		results <- func() error {
 			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 7, 60))
-			resp, err := bs.Finish(ctx, r.Conn)
+			resp, err := r.Finish(ctx)
 			if err != nil || resp.Code != codes.NotAcceptable {
 				return fmt.Errorf("Finish with a Server instance and no Security instance: %v %v, want 4.06", resp.Code, err)
 			}
@@ -261,7 +258,7 @@ func TestBootstrapFinishInconsistent(t *testing.T) {
 				return fmt.Errorf("the refused configuration was stored: %v", err)
 			}
 			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 7, nil, nil))
-			if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+			if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 				return fmt.Errorf("Finish after the fix: %v %v %s", resp.Code, err, resp.Payload)
 			}
 			return nil
@@ -279,13 +276,12 @@ func TestBootstrapFinishInconsistent(t *testing.T) {
 func TestBootstrapTimeoutRetries(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
 	attempts := make(chan struct{}, 10)
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		attempts <- struct{}{}
 		if len(attempts) == 1 {
 			return // the first time: silence after the 2.04
 		}
-		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+		provisionServer(t, srv.URI(), nil, nil)(ctx, r)
 	})
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-4", Bootstrap: bs.URI(), BootstrapTimeout: 200 * time.Millisecond})
 	waitRegister(t, srv, "bs-4")
@@ -299,9 +295,8 @@ func TestBootstrapTimeoutRetries(t *testing.T) {
 // configuration: a device bootstraps once in its life.
 func TestBootstrapPersistsAcrossRestart(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
-		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, srv.URI(), nil, nil)(ctx, r)
 	})
 	path := filepath.Join(t.TempDir(), "provisioning.json")
 	cfg := lwm2m.Config{Endpoint: "bs-5", Bootstrap: bs.URI(), ProvisioningStore: lwm2m.NewFileProvisioningStore(path)}
@@ -324,9 +319,8 @@ func TestBootstrapPersistsAcrossRestart(t *testing.T) {
 // A refused Bootstrap-Request is retried with backoff.
 func TestBootstrapRequestRefusedRetries(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
-		provisionServer(t, bs, srv.URI(), nil, nil)(ctx, r)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionServer(t, srv.URI(), nil, nil)(ctx, r)
 	})
 	bs.Refuse(codes.BadRequest)
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-6", Bootstrap: bs.URI()})
@@ -409,8 +403,7 @@ func TestBootstrapApplicationObjects(t *testing.T) {
 	app := &memObject{id: 33, vals: map[uint16]string{0: "old", 2: "doomed"}}
 	other := &memObject{id: 34, vals: map[uint16]string{0: "kept"}}
 	results := make(chan error, 1)
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		results <- func() error {
 			str := func(p model.Path, s string) []model.Record { return []model.Record{{Path: p, Value: model.String(s)}} }
 			bsWrite(ctx, t, r.Conn, content.TextPlain, model.NewPath(33, 0, 0), str(model.NewPath(33, 0, 0), "new"))
@@ -432,7 +425,7 @@ func TestBootstrapApplicationObjects(t *testing.T) {
 			}
 			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, 1), securityRecords(1, srv.URI(), 1, nil, nil))
 			bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 1, 60))
-			if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+			if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 				return fmt.Errorf("Finish: %v %v %s", resp.Code, err, resp.Payload)
 			}
 			return nil
@@ -471,8 +464,7 @@ func TestBootstrapApplicationObjects(t *testing.T) {
 func TestBootstrapHostile(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
 	results := make(chan error, 1)
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		results <- func() error {
 			for _, tc := range []struct {
 				code    codes.Code
@@ -527,14 +519,14 @@ func TestBootstrapHostile(t *testing.T) {
 
 // provisionAt is provisionServer with the server's Security instance at
 // /0/sec, clear of the bootstrap account wherever the client keeps it.
-func provisionAt(t *testing.T, bs *lwm2mtest.BootstrapServer, uri string, sec uint16) func(context.Context, lwm2mtest.BootstrapRequest) {
+func provisionAt(t *testing.T, uri string, sec uint16) func(context.Context, lwm2mtest.BootstrapRequest) {
 	return func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
 			t.Errorf("Bootstrap-Delete /: %v %v", resp.Code, err)
 		}
 		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(0, sec), securityRecords(sec, uri, 101, nil, nil))
 		bsWrite(ctx, t, r.Conn, content.TLV, model.NewPath(1, 0), serverRecords(0, 101, 60))
-		if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+		if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 			t.Errorf("Bootstrap-Finish: %v %v (%s)", resp.Code, err, resp.Payload)
 		}
 	}
@@ -562,9 +554,8 @@ func TestBootstrapFallback(t *testing.T) {
 	down := lwm2mtest.Start(t, "")
 	down.SetRefuse(codes.Forbidden)
 	up := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
-		provisionAt(t, bs, up.URI(), 1)(ctx, r)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionAt(t, up.URI(), 1)(ctx, r)
 	})
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-fall", Provisioning: accountsWith(bs.URI(), down.URI(), true)})
 	waitRegister(t, up, "bs-fall")
@@ -600,7 +591,7 @@ func TestBootstrapTrigger(t *testing.T) {
 		if n.Add(1) > 1 {
 			uri = second.URI()
 		}
-		provisionAt(t, bs, uri, 1)(ctx, r)
+		provisionAt(t, uri, 1)(ctx, r)
 	})
 	store := lwm2m.NewFileProvisioningStore(filepath.Join(t.TempDir(), "provisioning.json"))
 	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-trig", Bootstrap: bs.URI(), ProvisioningStore: store})
@@ -638,9 +629,8 @@ func TestBootstrapDamagedStore(t *testing.T) {
 	}
 
 	srv := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
-		provisionAt(t, bs, srv.URI(), 1)(ctx, r)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		provisionAt(t, srv.URI(), 1)(ctx, r)
 	})
 	var logs syncbuf.Buffer
 	c, err := lwm2m.New(lwm2m.Config{Endpoint: "bs-damaged", Bootstrap: bs.URI(),

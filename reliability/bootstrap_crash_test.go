@@ -183,7 +183,7 @@ func TestBootstrapCrash(t *testing.T) {
 			t.Errorf("%s: %v", r.ep, err)
 			return
 		}
-		if resp, err := r.bs.Finish(ctx, req.Conn); err != nil || resp.Code != codes.Changed {
+		if resp, err := req.Finish(ctx); err != nil || resp.Code != codes.Changed {
 			t.Errorf("%s: Finish %v %v", r.ep, resp.Code, err)
 		}
 	}

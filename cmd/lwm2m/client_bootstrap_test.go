@@ -52,7 +52,7 @@ func startProgram(t *testing.T, args ...string) (stop func(), logs *syncbuf.Buff
 
 // bsProvision is a bootstrap script that deletes everything and writes
 // one LwM2M server account: uri, NoSec or PSK (id and key).
-func bsProvision(t *testing.T, bs **lwm2mtest.BootstrapServer, uri string, id, key []byte) func(context.Context, lwm2mtest.BootstrapRequest) {
+func bsProvision(t *testing.T, uri string, id, key []byte) func(context.Context, lwm2mtest.BootstrapRequest) {
 	return func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/", -1, nil); err != nil || resp.Code != codes.Deleted {
 			t.Errorf("Bootstrap-Delete /: %v %v", resp.Code, err)
@@ -85,7 +85,7 @@ func bsProvision(t *testing.T, bs **lwm2mtest.BootstrapServer, uri string, id, k
 				t.Errorf("Bootstrap-Write %s: %v %v", w.p, resp.Code, err)
 			}
 		}
-		if resp, err := (*bs).Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+		if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 			t.Errorf("Bootstrap-Finish: %v %v %s", resp.Code, err, resp.Payload)
 		}
 	}
@@ -117,8 +117,7 @@ func waitBootstrapFinished(t *testing.T, bs *lwm2mtest.BootstrapServer, logs fmt
 // restart registers at once without bootstrapping again.
 func TestClientBootstrapOnce(t *testing.T) {
 	srv := lwm2mtest.Start(t, "")
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrap(t, bsProvision(t, &bs, srv.URI(), nil, nil))
+	bs := lwm2mtest.StartBootstrap(t, bsProvision(t, srv.URI(), nil, nil))
 	dir := t.TempDir()
 	args := []string{"-endpoint", "cli-bs", "-bootstrap", bs.URI(), "-state-dir", dir}
 	stop, logs := startProgram(t, args...)
@@ -159,8 +158,7 @@ func TestClientFactoryConfigPSK(t *testing.T) {
 		})
 	}
 	srv := lwm2mtest.StartDTLS(t, pskOf(srvID, srvKey), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrapDTLS(t, bsProvision(t, &bs, srv.URI(), []byte(srvID), []byte(srvKey)),
+	bs := lwm2mtest.StartBootstrapDTLS(t, bsProvision(t, srv.URI(), []byte(srvID), []byte(srvKey)),
 		pskOf(bsID, bsKey), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
 	factory := filepath.Join(t.TempDir(), "factory.json")
 	content := fmt.Sprintf(`{"security": [{"uri": %q, "bootstrap": true, "mode": "psk", "psk_identity": %q, "psk_key": "%x"}]}`, bs.URI(), bsID, bsKey)

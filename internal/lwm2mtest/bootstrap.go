@@ -24,6 +24,7 @@ import (
 type BootstrapRequest struct {
 	Query []string
 	Conn  *udpclient.Conn
+	srv   *BootstrapServer
 }
 
 // Endpoint is the ep= of the request.
@@ -129,7 +130,7 @@ func (s *BootstrapServer) handle(w mux.ResponseWriter, r *mux.Message) {
 	s.mu.Lock()
 	refuse := s.refuse
 	s.mu.Unlock()
-	req := BootstrapRequest{Query: q, Conn: cc}
+	req := BootstrapRequest{Query: q, Conn: cc, srv: s}
 	if refuse != 0 {
 		_ = w.SetResponse(refuse, message.TextPlain, nil)
 		select {
@@ -152,13 +153,16 @@ func (s *BootstrapServer) handle(w mux.ResponseWriter, r *mux.Message) {
 	}
 }
 
-// Finish sends Bootstrap-Finish on conn, reports the answer's code on
-// Finished and returns the answer.
-func (s *BootstrapServer) Finish(ctx context.Context, conn *udpclient.Conn) (Response, error) {
-	resp, err := Do(ctx, conn, codes.POST, "/bs", -1, nil)
+// ServerURI is the URI of the bootstrap server that took the request.
+func (r BootstrapRequest) ServerURI() string { return r.srv.URI() }
+
+// Finish sends Bootstrap-Finish, reports the answer's code on the
+// server's Finished and returns the answer.
+func (r BootstrapRequest) Finish(ctx context.Context) (Response, error) {
+	resp, err := Do(ctx, r.Conn, codes.POST, "/bs", -1, nil)
 	if err == nil {
 		select {
-		case s.Finished <- resp.Code:
+		case r.srv.Finished <- resp.Code:
 		default:
 		}
 	}

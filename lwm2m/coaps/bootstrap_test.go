@@ -21,8 +21,7 @@ import (
 func TestBootstrapPSKBothLegs(t *testing.T) {
 	const bsID, bsKey = "dev-bs", "bootstrap-key-16"
 	srv := pskServer(t, nil) // testIdentity, testKey
-	var bs *lwm2mtest.BootstrapServer
-	bs = lwm2mtest.StartBootstrapDTLS(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+	bs := lwm2mtest.StartBootstrapDTLS(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
 		write := func(p model.Path, recs []model.Record) {
 			body, _ := content.Encode(content.TLV, p, recs)
 			if resp, err := lwm2mtest.Do(ctx, r.Conn, codes.PUT, p.String(), int(content.TLV), body); err != nil || resp.Code != codes.Changed {
@@ -42,7 +41,7 @@ func TestBootstrapPSKBothLegs(t *testing.T) {
 			{Path: model.NewPath(1, 0, 1), Value: model.Int(60)},
 			{Path: model.NewPath(1, 0, 7), Value: model.String("U")},
 		})
-		if resp, err := bs.Finish(ctx, r.Conn); err != nil || resp.Code != codes.Changed {
+		if resp, err := r.Finish(ctx); err != nil || resp.Code != codes.Changed {
 			t.Errorf("Bootstrap-Finish: %v %v %s", resp.Code, err, resp.Payload)
 		}
 	}, dtls.WithPSK(func(id []byte) ([]byte, error) {
