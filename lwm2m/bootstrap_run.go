@@ -298,6 +298,10 @@ func (c *Client) bootstrapWatch(ctx context.Context) {
 			c.bs.mu.Lock()
 			clear(c.bs.failures) // a failed fall-back waits for a full sequence of failures again
 			c.bs.mu.Unlock()
+			select {
+			case <-reqs: // asked for meanwhile: this bootstrap was the answer
+			default:
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					c.log.Error("bootstrap failed; keeping the current configuration", "err", err)
