@@ -647,3 +647,17 @@ func TestBootstrapDamagedStore(t *testing.T) {
 		t.Errorf("the new configuration replaced the damaged one: %v", err)
 	}
 }
+
+// Without a bootstrap account, Bootstrap-Request Trigger has nothing to do.
+func TestBootstrapTriggerWithoutBootstrapServer(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "bs-none", Server: srv.URI(), Logger: lwm2mtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := lwm2mtest.RunClient(t, srv, c, "bs-none")
+	resp, err := lwm2mtest.Do(context.Background(), run.Conn(), codes.POST, "/1/0/9", -1, nil)
+	if err != nil || resp.Code != codes.MethodNotAllowed {
+		t.Errorf("Execute /1/0/9 without a bootstrap server: %v %v, want 4.05", resp.Code, err)
+	}
+}
