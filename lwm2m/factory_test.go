@@ -1,11 +1,20 @@
 package lwm2m_test
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -89,5 +98,56 @@ func TestReadFactoryFileErrors(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), path) {
 			t.Errorf("the error does not name the file: %v", err)
 		}
+	}
+}
+
+// Certificate mode reads PEM files named relative to the factory file and
+// stores the certificates as DER and the key as PKCS #8.
+func TestReadFactoryFileCertificate(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev-1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{
+		"dev.pem":    {Type: "CERTIFICATE", Bytes: der},
+		"dev.key":    {Type: "EC PRIVATE KEY", Bytes: ecDER},
+		"server.pem": {Type: "CERTIFICATE", Bytes: der},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "factory.json")
+	if err := os.WriteFile(path, []byte(`{"security": [{"uri": "coaps://127.0.0.1:5784", "bootstrap": true, "mode": "certificate",
+		"certificate_file": "dev.pem", "private_key_file": "dev.key", "server_certificate_file": "server.pem"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := lwm2m.ReadFactoryFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := valueAt(p, model.NewPath(0, 0, 3)); !bytes.Equal(v.Bytes, der) {
+		t.Error("/0/0/3 is not the certificate's DER")
+	}
+	if v, _ := valueAt(p, model.NewPath(0, 0, 4)); !bytes.Equal(v.Bytes, der) {
+		t.Error("/0/0/4 is not the server certificate's DER")
+	}
+	v, _ := valueAt(p, model.NewPath(0, 0, 5))
+	if k, err := x509.ParsePKCS8PrivateKey(v.Bytes); err != nil || !key.Equal(k) {
+		t.Errorf("/0/0/5 is not the key in PKCS #8: %v", err)
+	}
+	if m, _ := valueAt(p, model.NewPath(0, 0, 2)); m.Int != int64(lwm2m.SecurityCertificate) {
+		t.Errorf("mode %v, want certificate", m)
 	}
 }
