@@ -556,6 +556,9 @@ func (x *bsExchange) delete(p model.Path) response {
 	}
 	if p.Len() == 0 {
 		for _, obj := range x.c.cfg.BootstrapObjects {
+			if obj == 3 {
+				continue // the Device object's instance stays, whatever the application allows
+			}
 			x.ops = append(x.ops, bsOp{delete: true, path: model.NewPath(obj)})
 		}
 	} else if p.Object() > 2 {
