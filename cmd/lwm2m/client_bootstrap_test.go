@@ -203,3 +203,24 @@ func TestClientBootstrapUsage(t *testing.T) {
 		}
 	}
 }
+
+// A factory file may name an LwM2M server directly: the device registers
+// with it without bootstrapping.
+func TestClientFactoryConfigDirectServer(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	factory := filepath.Join(t.TempDir(), "factory.json")
+	content := fmt.Sprintf(`{"security": [{"uri": %q, "short_server_id": 9}], "server": [{"short_server_id": 9, "lifetime": 90}]}`, srv.URI())
+	if err := os.WriteFile(factory, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, logs := startProgram(t, "-endpoint", "cli-direct", "-config", factory, "-state-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reg, err := srv.WaitRegister(ctx, "cli-direct")
+	if err != nil {
+		t.Fatalf("no registration: %v\n%s", err, logs)
+	}
+	if !strings.Contains(strings.Join(reg.Query, "&"), "lt=90") {
+		t.Errorf("registered with %v, want the factory lifetime 90", reg.Query)
+	}
+}
