@@ -138,6 +138,7 @@ func newServerObject(c *Client, version string) *Static {
 		{ID: serverShortID, Type: model.MustCoreType(1, serverShortID), Ops: OpRead},
 		{ID: serverDisable, Type: model.MustCoreType(1, serverDisable), Ops: OpExecute},
 		{ID: serverTrigger, Type: model.MustCoreType(1, serverTrigger), Ops: OpExecute},
+		{ID: bsServerTrigger, Type: model.MustCoreType(1, bsServerTrigger), Ops: OpExecute}, // bootstrap_run.go
 	}
 	for res := uint16(0); res <= 27; res++ {
 		t, ok := model.CoreTypes(model.NewPath(1, 0, res))
@@ -174,6 +175,7 @@ func newServerObject(c *Client, version string) *Static {
 		}
 		return nil
 	})
+	o.OnExecute(bsServerTrigger, c.bootstrapTrigger)
 	o.OnExecute(serverTrigger, func(_ context.Context, inst uint16, _ string) error {
 		if s := c.sessionOf(inst); s != nil {
 			s.requestUpdate(updateReq{})

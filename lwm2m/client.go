@@ -104,6 +104,27 @@ type Config struct {
 	// Credentials, if set, are recorded in the Security object
 	// (/0/0/2..5); coaps.Configure sets them with Transport.
 	Credentials *Credentials
+
+	// Bootstrap (LwM2M 1.1 Core §6.1; doc.go, docs/BOOTSTRAP.md).
+	//
+	// Bootstrap is the bootstrap server's URI, "coap://host:port" or, with
+	// BootstrapCredentials and TransportFor, "coaps://host:port". A client
+	// with a bootstrap server and no LwM2M server bootstraps before it
+	// registers.
+	Bootstrap            string
+	BootstrapCredentials *Credentials
+	// ProvisioningStore keeps what bootstrap provisioned, so that a
+	// restart registers at once (NewFileProvisioningStore). Nil keeps
+	// it in memory only: the device bootstraps at every start.
+	ProvisioningStore ProvisioningStore
+	// BootstrapTimeout abandons a bootstrap whose server has sent nothing
+	// for this long; default EXCHANGE_LIFETIME (247 s). It is retried
+	// with backoff between RetryMin and RetryMax.
+	BootstrapTimeout time.Duration
+	// BootstrapObjects lists the application objects that the bootstrap
+	// server may write and delete, besides /0, /1 and /2. Their writes
+	// are applied at Bootstrap-Finish.
+	BootstrapObjects []uint16
 }
 
 // LwM2M versions for Config.Version.
@@ -127,6 +148,7 @@ type Client struct {
 	acl      *Static    // /2
 	sessions []*session // those Run serves now
 	restart  chan struct{}
+	bs       bootstrapState // bootstrap while running: Trigger, fall-back
 
 	refused refusalLog
 }
@@ -146,7 +168,7 @@ func New(cfg Config) (*Client, error) {
 	switch {
 	case cfg.Provisioning != nil && cfg.Server != "":
 		return nil, fmt.Errorf("%w: both Server and Provisioning set", ErrConfig)
-	case cfg.Provisioning == nil:
+	case cfg.Provisioning == nil && (cfg.Server != "" || !cfg.bootstraps()):
 		u, err := url.Parse(cfg.Server)
 		if err != nil {
 			return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
@@ -154,6 +176,9 @@ func New(cfg Config) (*Client, error) {
 		if u.Scheme != "coap" && !(u.Scheme == "coaps" && (cfg.Transport != nil || cfg.TransportFor != nil)) {
 			return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
 		}
+	}
+	if err := cfg.checkBootstrap(); err != nil {
+		return nil, err
 	}
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = 86400 * time.Second
@@ -201,11 +226,14 @@ func New(cfg Config) (*Client, error) {
 		objects: make(map[uint16]Object),
 		restart: make(chan struct{}, 1),
 	}
-	p := provisioningFromConfig(cfg)
-	if cfg.Provisioning != nil {
+	var p Provisioning
+	switch {
+	case cfg.Provisioning != nil:
 		p = *cfg.Provisioning
+	case cfg.Server != "":
+		p = provisioningFromConfig(cfg)
 	}
-	if err := c.loadProvisioning(p); err != nil {
+	if err := c.loadProvisioning(cfg.withBootstrapAccount(p)); err != nil {
 		return nil, err
 	}
 	return c, nil

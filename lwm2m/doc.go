@@ -55,6 +55,29 @@
 // Requests and notifications carry the Short Server ID of their server
 // in their context: ShortServerID(ctx) tells an object who asks.
 //
+// # Bootstrap
+//
+// A device that starts with only a bootstrap server's account (a Security
+// instance with Bootstrap-Server true, from Config.Bootstrap or
+// Config.Provisioning; ReadFactoryFile reads a factory file) bootstraps
+// before it registers (LwM2M 1.1 Core §6.1): Bootstrap-Request,
+// then the server's Bootstrap-Write, -Read (/1 and /2 only), -Discover and
+// -Delete on a staged copy of /0, /1, /2 and the objects of
+// Config.BootstrapObjects, until Bootstrap-Finish. Finish checks the
+// configuration (Provisioning.Validate) and answers 4.06 with the problems
+// if it is inconsistent; otherwise it saves it in Config.ProvisioningStore
+// (NewFileProvisioningStore: atomic, mode 0600) and only then answers 2.04.
+// The client then registers with every LwM2M server it was given, and
+// every later Run starts from the stored configuration: a device
+// bootstraps once in its life. A bootstrap server that stays silent for
+// Config.BootstrapTimeout (EXCHANGE_LIFETIME) is given up on and asked
+// again, with backoff. The client bootstraps again when a server executes
+// Bootstrap-Request Trigger (/1/x/9), and when registration has failed
+// with every server (the Communication Retry Count, /1/x/17, default 5)
+// and Bootstrap on Registration Failure (/1/x/16, default true) allows.
+// Only the bootstrap server, during a bootstrap, reaches /0. See
+// docs/BOOTSTRAP.md.
+//
 // # Access control
 //
 // With one server account every operation is allowed, as LwM2M 1.1 Core §7

@@ -105,6 +105,7 @@ func (s *session) register(ctx context.Context, conn *udpclient.Conn) error {
 				s.location = "/" + trimSlash(loc)
 				s.mu.Unlock()
 				c.log.Info("registered", "server", s.host, "ssid", s.ssid, "location", "/"+trimSlash(loc), "lifetime", s.lifetime())
+				c.registrationSucceeded(s)
 				return nil
 			}
 			err = fmt.Errorf("server answered %v to Register", code)
@@ -121,6 +122,7 @@ func (s *session) register(ctx context.Context, conn *udpclient.Conn) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		c.registrationFailed(s)
 		wait := jitter(backoff)
 		c.log.Warn("register failed", "server", s.host, "ssid", s.ssid, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {

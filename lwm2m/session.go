@@ -210,7 +210,21 @@ func (c *Client) transportFor(uri string, cr Credentials) (Transport, string, er
 // unreachable its session retries with exponential backoff and logs
 // every failure; it never gives up on its own, and never delays the
 // other sessions. A new provisioning (bootstrap) restarts the sessions.
+// Before the first registration Run takes the stored configuration, or
+// bootstraps (retrying until it succeeds); it returns an error only when
+// there is nothing to register with: a damaged stored configuration
+// (ErrCorruptProvisioning) and no bootstrap server to replace it, or no
+// server at all (ErrConfig).
 func (c *Client) Run(ctx context.Context) error {
+	// Bootstrap first if there is no server yet (bootstrap_run.go), and
+	// again on a Trigger or when every registration fails.
+	if err := c.provision(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer c.watchBootstrap(ctx)()
 	// A provisioning applied before Run is in the objects already.
 	select {
 	case <-c.restart:
@@ -292,6 +306,7 @@ func (s *session) connect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		c.registrationFailed(s)
 		return fmt.Errorf("dial %s: %w", s.host, err)
 	}
 	defer conn.Close()
