@@ -67,4 +67,32 @@
 // so that the next Install resumes it; call it when the client stops.
 // Suspend and Reconnect pause and resume a pull around a planned loss of
 // connectivity. The Object's methods are safe for concurrent use.
+//
+// # Firmware update with several servers
+//
+// A client with several LwM2M servers has one /5/0, not one per server:
+// State, Update Result, the package being downloaded and the persisted
+// state belong to the instance as a whole. Each server's observations
+// are its own (lwm2m.Client keeps one set per server), so every server
+// that observes State or Result is notified of each change, whoever
+// caused it, and before Updating starts the module waits for the
+// notifications of every server (Client.WaitNotified).
+//
+// Who may do what is the Access Control of /5/0 (/2 instance with Object
+// ID 5, Object Instance ID 0): W starts an update (Package or Package URI,
+// /5/0/0-1) and cancels one by writing an empty Package or URI; E executes
+// Update (/5/0/2) and Cancel (/5/0/10); R reads and observes. Without an
+// Access Control instance for /5/0 no server may touch it (4.01), except
+// with a single server, which may do everything. A request without the
+// right gets 4.01 and never reaches the module.
+//
+// Two servers that race: the first Package or Package URI write moves
+// State to Downloading; a second one, from any server, gets 4.00 while
+// State is Downloading or Downloaded (a block-wise push of another server
+// is refused at its first block), so the update in progress is never mixed
+// with another image; writes while Updating get 4.05. Update runs the image that is Downloaded, whichever
+// server delivered it, and is 4.05 in any other State. An empty write or
+// Cancel from any server with the right abandons the update in progress.
+// A server that must own updates alone should be the only one granted W
+// and E on /5/0.
 package fwupdate

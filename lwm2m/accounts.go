@@ -3,14 +3,14 @@ package lwm2m
 import (
 	"context"
 	"strconv"
-	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 )
 
-// Security (/0) and Server (/1) describe the client's one server account.
-// They live in the core, not in package objects, because registration
-// reads and reacts to them (lifetime, binding, Disable, Update Trigger).
+// Security (/0) and Server (/1) describe the client's server accounts, one
+// per pair of instances with the same Short Server ID. They live in the
+// core, not in package objects, because registration reads and reacts to
+// them (lifetime, binding, Disable, Update Trigger).
 
 // Security object resources (LwM2M 1.1 Core, Appendix E.1).
 const (
@@ -68,35 +68,42 @@ type Credentials struct {
 	SecretKey   []byte // PSK, or the client's private key (DER)
 }
 
-func newSecurityObject(cfg Config) *Static {
-	o := NewStatic(0, cfg.Version, // no 1.1-only resources: the same in both
-		Resource{ID: secServerURI, Type: model.MustCoreType(0, secServerURI), Ops: OpRW},
-		Resource{ID: secBootstrap, Type: model.MustCoreType(0, secBootstrap), Ops: OpRW},
-		Resource{ID: secMode, Type: model.MustCoreType(0, secMode), Ops: OpRW},
-		Resource{ID: secPublicKeyID, Type: model.MustCoreType(0, secPublicKeyID), Ops: OpRW},
-		Resource{ID: secServerKey, Type: model.MustCoreType(0, secServerKey), Ops: OpRW},
-		Resource{ID: secSecretKey, Type: model.MustCoreType(0, secSecretKey), Ops: OpWrite},
-		Resource{ID: secShortID, Type: model.MustCoreType(0, secShortID), Ops: OpRW},
-	)
-	o.Set(0, secServerURI, model.String(cfg.Server))
-	o.Set(0, secBootstrap, model.Bool(false))
-	o.Set(0, secMode, model.Int(int64(SecurityNoSec)))
-	o.Set(0, secShortID, model.Int(int64(cfg.ShortServerID)))
-	return o
+// newSecurityObject declares every Security resource of the 1.2 object
+// that carries a value (the key resources are write-only: no server reads
+// them, LwM2M 1.1 Core §E.1).
+func newSecurityObject(version string) *Static {
+	var defs []Resource
+	for res := uint16(0); res <= 30; res++ {
+		t, ok := model.CoreTypes(model.NewPath(0, 0, res))
+		if !ok || t == model.TypeNone {
+			continue
+		}
+		ops := OpRW
+		if res == secSecretKey {
+			ops = OpWrite
+		}
+		defs = append(defs, Resource{ID: res, Type: t, Ops: ops})
+	}
+	return NewStatic(0, version, defs...) // no 1.1-only resources: the same in both
 }
 
-// SetCredentials records the server account's credentials in the Security
-// object (/0/0/2..5).
+// SetCredentials records the credentials of the first server account
+// (Security instance /0/0: the account of Config.Server) in /0/0/2..5.
 func (c *Client) SetCredentials(cr Credentials) {
-	c.security.Set(0, secMode, model.Int(int64(cr.Mode)))
-	c.security.Set(0, secPublicKeyID, model.Opaque(cr.PublicKeyID))
-	c.security.Set(0, secServerKey, model.Opaque(cr.ServerKey))
-	c.security.Set(0, secSecretKey, model.Opaque(cr.SecretKey))
+	sec := c.securityObject()
+	sec.Set(0, secMode, model.Int(int64(cr.Mode)))
+	sec.Set(0, secPublicKeyID, model.Opaque(cr.PublicKeyID))
+	sec.Set(0, secServerKey, model.Opaque(cr.ServerKey))
+	sec.Set(0, secSecretKey, model.Opaque(cr.SecretKey))
 }
 
-// Credentials returns what the Security object holds for the server account.
-func (c *Client) Credentials() Credentials {
-	get := func(res uint16) model.Value { v, _ := c.security.Get(0, res); return v }
+// Credentials returns what the Security object holds for the first server
+// account (/0/0).
+func (c *Client) Credentials() Credentials { return c.credentialsOf(0) }
+
+func (c *Client) credentialsOf(inst uint16) Credentials {
+	sec := c.securityObject()
+	get := func(res uint16) model.Value { v, _ := sec.Get(inst, res); return v }
 	return Credentials{
 		Mode:        SecurityMode(get(secMode).Int),
 		PublicKeyID: get(secPublicKeyID).Bytes,
@@ -105,29 +112,42 @@ func (c *Client) Credentials() Credentials {
 	}
 }
 
-// ServerURI is the LwM2M server's URI from the Security object.
-func (c *Client) ServerURI() string { return c.cfg.Server }
+// ServerURI is the LwM2M server's URI: Config.Server, or else the URI of
+// the first LwM2M server account in the Security object.
+func (c *Client) ServerURI() string {
+	if c.cfg.Server != "" {
+		return c.cfg.Server
+	}
+	sec := c.securityObject()
+	for _, y := range sec.Instances() {
+		if bs, _ := sec.Get(y, secBootstrap); bs.Bool {
+			continue
+		}
+		if v, ok := sec.Get(y, secServerURI); ok {
+			return v.Str
+		}
+	}
+	return ""
+}
 
-func newServerObject(c *Client) *Static {
-	cfg := c.cfg
-	o := NewStatic(1, cfg.Version, // no 1.1-only resources: the same in both
-		Resource{ID: serverShortID, Type: model.MustCoreType(1, serverShortID), Ops: OpRead},
-		Resource{ID: serverLifetime, Type: model.MustCoreType(1, serverLifetime), Ops: OpRW},
-		Resource{ID: serverPmin, Type: model.MustCoreType(1, serverPmin), Ops: OpRW},
-		Resource{ID: serverPmax, Type: model.MustCoreType(1, serverPmax), Ops: OpRW},
-		Resource{ID: serverDisable, Type: model.MustCoreType(1, serverDisable), Ops: OpExecute},
-		Resource{ID: serverDisableTO, Type: model.MustCoreType(1, serverDisableTO), Ops: OpRW},
-		Resource{ID: serverStoring, Type: model.MustCoreType(1, serverStoring), Ops: OpRW},
-		Resource{ID: serverBinding, Type: model.MustCoreType(1, serverBinding), Ops: OpRW},
-		Resource{ID: serverTrigger, Type: model.MustCoreType(1, serverTrigger), Ops: OpExecute},
-	)
-	o.Set(0, serverShortID, model.Int(int64(cfg.ShortServerID)))
-	o.Set(0, serverLifetime, model.Int(int64(cfg.Lifetime/time.Second)))
-	o.Set(0, serverPmin, model.Int(int64(cfg.DefaultPmin/time.Second)))
-	o.Set(0, serverPmax, model.Int(int64(cfg.DefaultPmax/time.Second)))
-	o.Set(0, serverDisableTO, model.Int(86400))
-	o.Set(0, serverStoring, model.Bool(false))
-	o.Set(0, serverBinding, model.String("U"))
+// newServerObject declares the Server resources this client acts on; a
+// Provisioning may set any of them. Executes and writes act on the
+// session of the instance they target.
+func newServerObject(c *Client, version string) *Static {
+	defs := []Resource{
+		{ID: serverShortID, Type: model.MustCoreType(1, serverShortID), Ops: OpRead},
+		{ID: serverDisable, Type: model.MustCoreType(1, serverDisable), Ops: OpExecute},
+		{ID: serverTrigger, Type: model.MustCoreType(1, serverTrigger), Ops: OpExecute},
+		{ID: bsServerTrigger, Type: model.MustCoreType(1, bsServerTrigger), Ops: OpExecute}, // bootstrap_run.go
+	}
+	for res := uint16(0); res <= 27; res++ {
+		t, ok := model.CoreTypes(model.NewPath(1, 0, res))
+		if !ok || t == model.TypeNone || res == serverShortID {
+			continue
+		}
+		defs = append(defs, Resource{ID: res, Type: t, Ops: OpRW})
+	}
+	o := NewStatic(1, version, defs...) // no 1.1-only resources: the same in both
 	o.OnWrite(func(_ context.Context, p model.Path, recs []model.Record) error {
 		if len(recs) != 1 {
 			return ErrBadRequest
@@ -149,12 +169,17 @@ func newServerObject(c *Client) *Static {
 		}
 		return nil // Client.Changed sends the Update once the value is stored
 	})
-	o.OnExecute(serverDisable, func(context.Context, uint16, string) error {
-		c.requestUpdate(updateReq{disable: true})
+	o.OnExecute(serverDisable, func(_ context.Context, inst uint16, _ string) error {
+		if s := c.sessionOf(inst); s != nil {
+			s.requestUpdate(updateReq{disable: true})
+		}
 		return nil
 	})
-	o.OnExecute(serverTrigger, func(context.Context, uint16, string) error {
-		c.requestUpdate(updateReq{})
+	o.OnExecute(bsServerTrigger, c.bootstrapTrigger)
+	o.OnExecute(serverTrigger, func(_ context.Context, inst uint16, _ string) error {
+		if s := c.sessionOf(inst); s != nil {
+			s.requestUpdate(updateReq{})
+		}
 		return nil
 	})
 	return o

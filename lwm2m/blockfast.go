@@ -26,6 +26,7 @@ import (
 // One per connection: the read goroutine alone uses its buffers.
 type block1Fast struct {
 	c   *Client
+	b   *blockTransfers // the session's
 	msg message.Message // the request, decoded into reused options
 	opt [1]message.Option
 	val [4]byte  // the Block1 value of the answer
@@ -33,8 +34,8 @@ type block1Fast struct {
 	out [64]byte // the answer: header, token, Block1
 }
 
-func newBlock1Fast(c *Client) *block1Fast {
-	return &block1Fast{c: c, msg: message.Message{Options: make(message.Options, 0, 8)}}
+func newBlock1Fast(s *session) *block1Fast {
+	return &block1Fast{c: s.c, b: &s.blocks, msg: message.Message{Options: make(message.Options, 0, 8)}}
 }
 
 // serve answers dgram if it is a block the fast path takes; then ok is
@@ -81,7 +82,7 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 	format, _, _ := message.DecodeUint32(cf)
 
 	c := f.c
-	b := &c.blocks
+	b := f.b
 	b.mu.Lock()
 	t := b.cur
 	var p model.Path
@@ -128,7 +129,7 @@ func (f *block1Fast) serve(dgram []byte, write func([]byte) error) (ok bool, err
 // busy reports whether a block-wise write is in progress, whose next
 // blocks the read loop should expect soon.
 func (f *block1Fast) busy() bool {
-	b := &f.c.blocks
+	b := f.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.cur != nil && !b.cur.done

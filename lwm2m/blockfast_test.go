@@ -226,9 +226,13 @@ func sortOptions(o message.Options) {
 }
 
 func (c *Client) fastCount() int {
-	c.blocks.mu.Lock()
-	defer c.blocks.mu.Unlock()
-	return c.blocks.fastBlocks
+	n := 0
+	for _, s := range c.currentSessions() {
+		s.blocks.mu.Lock()
+		n += s.blocks.fastBlocks
+		s.blocks.mu.Unlock()
+	}
+	return n
 }
 
 // checkContinue checks a 2.31 for block num of req, in req's block size.

@@ -1,7 +1,6 @@
 package lwm2m
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,15 +10,10 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/coaptx"
-	"github.com/lwm2m-fota/lwm2m/internal/coapuri"
-	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
-	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
 // Sentinel errors of the client.
@@ -32,14 +26,25 @@ var (
 // value means the RFC's defaults.
 type TxParams = coaptx.Params
 
-// Config configures a Client. Only Endpoint and Server are required; the
-// other fields have sensible zero values.
+// Config configures a Client. Only Endpoint and Server (or Provisioning)
+// are required; the other fields have sensible zero values.
 type Config struct {
 	// Endpoint is the client's endpoint name (ep=).
 	Endpoint string
 	// Server is the LwM2M server's URI, "coap://host:port". IPv6 hosts
-	// go in brackets.
+	// go in brackets. It becomes the one server account /0/0 and /1/0,
+	// with Lifetime, ShortServerID, DefaultPmin, DefaultPmax and
+	// Credentials below.
 	Server string
+	// Provisioning, instead of Server, starts the client from a full set
+	// of Security (/0), Server (/1) and Access Control (/2) instances:
+	// several servers, say, as a factory file or a bootstrap left them.
+	// The client registers with every LwM2M server it describes. Set
+	// Server or Provisioning, not both; Lifetime, ShortServerID,
+	// DefaultPmin, DefaultPmax and Credentials are then unused (the
+	// instances hold them), and Lifetime is only the fallback of a Server
+	// instance without /1/x/1.
+	Provisioning *Provisioning
 	// Lifetime of the registration (lt=); default 86400 s, the Server
 	// object's default. The client updates its registration well before it ends.
 	Lifetime time.Duration
@@ -85,12 +90,41 @@ type Config struct {
 	Version string
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
-	// Transport carries the server connection when Server's scheme is not
-	// coap; coaps.Configure sets it for coaps. Nil means plain UDP.
+	// Transport carries the connection to Config.Server when its scheme
+	// is not coap; coaps.Configure sets it for coaps. Nil means plain UDP.
+	// It serves that one account: the others (from Provisioning or a
+	// bootstrap) get theirs from TransportFor.
 	Transport Transport
+	// TransportFor, if set, returns the transport of a server account
+	// whose URI scheme is not coap (coaps, for one), given its URI and
+	// the credentials of its Security instance. An account for which
+	// neither it nor Transport provides one is logged and not served;
+	// the other accounts are.
+	TransportFor func(serverURI string, cr Credentials) (Transport, error)
 	// Credentials, if set, are recorded in the Security object
 	// (/0/0/2..5); coaps.Configure sets them with Transport.
 	Credentials *Credentials
+
+	// Bootstrap (LwM2M 1.1 Core §6.1; doc.go, docs/BOOTSTRAP.md).
+	//
+	// Bootstrap is the bootstrap server's URI, "coap://host:port" or, with
+	// BootstrapCredentials and TransportFor, "coaps://host:port". A client
+	// with a bootstrap server and no LwM2M server bootstraps before it
+	// registers.
+	Bootstrap            string
+	BootstrapCredentials *Credentials
+	// ProvisioningStore keeps what bootstrap provisioned, so that a
+	// restart registers at once (NewFileProvisioningStore). Nil keeps
+	// it in memory only: the device bootstraps at every start.
+	ProvisioningStore ProvisioningStore
+	// BootstrapTimeout abandons a bootstrap whose server has sent nothing
+	// for this long; default EXCHANGE_LIFETIME (247 s). It is retried
+	// with backoff between RetryMin and RetryMax.
+	BootstrapTimeout time.Duration
+	// BootstrapObjects lists the application objects that the bootstrap
+	// server may write and delete, besides /0, /1 and /2. Their writes
+	// are applied at Bootstrap-Finish.
+	BootstrapObjects []uint16
 }
 
 // LwM2M versions for Config.Version.
@@ -99,28 +133,23 @@ const (
 	Version11 = "1.1"
 )
 
-// Client is an LwM2M client: it registers with one server, keeps the
-// registration alive, and serves the server's requests on its objects.
+// Client is an LwM2M client: it registers with each of its LwM2M servers,
+// keeps the registrations alive, and serves the servers' requests on its
+// objects, through the Access Control layer when there are several.
 // Create it with New, add objects, then call Run.
 type Client struct {
-	cfg      Config
-	log      *slog.Logger
-	host     string // server host:port
-	security *Static
-	server   *Static
+	cfg Config
+	log *slog.Logger
 
 	mu       sync.RWMutex
 	objects  map[uint16]Object
-	conn     *udpclient.Conn
-	location string // registration location path, "" when not registered
-	regDone  chan struct{}
+	security *Static    // /0, replaced by applyProvisioning
+	server   *Static    // /1
+	acl      *Static    // /2
+	sessions []*session // those Run serves now
+	restart  chan struct{}
+	bs       bootstrapState // bootstrap while running: Trigger, fall-back
 
-	unreachableLog rateLog
-	refusedLog     rateLog // observations refused by the cap
-
-	obs     *observations
-	updates chan updateReq
-	blocks  blockTransfers
 	refused refusalLog
 }
 
@@ -129,21 +158,28 @@ type updateReq struct {
 	disable bool // /1/0/4 executed
 }
 
-// New checks cfg and returns a client that serves Security (/0) and Server
-// (/1) from it. Add the Device object and the application's own objects
-// with AddObject before Run.
+// New checks cfg and returns a client that serves Security (/0), Server
+// (/1) and Access Control (/2) from it. Add the Device object and the
+// application's own objects with AddObject before Run.
 func New(cfg Config) (*Client, error) {
 	if cfg.Endpoint == "" {
 		return nil, fmt.Errorf("%w: no endpoint name", ErrConfig)
 	}
-	u, err := url.Parse(cfg.Server)
-	if err != nil {
-		return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
+	switch {
+	case cfg.Provisioning != nil && cfg.Server != "":
+		return nil, fmt.Errorf("%w: both Server and Provisioning set", ErrConfig)
+	case cfg.Provisioning == nil && (cfg.Server != "" || !cfg.bootstraps()):
+		u, err := url.Parse(cfg.Server)
+		if err != nil {
+			return nil, fmt.Errorf("%w: server URI: %w", ErrConfig, err)
+		}
+		if u.Scheme != "coap" && !(u.Scheme == "coaps" && (cfg.Transport != nil || cfg.TransportFor != nil)) {
+			return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
+		}
 	}
-	if u.Scheme != "coap" && !(u.Scheme == "coaps" && cfg.Transport != nil) {
-		return nil, fmt.Errorf("%w: server URI scheme %q is not supported by this transport", ErrConfig, u.Scheme)
+	if err := cfg.checkBootstrap(); err != nil {
+		return nil, err
 	}
-	host := coapuri.HostPort(u)
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = 86400 * time.Second
 	}
@@ -187,20 +223,18 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		log:     log.With("endpoint", cfg.Endpoint),
-		host:    host,
 		objects: make(map[uint16]Object),
-		updates: make(chan updateReq, 1),
+		restart: make(chan struct{}, 1),
 	}
-	c.obs = newObservations(c)
-	c.security = newSecurityObject(cfg)
-	if cfg.Credentials != nil {
-		c.SetCredentials(*cfg.Credentials)
+	var p Provisioning
+	switch {
+	case cfg.Provisioning != nil:
+		p = *cfg.Provisioning
+	case cfg.Server != "":
+		p = provisioningFromConfig(cfg)
 	}
-	c.server = newServerObject(c)
-	for _, o := range []Object{c.security, c.server} {
-		if err := c.AddObject(o); err != nil {
-			return nil, err
-		}
+	if err := c.loadProvisioning(cfg.withBootstrapAccount(p)); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -256,52 +290,42 @@ func (c *Client) objectIDs() []uint16 {
 
 // Changed tells the client that the value at p changed, so observers of p
 // (or of anything above or below it) are notified, respecting pmin and
-// pmax. A change at an object path (one level) means instances were added
-// or removed, and also triggers a Registration Update.
+// pmax, on every server that observes it. A change at an object path (one
+// level) means instances were added or removed, and also triggers a
+// Registration Update with every server.
 func (c *Client) Changed(p model.Path) {
 	switch {
 	case p.Len() == 1:
 		c.requestUpdate(updateReq{full: true})
-	case p == model.NewPath(1, 0, serverLifetime) || p == model.NewPath(1, 0, serverBinding):
-		c.requestUpdate(updateReq{}) // LwM2M 1.1 Core §6.2.2: tell the server at once
+	case p.Len() >= 3 && p.Object() == 1 && (p.Resource() == serverLifetime || p.Resource() == serverBinding):
+		if s := c.sessionOf(p.Instance()); s != nil {
+			s.requestUpdate(updateReq{}) // LwM2M 1.1 Core §6.2.2: tell the server at once
+		}
 	}
-	c.obs.changed(p)
+	for _, s := range c.currentSessions() {
+		s.obs.changed(p)
+	}
 }
 
-// UpdateRegistration sends a Registration Update soon, as the Registration
-// Update Trigger (/1/0/8) does.
+// UpdateRegistration sends a Registration Update to every server soon, as
+// the Registration Update Trigger (/1/x/8) does for one.
 func (c *Client) UpdateRegistration() { c.requestUpdate(updateReq{}) }
 
 func (c *Client) requestUpdate(r updateReq) {
-	for {
-		select {
-		case c.updates <- r:
-			return
-		default:
-		}
-		// Merge with the pending request rather than block.
-		select {
-		case old := <-c.updates:
-			r.full = r.full || old.full
-			r.disable = r.disable || old.disable
-		default:
-		}
+	for _, s := range c.currentSessions() {
+		s.requestUpdate(r)
 	}
 }
 
-// Registered reports whether the client holds a registration now.
+// Registered reports whether the client holds a registration with at
+// least one server now; Servers tells which.
 func (c *Client) Registered() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.location != ""
-}
-
-// dial opens the server connection with the client's handler.
-func (c *Client) dial(ctx context.Context) (*udpclient.Conn, error) {
-	if c.cfg.Transport != nil {
-		return dialTransport(ctx, c.cfg.Transport, c.dispatch, c.cfg.Tx, c.transportError)
+	for _, s := range c.Servers() {
+		if s.Registered() {
+			return true
+		}
 	}
-	return dialUDP(ctx, c.host, c.dispatch, c.cfg.Tx, c.transportError, newBlock1Fast(c))
+	return false
 }
 
 // warnEvery rate-limits the warnings a peer can trigger at will.
@@ -327,39 +351,6 @@ func (r *rateLog) allow() (bool, int) {
 	}
 	r.skipped++
 	return false, 0
-}
-
-// transportError logs the errors of the UDP transport. An ICMP error
-// (port unreachable, say) is said at Warn, at most every 30 s: a client
-// that cannot reach its server should say so rather than retransmit in
-// silence. It changes nothing else: retransmission decides when an
-// exchange has failed (package udpsock).
-func (c *Client) transportError(err error) {
-	if udpsock.IsAsyncError(err) {
-		if ok, n := c.unreachableLog.allow(); ok {
-			c.log.Warn("server unreachable, retransmitting", "server", c.host, "err", err, "more_since_last", n)
-			return
-		}
-	}
-	c.log.Debug("coap", "err", err)
-}
-
-// dispatch takes the server's messages: a Reset ends the observation it
-// answers (RFC 7641 §3.6), requests go to handle.
-func (c *Client) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
-	if r.Type() == message.Reset {
-		c.obs.resetBy(r.MessageID())
-		return
-	}
-	if code := c.versionRefusal(r); code != 0 {
-		p, _ := r.Options().Path()
-		c.logRefused(r.Code(), p, code, errNotInVersion10)
-		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
-			c.log.Warn("cannot set response", "err", err)
-		}
-		return
-	}
-	c.handle(w, r)
 }
 
 // errNotInVersion10 is the reason logged for what versionRefusal refuses.

@@ -37,6 +37,10 @@ func errResponse(code codes.Code) response { return response{code: code} }
 // refusal is an answer with code, logged with its reason.
 func refusal(code codes.Code, reason error) response { return response{code: code, reason: reason} }
 
+// errAccess is the reason logged for a request the Access Control layer
+// refused.
+var errAccess = errors.New("no access right (Access Control, LwM2M 1.1 Core §7.3)")
+
 // codeOf maps an error from an object, a codec or the core to its CoAP code.
 func codeOf(err error) codes.Code {
 	switch {
@@ -66,14 +70,14 @@ func codeOf(err error) codes.Code {
 
 // handle serves one request from the server. Responses and empty messages
 // never reach it; go-coap matches them to our own requests.
-func (c *Client) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+func (c *Client) handle(s *session, w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	switch r.Code() {
 	case codes.GET, codes.PUT, codes.POST, codes.DELETE, codes.FETCH, codes.IPATCH:
 	default:
 		return
 	}
-	ctx := r.Context()
-	resp := c.serve(ctx, w.Conn(), r)
+	ctx := withSession(r.Context(), s)
+	resp := c.serve(ctx, s, w.Conn(), r)
 	if resp.code >= codes.BadRequest {
 		p, _ := r.Options().Path()
 		c.logRefused(r.Code(), p, resp.code, resp.reason)
@@ -145,7 +149,7 @@ func (l *refusalLog) allow(code codes.Code) (bool, int) {
 	return r.allow()
 }
 
-func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Message) response {
+func (c *Client) serve(ctx context.Context, s *session, conn *udpclient.Conn, r *pool.Message) response {
 	if supernumerary(r.Options()) {
 		return errResponse(codes.BadOption)
 	}
@@ -159,35 +163,67 @@ func (c *Client) serve(ctx context.Context, conn *udpclient.Conn, r *pool.Messag
 	}
 	if p.Len() > 0 && p.Object() == 0 {
 		// The Security object is for the bootstrap server only
-		// (LwM2M 1.1 Core §E.1).
+		// (LwM2M 1.1 Core §E.1), whatever the method.
 		return errResponse(codes.Unauthorized)
+	}
+	// Access control first: an object never sees a request it may not
+	// serve (LwM2M 1.1 Core §7.3.2).
+	deny := func(op aclOp) (response, bool) {
+		if code := c.authorize(s, p, op); code != 0 {
+			return refusal(code, errAccess), true
+		}
+		return response{}, false
 	}
 	switch r.Code() {
 	case codes.GET:
 		if accept, err := r.Options().Accept(); err == nil && content.Format(accept) == content.LinkFormat {
-			return c.discover(ctx, p)
+			if rsp, no := deny(opDiscover); no {
+				return rsp
+			}
+			return c.discover(ctx, s, p)
+		}
+		if rsp, no := deny(opRead); no {
+			return rsp
 		}
 		if obs, err := r.Options().Observe(); err == nil {
-			return c.observe(ctx, conn, r, p, obs)
+			return c.observe(ctx, s, conn, r, p, obs)
 		}
 		accept, hasAccept := acceptOf(r)
 		return c.read(ctx, p, accept, hasAccept)
 	case codes.PUT:
 		if r.Options().HasOption(message.URIQuery) && !r.Options().HasOption(message.ContentFormat) {
-			return c.writeAttributes(p, r)
+			if rsp, no := deny(opRead); no {
+				return rsp
+			}
+			return c.writeAttributes(s, p, r)
 		}
-		return c.write(ctx, p, r, true)
+		if rsp, no := deny(opWrite); no {
+			return rsp
+		}
+		return c.write(ctx, s, p, r, true)
 	case codes.POST:
 		switch p.Len() {
 		case 1:
-			return c.create(ctx, p, r)
+			if rsp, no := deny(opCreate); no {
+				return rsp
+			}
+			return c.create(ctx, s, p, r)
 		case 2:
-			return c.write(ctx, p, r, false)
+			if rsp, no := deny(opWrite); no {
+				return rsp
+			}
+			return c.write(ctx, s, p, r, false)
 		case 3:
+			if rsp, no := deny(opExecute); no {
+				return rsp
+			}
 			return c.execute(ctx, p, r)
 		}
 		return errResponse(codes.MethodNotAllowed)
 	case codes.DELETE:
+		if rsp, no := deny(opDelete); no {
+			return rsp
+		}
 		return c.delete(ctx, p)
 	}
 	return errResponse(codes.MethodNotAllowed)
@@ -231,7 +267,13 @@ func (c *Client) collect(ctx context.Context, p model.Path) ([]model.Record, err
 		}
 		insts = []uint16{p.Instance()}
 	} else {
-		insts = o.Instances()
+		// A whole object: the instances this server may read
+		// (LwM2M 1.1 Core §7.3.2.4).
+		for _, i := range o.Instances() {
+			if c.readable(ctx, p.Object(), i) {
+				insts = append(insts, i)
+			}
+		}
 	}
 	var out []model.Record
 	for _, i := range insts {
@@ -304,7 +346,7 @@ func (c *Client) read(ctx context.Context, p model.Path, accept content.Format, 
 }
 
 // discover answers with the links below p and their attributes (LwM2M 1.1 Core §5.4.2).
-func (c *Client) discover(ctx context.Context, p model.Path) response {
+func (c *Client) discover(ctx context.Context, s *session, p model.Path) response {
 	if p.Len() == 0 || p.Len() > 3 {
 		return errResponse(codes.BadRequest)
 	}
@@ -314,7 +356,7 @@ func (c *Client) discover(ctx context.Context, p model.Path) response {
 	}
 	var links []corelink.Link
 	add := func(q model.Path, extra ...corelink.Param) {
-		links = append(links, corelink.Link{Target: q.String(), Params: append(c.obs.attrParams(q), extra...)})
+		links = append(links, corelink.Link{Target: q.String(), Params: append(s.obs.attrParams(q), extra...)})
 	}
 	if p.Len() == 1 {
 		var ver []corelink.Param
@@ -375,7 +417,7 @@ func (c *Client) typesOf(p model.Path) (model.Type, bool) {
 }
 
 // write serves Write (PUT replace, POST partial update), including block-wise.
-func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, replace bool) response {
+func (c *Client) write(ctx context.Context, s *session, p model.Path, r *pool.Message, replace bool) response {
 	o, code := c.writable(p)
 	if code != 0 {
 		return errResponse(code)
@@ -388,7 +430,7 @@ func (c *Client) write(ctx context.Context, p model.Path, r *pool.Message, repla
 		f = content.TextPlain
 	}
 	if r.Options().HasOption(message.Block1) {
-		return c.blocks.receive(ctx, c, o, p, f, r)
+		return s.blocks.receive(ctx, c, o, p, f, r)
 	}
 	payload, err := r.ReadBody()
 	if err != nil {
@@ -534,7 +576,7 @@ func validExecArgs(s string) bool {
 	return true
 }
 
-func (c *Client) create(ctx context.Context, p model.Path, r *pool.Message) response {
+func (c *Client) create(ctx context.Context, s *session, p model.Path, r *pool.Message) response {
 	o, ok := c.object(p.Object())
 	if !ok {
 		return errResponse(codes.NotFound)
@@ -575,6 +617,7 @@ func (c *Client) create(ctx context.Context, p model.Path, r *pool.Message) resp
 	if err := cr.Create(ctx, inst, recs); err != nil {
 		return errorResponse(err)
 	}
+	c.ownCreated(s, p.Object(), inst)
 	c.Changed(model.NewPath(p.Object()))
 	loc := model.NewPath(p.Object(), inst).Segments()
 	opts := make(message.Options, len(loc))
@@ -599,8 +642,11 @@ func (c *Client) delete(ctx context.Context, p model.Path) response {
 	if err := d.Delete(ctx, p.Instance()); err != nil {
 		return errorResponse(err)
 	}
+	c.dropACL(p.Object(), p.Instance())
 	c.Changed(model.NewPath(p.Object()))
-	c.obs.dropBelow(p)
+	for _, s := range c.currentSessions() {
+		s.obs.dropBelow(p)
+	}
 	return errResponse(codes.Deleted)
 }
 

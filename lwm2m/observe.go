@@ -58,8 +58,10 @@ func (a attributes) inherit(parent attributes) attributes {
 	return a
 }
 
+// observations are one session's: each server observes for itself.
 type observations struct {
 	c       *Client
+	s       *session
 	mu      sync.Mutex
 	attrs   map[model.Path]attributes
 	byToken map[string]*observation
@@ -94,8 +96,8 @@ type observation struct {
 // away is found out (RFC 7641 §4.5).
 const maxNonInterval = 24 * time.Hour
 
-func newObservations(c *Client) *observations {
-	return &observations{c: c, attrs: make(map[model.Path]attributes), byToken: make(map[string]*observation), progress: make(chan struct{})}
+func newObservations(s *session) *observations {
+	return &observations{c: s.c, s: s, attrs: make(map[model.Path]attributes), byToken: make(map[string]*observation), progress: make(chan struct{})}
 }
 
 // advanceLocked records that ob's notifications are delivered up to
@@ -123,7 +125,7 @@ func (o *observations) nextSeq() uint32 {
 }
 
 // effective returns the attributes in force at p, with the server's
-// defaults (/1/0/2, /1/0/3) underneath.
+// defaults (/1/x/2, /1/x/3 of its session) underneath.
 func (o *observations) effective(p model.Path) attributes {
 	o.mu.Lock()
 	var a attributes
@@ -132,10 +134,10 @@ func (o *observations) effective(p model.Path) attributes {
 	}
 	o.mu.Unlock()
 	var def attributes
-	if v, ok := o.c.server.Get(0, serverPmin); ok {
+	if v, ok := o.s.serverValue(serverPmin); ok {
 		def.Pmin = &v.Int
 	}
-	if v, ok := o.c.server.Get(0, serverPmax); ok && v.Int > 0 {
+	if v, ok := o.s.serverValue(serverPmax); ok && v.Int > 0 {
 		def.Pmax = &v.Int
 	}
 	return a.inherit(def)
@@ -173,7 +175,7 @@ func (o *observations) attrParams(p model.Path) []corelink.Param {
 
 // writeAttributes serves Write-Attributes (LwM2M 1.1 Core §5.4.4). An
 // attribute without a value removes it.
-func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
+func (c *Client) writeAttributes(s *session, p model.Path, r *pool.Message) response {
 	if p.Len() == 0 {
 		return errResponse(codes.MethodNotAllowed)
 	}
@@ -184,9 +186,10 @@ func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
 	if err != nil {
 		return errResponse(codes.BadRequest)
 	}
-	c.obs.mu.Lock()
-	a := c.obs.attrs[p]
-	c.obs.mu.Unlock()
+	obs := s.obs
+	obs.mu.Lock()
+	a := obs.attrs[p]
+	obs.mu.Unlock()
 	for _, q := range qs {
 		name, val, hasVal := strings.Cut(q, "=")
 		switch name {
@@ -252,14 +255,14 @@ func (c *Client) writeAttributes(p model.Path, r *pool.Message) response {
 	if a.Lt != nil && a.Gt != nil && *a.Lt >= *a.Gt {
 		return errResponse(codes.BadRequest) // §5.1.2: lt must be below gt
 	}
-	c.obs.mu.Lock()
+	obs.mu.Lock()
 	if a.empty() {
-		delete(c.obs.attrs, p)
+		delete(obs.attrs, p)
 	} else {
-		c.obs.attrs[p] = a
+		obs.attrs[p] = a
 	}
-	c.obs.mu.Unlock()
-	c.obs.changed(p) // let running observations pick up new periods
+	obs.mu.Unlock()
+	obs.changed(p) // let running observations pick up new periods
 	return errResponse(codes.Changed)
 }
 
@@ -273,12 +276,12 @@ var ErrTooManyObservations = errors.New("lwm2m: too many observations")
 // 5.03 Service Unavailable and no Observe option: the request is valid,
 // the client lacks room, and a server may try again once it has
 // cancelled others (RFC 7252 §5.9.3.4).
-func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Message, p model.Path, flag uint32) response {
+func (c *Client) observe(ctx context.Context, s *session, conn *udpclient.Conn, r *pool.Message, p model.Path, flag uint32) response {
 	accept, hasAccept := acceptOf(r)
 	token := r.Token()
 	key := string(token)
 	if flag == 1 {
-		c.obs.cancelToken(key)
+		s.obs.cancelToken(key)
 		return c.read(ctx, p, accept, hasAccept)
 	}
 	resp, recs := c.render(ctx, p, accept, hasAccept)
@@ -299,17 +302,17 @@ func (c *Client) observe(ctx context.Context, conn *udpclient.Conn, r *pool.Mess
 		lastValue: numeric(p, recs),
 		lastMID:   -1,
 	}
-	octx, cancel := context.WithCancel(conn.Context())
+	octx, cancel := context.WithCancel(withSession(conn.Context(), s))
 	ob.cancel = cancel
-	if !c.obs.add(key, ob) {
+	if !s.obs.add(key, ob) {
 		cancel()
-		if ok, n := c.refusedLog.allow(); ok {
+		if ok, n := s.refusedLog.allow(); ok {
 			c.log.Warn("observation refused", "path", p, "err", ErrTooManyObservations, "max", c.cfg.MaxObservations, "code", codes.ServiceUnavailable, "more_since_last", n)
 		}
 		return errResponse(codes.ServiceUnavailable)
 	}
-	go c.obs.run(octx, ob)
-	resp.opts = append(resp.opts, coapopt.Uint(message.Observe, c.obs.nextSeq()))
+	go s.obs.run(octx, ob)
+	resp.opts = append(resp.opts, coapopt.Uint(message.Observe, s.obs.nextSeq()))
 	return resp
 }
 
@@ -404,11 +407,15 @@ func (o *observations) reset() {
 	}
 }
 
-// Observations reports how many observations are active.
+// Observations reports how many observations are active, on all servers.
 func (c *Client) Observations() int {
-	c.obs.mu.Lock()
-	defer c.obs.mu.Unlock()
-	return len(c.obs.byToken)
+	n := 0
+	for _, s := range c.currentSessions() {
+		s.obs.mu.Lock()
+		n += len(s.obs.byToken)
+		s.obs.mu.Unlock()
+	}
+	return n
 }
 
 // changed wakes the observations that overlap p.
@@ -432,9 +439,18 @@ func (o *observations) changed(p model.Path) {
 // acknowledged or given up on after its retransmissions (RFC 7252 §4.2);
 // or once the observation has ended. It returns at once when nothing
 // observes p, and ctx's error if ctx ends first. Firmware Update calls it
-// so that the server hears of Updating before the upgrade starts.
+// so that the servers hear of Updating before the upgrade starts. With
+// several servers it waits for the observations of each.
 func (c *Client) WaitNotified(ctx context.Context, p model.Path) error {
-	o := c.obs
+	for _, s := range c.currentSessions() {
+		if err := s.obs.waitNotified(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *observations) waitNotified(ctx context.Context, p model.Path) error {
 	o.mu.Lock()
 	want := make(map[*observation]uint64)
 	for _, ob := range o.byToken {
@@ -510,6 +526,11 @@ func (o *observations) run(ctx context.Context, ob *observation) {
 }
 
 func (o *observations) notify(ctx context.Context, ob *observation, a attributes, force bool) {
+	// LwM2M 1.1 Core §7.3.2.5: no notification of what the server may
+	// no longer read. (An object-level observation is filtered by render.)
+	if ob.path.Len() >= 2 && !o.c.readable(ctx, ob.path.Object(), ob.path.Instance()) {
+		return
+	}
 	resp, recs := o.c.render(ctx, ob.path, ob.format, ob.hasAccept)
 	if resp.code != codes.Content {
 		if resp.code == codes.NotFound {

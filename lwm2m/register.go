@@ -26,32 +26,6 @@ var ErrRejected = errors.New("lwm2m: registration rejected")
 // errNoRegistration is the server's 4.04 to an Update: it forgot us.
 var errNoRegistration = errors.New("lwm2m: server has no registration")
 
-// Run connects to the server, registers, keeps the registration alive and
-// serves requests until ctx is done; then it de-registers and returns nil.
-// While the server is unreachable it retries with exponential backoff and
-// logs every failure; it never gives up on its own.
-func (c *Client) Run(ctx context.Context) error {
-	backoff := c.cfg.RetryMin
-	for {
-		start := time.Now()
-		err := c.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > 2*c.cfg.RetryMax {
-			backoff = c.cfg.RetryMin // it worked for a long while
-		}
-		wait := jitter(backoff)
-		c.log.Warn("server session ended, retrying", "err", err, "in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		backoff = min(backoff*2, c.cfg.RetryMax)
-	}
-}
-
 // retryAt is the wall-clock time of a retry in d, for the log.
 func retryAt(d time.Duration) string {
 	return time.Now().Add(d).Format("15:04:05")
@@ -60,128 +34,6 @@ func retryAt(d time.Duration) string {
 // jitter spreads retries of a fleet over [d/2, d) (RFC 7252 §4.8 style randomisation).
 func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-}
-
-// session is one connection: register, then update until ctx ends or the
-// registration is lost.
-func (c *Client) session(ctx context.Context) error {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// The connection outlives sctx so that De-register can still be sent
-	// after the caller's context ends.
-	cctx, ccancel := context.WithCancel(context.Background())
-	defer ccancel()
-	// Until the connection is up, though, ctx ends the dial (a DTLS
-	// handshake may take a minute).
-	stopDial := context.AfterFunc(ctx, ccancel)
-	conn, err := c.dial(cctx)
-	if !stopDial() || err != nil {
-		if err == nil {
-			conn.Close()
-			return ctx.Err()
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("dial %s: %w", c.host, err)
-	}
-	defer conn.Close()
-	// The dialled connection runs its own read loop; stop the session if
-	// it dies (for example a DTLS alert).
-	stopWatch := context.AfterFunc(conn.Context(), cancel)
-	defer stopWatch()
-	c.mu.Lock()
-	c.conn = conn
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.conn, c.location = nil, ""
-		c.mu.Unlock()
-		c.obs.reset()
-	}()
-
-	// An update request queued before registering is moot: Register
-	// carries everything.
-	select {
-	case <-c.updates:
-	default:
-	}
-	if err := c.register(sctx, conn); err != nil {
-		return err
-	}
-	for {
-		timer := time.NewTimer(c.updateInterval())
-		select {
-		case <-sctx.Done():
-			timer.Stop()
-			if ctx.Err() != nil {
-				c.deregister(conn)
-				return ctx.Err()
-			}
-			return errors.New("connection closed")
-		case r := <-c.updates:
-			timer.Stop()
-			if r.disable {
-				c.deregister(conn)
-				d := c.disableTimeout()
-				c.log.Info("server disabled", "for", d)
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(d):
-				}
-				if err := c.register(sctx, conn); err != nil {
-					return err
-				}
-				continue
-			}
-			err = c.update(sctx, conn, r.full)
-		case <-timer.C:
-			err = c.update(sctx, conn, false)
-		}
-		if errors.Is(err, errNoRegistration) {
-			c.log.Info("server lost our registration; registering again")
-			if err := c.register(sctx, conn); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// updateInterval leaves room before the lifetime ends for a full
-// retransmission sequence.
-func (c *Client) updateInterval() time.Duration {
-	lt := c.lifetime()
-	margin := max(lt/10, c.cfg.Tx.MaxTransmitWait())
-	if margin > lt/2 {
-		margin = lt / 2
-	}
-	return lt - margin
-}
-
-func (c *Client) lifetime() time.Duration {
-	if v, ok := c.server.Get(0, 1); ok && v.Int > 0 {
-		return time.Duration(v.Int) * time.Second
-	}
-	return c.cfg.Lifetime
-}
-
-func (c *Client) binding() string {
-	if v, ok := c.server.Get(0, 7); ok && v.Str != "" {
-		return v.Str
-	}
-	return "U"
-}
-
-func (c *Client) disableTimeout() time.Duration {
-	if v, ok := c.server.Get(0, 5); ok && v.Int > 0 {
-		return time.Duration(v.Int) * time.Second
-	}
-	return 86400 * time.Second
 }
 
 // registrationLinks is the CoRE link payload of Register and Update: the
@@ -208,6 +60,9 @@ func (c *Client) registrationLinks() []byte {
 			continue
 		}
 		insts := o.Instances()
+		if id == 2 && len(insts) == 0 {
+			continue // no Access Control: a single server, as before /2 existed
+		}
 		v, versioned := o.(Versioner)
 		if versioned && v.Version() != "" && v.Version() != "1.0" || len(insts) == 0 {
 			l := corelink.Link{Target: model.NewPath(id).String()}
@@ -227,15 +82,16 @@ func (c *Client) requestCtx(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(ctx, c.cfg.Tx.MaxTransmitWait())
 }
 
-func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
+func (s *session) register(ctx context.Context, conn *udpclient.Conn) error {
+	c := s.c
 	q := []string{
 		"ep=" + c.cfg.Endpoint,
-		"lt=" + strconv.FormatInt(int64(c.lifetime()/time.Second), 10),
+		"lt=" + strconv.FormatInt(int64(s.lifetime()/time.Second), 10),
 		"lwm2m=" + c.cfg.Version,
-		"b=" + c.binding(),
+		"b=" + s.binding(),
 	}
 	backoff := c.cfg.RetryMin
-	c.log.Info("registering", "server", c.host, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
+	c.log.Info("registering", "server", s.host, "ssid", s.ssid, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
 	for {
 		rctx, cancel := c.requestCtx(ctx)
 		links := c.registrationLinks()
@@ -245,10 +101,11 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			code := resp.Code()
 			loc, lerr := locationPath(resp.Options())
 			if code == codes.Created && lerr == nil && loc != "" {
-				c.mu.Lock()
-				c.location = "/" + trimSlash(loc)
-				c.mu.Unlock()
-				c.log.Info("registered", "server", c.host, "location", c.location, "lifetime", c.lifetime())
+				s.mu.Lock()
+				s.location = "/" + trimSlash(loc)
+				s.mu.Unlock()
+				c.log.Info("registered", "server", s.host, "ssid", s.ssid, "location", "/"+trimSlash(loc), "lifetime", s.lifetime())
+				c.registrationSucceeded(s)
 				return nil
 			}
 			err = fmt.Errorf("server answered %v to Register", code)
@@ -258,15 +115,16 @@ func (c *Client) register(ctx context.Context, conn *udpclient.Conn) error {
 			if code >= codes.BadRequest {
 				// What the server said and what it was sent: the two
 				// things needed to see why (a 4.00 says little alone).
-				c.log.Error("server refused Register", "server", c.host, "code", code,
+				c.log.Error("server refused Register", "server", s.host, "ssid", s.ssid, "code", code,
 					"diagnostic", diagnostic(resp), "query", strings.Join(q, "&"), "links", string(links))
 			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		c.registrationFailed(s)
 		wait := jitter(backoff)
-		c.log.Warn("register failed", "server", c.host, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
+		c.log.Warn("register failed", "server", s.host, "ssid", s.ssid, "err", err, "retry_in", wait.Round(time.Millisecond), "retry_at", retryAt(wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -326,13 +184,14 @@ func trimSlash(s string) string {
 
 // update sends a Registration Update (LwM2M 1.1 Core §6.2.2). full resends
 // the object list.
-func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) error {
-	c.mu.RLock()
-	loc := c.location
-	c.mu.RUnlock()
+func (s *session) update(ctx context.Context, conn *udpclient.Conn, full bool) error {
+	c := s.c
+	s.mu.RLock()
+	loc := s.location
+	s.mu.RUnlock()
 	rctx, cancel := c.requestCtx(ctx)
 	defer cancel()
-	opts := queries("lt=" + strconv.FormatInt(int64(c.lifetime()/time.Second), 10))
+	opts := queries("lt=" + strconv.FormatInt(int64(s.lifetime()/time.Second), 10))
 	var resp *pool.Message
 	var err error
 	if full {
@@ -345,13 +204,13 @@ func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) er
 	}
 	switch code := resp.Code(); {
 	case code == codes.Changed:
-		c.log.Debug("registration updated", "location", loc)
+		c.log.Debug("registration updated", "ssid", s.ssid, "location", loc)
 		return nil
 	case code == codes.NotFound:
 		return errNoRegistration
 	default:
 		// Any other failure also means the registration cannot be trusted.
-		c.log.Warn("registration update refused", "code", code)
+		c.log.Warn("registration update refused", "ssid", s.ssid, "code", code)
 		return errNoRegistration
 	}
 }
@@ -363,11 +222,12 @@ func (c *Client) update(ctx context.Context, conn *udpclient.Conn, full bool) er
 const deregisterTimeout = 750 * time.Millisecond
 
 // deregister sends De-register (LwM2M 1.1 Core §6.2.3), best effort.
-func (c *Client) deregister(conn *udpclient.Conn) {
-	c.mu.Lock()
-	loc := c.location
-	c.location = ""
-	c.mu.Unlock()
+func (s *session) deregister(conn *udpclient.Conn) {
+	c := s.c
+	s.mu.Lock()
+	loc := s.location
+	s.location = ""
+	s.mu.Unlock()
 	if loc == "" {
 		return
 	}
@@ -375,8 +235,8 @@ func (c *Client) deregister(conn *udpclient.Conn) {
 	defer cancel()
 	resp, err := conn.Delete(ctx, loc)
 	if err != nil {
-		c.log.Warn("de-register failed", "err", err)
+		c.log.Warn("de-register failed", "ssid", s.ssid, "err", err)
 		return
 	}
-	c.log.Info("de-registered", "code", resp.Code())
+	c.log.Info("de-registered", "ssid", s.ssid, "code", resp.Code())
 }

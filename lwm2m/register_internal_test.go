@@ -22,7 +22,7 @@ func TestUpdateInterval(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := c.updateInterval()
+		got := c.buildSessions()[0].updateInterval()
 		if got != tc.want || got >= tc.lifetime || got < tc.lifetime/2 {
 			t.Errorf("lifetime %v: update after %v, want %v (MAX_TRANSMIT_WAIT %v)", tc.lifetime, got, tc.want, wait)
 		}

@@ -238,3 +238,58 @@ func (s *Static) Execute(ctx context.Context, res model.Path, args string) error
 	}
 	return f(ctx, res.Instance(), args)
 }
+
+// RemoveInstance deletes instance inst and its values.
+func (s *Static) RemoveInstance(inst uint16) {
+	s.mu.Lock()
+	_, had := s.inst[inst]
+	delete(s.inst, inst)
+	n := s.notifier
+	s.mu.Unlock()
+	if had && n != nil {
+		n.Changed(model.NewPath(s.id))
+	}
+}
+
+// load stores one record of a provisioning: a resource, or one instance
+// of a multiple resource, merged with the others.
+func (s *Static) load(r model.Record) error {
+	d, ok := s.def(r.Path.Resource())
+	if !ok {
+		return ErrNotFound
+	}
+	v, err := r.Value.Convert(d.Type)
+	if err != nil {
+		return err
+	}
+	r.Value = v
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.inst[r.Path.Instance()]
+	if m == nil {
+		m = make(map[uint16][]model.Record)
+		s.inst[r.Path.Instance()] = m
+	}
+	if r.Path.Len() == 3 {
+		m[d.ID] = []model.Record{r}
+		return nil
+	}
+	recs := slices.DeleteFunc(m[d.ID], func(o model.Record) bool { return o.Path == r.Path || o.Path.Len() == 3 })
+	recs = append(recs, r)
+	slices.SortFunc(recs, func(a, b model.Record) int { return int(a.Path.ResourceInstance()) - int(b.Path.ResourceInstance()) })
+	m[d.ID] = recs
+	return nil
+}
+
+// records returns every value held, sorted by instance and resource.
+func (s *Static) records() []model.Record {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []model.Record
+	for _, m := range s.inst {
+		for _, recs := range m {
+			out = append(out, recs...)
+		}
+	}
+	return out
+}

@@ -90,6 +90,15 @@ type APIConfig struct {
 	// server/console) at every path outside /api/, without
 	// authentication: the console signs in through /api/session.
 	Console http.Handler
+	// Routes are more routes (http.ServeMux patterns such as
+	// "GET /api/campaigns") served behind the same authentication:
+	// packages built on the server, such as campaigns, add theirs here.
+	Routes map[string]http.Handler
+	// Bootstrap serves GET /api/bootstrap and /api/bootstrap/{ep}, the
+	// bootstrap history (bootstrap.Server's HistoryHandler, package
+	// server/bootstrap), behind the same authentication. Nil answers
+	// them 404.
+	Bootstrap http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -210,7 +219,23 @@ func (a *api) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/events", a.events)
 	mux.HandleFunc("GET /api/status", a.statusList)
 	mux.HandleFunc("GET /api/devices/{ep}/status", a.deviceStatus)
+	for pattern, h := range a.cfg.Routes {
+		mux.Handle(pattern, h)
+	}
+	// Queue mode and Send (srvqueue): the last values each device sent.
+	mux.HandleFunc("GET /api/devices/{ep}/values", a.values)
+	// The bootstrap server's history (package server/bootstrap).
+	mux.HandleFunc("GET /api/bootstrap", a.bootstrap)
+	mux.HandleFunc("GET /api/bootstrap/{ep}", a.bootstrap)
 	return mux
+}
+
+func (a *api) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Bootstrap == nil {
+		writeError(w, http.StatusNotFound, "no bootstrap server: start lwm2m server with -bootstrap or -bootstrap-dtls")
+		return
+	}
+	a.cfg.Bootstrap.ServeHTTP(w, r)
 }
 
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +243,11 @@ func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.s.Registrations())
+	out := []APIDevice{}
+	for _, reg := range a.s.Registrations() {
+		out = append(out, a.s.apiDevice(reg))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) device(w http.ResponseWriter, r *http.Request) {
@@ -227,7 +256,44 @@ func (a *api) device(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
 		return
 	}
-	writeJSON(w, http.StatusOK, reg)
+	writeJSON(w, http.StatusOK, a.s.apiDevice(reg))
+}
+
+// APIDevice is a device in /api/devices: its registration, and for a
+// queue-mode device whether it is awake and how many operations wait.
+type APIDevice struct {
+	Registration
+	Awake  *bool `json:"awake,omitempty"` // only for queue-mode devices
+	Queued int   `json:"queued,omitempty"`
+}
+
+func (s *Server) apiDevice(reg Registration) APIDevice {
+	d := APIDevice{Registration: reg}
+	if reg.Queue {
+		awake := !s.Asleep(reg.Endpoint)
+		d.Awake = &awake
+		d.Queued = s.Queued(reg.Endpoint)
+	}
+	return d
+}
+
+// APIValue is one resource's last sent value in /api/devices/{ep}/values.
+type APIValue struct {
+	APIRecord
+	Time time.Time `json:"time"` // when the server received it
+}
+
+func (a *api) values(w http.ResponseWriter, r *http.Request) {
+	vals, err := a.s.Values(r.PathValue("ep"))
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	out := []APIValue{}
+	for _, v := range vals {
+		out = append(out, APIValue{APIRecord: APIRecord{Path: v.Path.String(), Type: v.Value.Type.String(), Value: formatValue(v.Value)}, Time: v.Time.UTC()})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) read(w http.ResponseWriter, r *http.Request) {
@@ -575,8 +641,10 @@ func apiError(w http.ResponseWriter, err error) {
 	case errors.As(err, &ce):
 		status = http.StatusBadGateway
 		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrQueueExpired):
 		status = http.StatusGatewayTimeout
+	case errors.Is(err, ErrQueueFull):
+		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, body)
 }

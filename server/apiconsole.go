@@ -7,33 +7,34 @@ import (
 	"time"
 )
 
-// APIDevice is a registered device with its firmware status, an element
-// of GET /api/status.
-type APIDevice struct {
-	Registration
+// APIStatus is a registered device (as in /api/devices) with when its
+// registration expires and its firmware status, an element of GET
+// /api/status.
+type APIStatus struct {
+	APIDevice
 	Expires time.Time    `json:"expires"`
 	Status  DeviceStatus `json:"status"`
 }
 
 // APIDeviceStatus is the answer to GET /api/devices/{ep}/status.
 type APIDeviceStatus struct {
-	APIDevice
+	APIStatus
 	Registered bool           `json:"is_registered"`
 	History    []HistoryEntry `json:"history"`
 }
 
-func (a *api) apiDevice(reg Registration) APIDevice {
+func (a *api) apiStatus(reg Registration) APIStatus {
 	st, _ := a.s.DeviceStatus(reg.Endpoint)
-	return APIDevice{Registration: reg, Expires: reg.Expires(), Status: st}
+	return APIStatus{APIDevice: a.s.apiDevice(reg), Expires: reg.Expires(), Status: st}
 }
 
 // statusList serves GET /api/status: every registered device with what
 // the server knows of its firmware.
 func (a *api) statusList(w http.ResponseWriter, r *http.Request) {
 	regs := a.s.Registrations()
-	out := make([]APIDevice, 0, len(regs))
+	out := make([]APIStatus, 0, len(regs))
 	for _, reg := range regs {
-		out = append(out, a.apiDevice(reg))
+		out = append(out, a.apiStatus(reg))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -52,7 +53,7 @@ func (a *api) deviceStatus(w http.ResponseWriter, r *http.Request) {
 	if !registered {
 		reg = Registration{Endpoint: ep}
 	}
-	writeJSON(w, http.StatusOK, APIDeviceStatus{APIDevice: a.apiDevice(reg), Registered: registered, History: a.s.History(ep)})
+	writeJSON(w, http.StatusOK, APIDeviceStatus{APIStatus: a.apiStatus(reg), Registered: registered, History: a.s.History(ep)})
 }
 
 // sseHeartbeat is how often an idle event stream sends a comment, so that

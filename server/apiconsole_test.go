@@ -344,7 +344,7 @@ func TestDeviceStatus(t *testing.T) {
 		}
 		return nil
 	})
-	var list []APIDevice
+	var list []APIStatus
 	json.NewDecoder(apiDo(t, context.Background(), hs, "GET", "/api/status", "").Body).Decode(&list)
 	if len(list) != 1 || list[0].Endpoint != "dev1" || list[0].Status.ResultName != "Integrity check failure" {
 		t.Errorf("status list %+v", list)

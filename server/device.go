@@ -191,6 +191,13 @@ type request struct {
 // do runs req and returns the response content. It reassembles a Block2
 // response (RFC 7959, 2.4) into one payload up to maxReadSize.
 func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, error) {
+	// A sleeping queue-mode device gets the request when it wakes; the
+	// exchange's own timeout starts then.
+	release, err := s.hold(ctx, req.ep, req.op)
+	if err != nil {
+		return Content{}, nil, err
+	}
+	defer release()
 	cc, err := s.conn(req.ep)
 	if err != nil {
 		return Content{}, nil, err
@@ -245,6 +252,7 @@ func (s *Server) do(ctx context.Context, req request) (Content, *pool.Message, e
 		if err != nil {
 			return Content{}, nil, exchangeError(ctx, start, req.op, req.ep, req.path, err)
 		}
+		s.seen(req.ep)
 		body, _ := resp.ReadBody()
 		if req.want != 0 && resp.Code() != req.want {
 			code := resp.Code()
@@ -427,6 +435,11 @@ func (o *Observation) Cancel(ctx context.Context) error {
 // notification, starting with the current value, until Cancel is called
 // or ctx ends. fn runs on the connection's goroutine and must not block.
 func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept content.Format, fn func(Notification)) (*Observation, error) {
+	release, err := s.hold(ctx, ep, "observe")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	cc, err := s.conn(ep)
 	if err != nil {
 		return nil, err
@@ -441,6 +454,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 			return
 		default:
 		}
+		s.seen(ep)
 		body, _ := m.ReadBody()
 		mu.Lock()
 		if first == 0 {

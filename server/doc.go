@@ -56,11 +56,23 @@
 // adds others', such as a campaign engine's. The console's live view is
 // built on them (GET /api/events).
 //
+// # Queue mode and Send
+//
+// A device that registers in queue mode (the Q parameter of LwM2M 1.1, or
+// a 1.0 binding such as "UQ") is taken to be awake for QueueWindow after
+// it last sent anything, and asleep after that. Operations on a sleeping
+// device, and the steps of Update, wait in its queue (at most MaxQueued,
+// each until its ctx ends or QueueExpiry passes) and run in order once
+// the device sends its next Update or Register; Asleep and Queued report
+// its state. Devices report values with Send (POST /dp, SenML CBOR or
+// JSON); the server keeps the latest per resource (Values) and calls
+// OnSend with each Send's values.
+//
 // # Goroutines
 //
 // Serve runs the listeners' goroutines and the expiry of registrations;
 // they end when it returns. Update, Push and the device operations block
 // the caller until done and may be called concurrently. Callbacks (the
-// progress functions, Observe's fn, WatchImage's fn) may run on the
+// progress functions, Observe's fn, WatchImage's fn, OnSend) may run on the
 // server's own goroutines and must return quickly.
 package server

@@ -46,10 +46,12 @@ type fakeDevice struct {
 	// onBlock, when set, runs with d.mu held before block num of a
 	// push is answered.
 	onBlock func(cc *udpclient.Conn, num int64)
+	// query is added to every Register, e.g. "Q" for queue mode.
+	query []string
 }
 
-func newFakeDevice(t *testing.T, serverAddr, ep string) *fakeDevice {
-	d := &fakeDevice{t: t, ep: ep, server: serverAddr, blockSZX: blockwise.SZX1024,
+func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDevice {
+	d := &fakeDevice{t: t, ep: ep, server: serverAddr, blockSZX: blockwise.SZX1024, query: query,
 		executed: make(chan struct{}, 1),
 		res: map[string]string{
 			"/3/0/0": "Acme", "/3/0/1": "Model 1", "/3/0/3": "1.0",
@@ -91,12 +93,16 @@ func (d *fakeDevice) close() {
 func (d *fakeDevice) register() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	opts := []message.Option{
+		{ID: message.URIQuery, Value: []byte("ep=" + d.ep)},
+		{ID: message.URIQuery, Value: []byte("lt=300")},
+		{ID: message.URIQuery, Value: []byte("lwm2m=1.1")},
+		{ID: message.URIQuery, Value: []byte("b=U")}}
+	for _, q := range d.query {
+		opts = append(opts, message.Option{ID: message.URIQuery, Value: []byte(q)})
+	}
 	resp, err := d.conn().Post(ctx, "/rd", message.AppLinkFormat,
-		bytes.NewReader([]byte("</1/0>,</3/0>,</5/0>")),
-		message.Option{ID: message.URIQuery, Value: []byte("ep=" + d.ep)},
-		message.Option{ID: message.URIQuery, Value: []byte("lt=300")},
-		message.Option{ID: message.URIQuery, Value: []byte("lwm2m=1.1")},
-		message.Option{ID: message.URIQuery, Value: []byte("b=U")})
+		bytes.NewReader([]byte("</1/0>,</3/0>,</5/0>")), opts...)
 	if err != nil {
 		d.mu.Lock()
 		ended := d.ended

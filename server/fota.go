@@ -343,7 +343,13 @@ func (u *updateRun) dropObservations(wait bool) {
 func (u *updateRun) poll(ctx context.Context) error {
 	// One exchange may take MAX_TRANSMIT_WAIT under load (a fleet
 	// updating at once loses datagrams); RequestTimeout allows for it.
-	rctx, cancel := context.WithTimeout(ctx, u.s.requestTimeout())
+	// A sleeping device is read when it wakes; the timeout counts from then.
+	hctx, release, err := u.s.holding(ctx, u.ep, "read")
+	if err != nil {
+		return err
+	}
+	defer release()
+	rctx, cancel := context.WithTimeout(hctx, u.s.requestTimeout())
 	defer cancel()
 	for _, p := range []model.Path{pathState, pathResult} {
 		c, err := u.s.Read(rctx, u.ep, p, content.TextPlain)
@@ -469,9 +475,14 @@ func (u *updateRun) execute(ctx context.Context, state fwobj.State, result fwobj
 	u.st.forgetState()
 	// A device may restart before it answers; do not wait for that
 	// answer longer than for a normal exchange.
-	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := u.s.Execute(ectx, u.ep, pathUpdate, "")
+	hctx, release, err := u.s.holding(ctx, u.ep, "execute")
+	if err != nil {
+		return updateError(u.ep, "executing Update", err)
+	}
+	ectx, cancel := context.WithTimeout(hctx, 10*time.Second)
+	err = u.s.Execute(ectx, u.ep, pathUpdate, "")
 	cancel()
+	release()
 	var ce *CodeError
 	if errors.As(err, &ce) {
 		return updateError(u.ep, "executing Update", err)
@@ -510,6 +521,11 @@ func (u *updateRun) waitFor(ctx context.Context, done func(fwobj.State, fwobj.Re
 		case reg := <-u.events:
 			u.registered(ctx, reg)
 		case <-u.tick:
+			if u.s.Asleep(u.ep) {
+				// A sleeping device notifies once it wakes; a
+				// poll would only queue behind that.
+				continue
+			}
 			if err := u.poll(ctx); err != nil {
 				u.log.Debug("polling firmware state", "err", err)
 			}

@@ -81,6 +81,12 @@ func (s *Server) Push(ctx context.Context, ep, file string, progress func(sent, 
 		return fmt.Errorf("server: push: %w", err)
 	}
 	total := st.Size()
+	// A sleeping queue-mode device gets the whole push when it wakes.
+	ctx, release, err := s.holding(ctx, ep, "push")
+	if err != nil {
+		return err
+	}
+	defer release()
 	snd := s.pushSender(ctx, ep)
 	defer snd.close()
 	chunk := chunkReader{r: f, buf: make([]byte, pushChunk)}
@@ -125,6 +131,7 @@ func (s *Server) Push(ctx context.Context, ep, file string, progress func(sent, 
 			return &CodeError{Op: "push", Endpoint: ep, Path: pathPackage.String(), Code: a.code}
 		}
 		off += n
+		s.seen(ep) // the answer keeps a queue-mode device awake
 		if progress != nil {
 			progress(off, total)
 		}

@@ -143,12 +143,13 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	if v := p["lwm2m"]; v != "" {
 		reg.Version = v
 	}
+	reg.Queue = queueMode(p)
 	if err := validLinks(links); err != nil {
 		s.logger().Warn("registration with bad links", "ep", ep, "addr", addr, "err", err)
 		return "", codes.BadRequest
 	}
 	now := s.clock()
-	reg.Registered, reg.Updated = now, now
+	reg.Registered, reg.Updated, reg.LastSeen = now, now, now
 	reg.ID = newID()
 
 	s.mu.Lock()
@@ -176,6 +177,10 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	s.regs[reg.ID] = &reg
 	s.byEP[ep] = reg.ID
 	s.trackAddrLocked(reg.Addr, 1)
+	// A sleeping device wakes with a Register or an Update: what waited
+	// for it goes now (before the Store's write, which may take longer
+	// than a short queue window).
+	s.drainLocked(ep)
 	err := s.Store.Put(reg)
 	s.notifyLocked(reg)
 	s.mu.Unlock()
@@ -186,7 +191,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 		go s.tellLifetime(reg)
 	}
 	s.deviceEvent(ep, "registered", fmt.Sprintf("from %s, lifetime %ds, binding %s, LwM2M %s", addr, reg.Lifetime, reg.Binding, reg.Version))
-	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "secure", reg.Secure, "identity", reg.PSKIdentity, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "links", links)
+	s.logger().Info("registered", "ep", ep, "id", reg.ID, "addr", addr, "secure", reg.Secure, "identity", reg.PSKIdentity, "lt", reg.Lifetime, "b", reg.Binding, "lwm2m", reg.Version, "queue", reg.Queue, "links", links)
 	return reg.ID, codes.Created
 }
 
@@ -216,6 +221,12 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	}
 	if v := p["b"]; v != "" {
 		reg.Binding = v
+		if strings.HasPrefix(reg.Version, "1.0") {
+			reg.Queue = strings.Contains(v, "Q") // 1.0 says queue mode in the binding
+		}
+	}
+	if _, ok := p["Q"]; ok {
+		reg.Queue = true
 	}
 	if len(body) > 0 {
 		if err := validLinks(string(body)); err != nil {
@@ -236,7 +247,9 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	reg.Addr = addr
 	reg.Local = from.local
 	reg.Updated = s.clock()
+	reg.LastSeen = reg.Updated
 	*cur = reg
+	s.drainLocked(reg.Endpoint) // as in register
 	err := s.Store.Put(reg)
 	// No notifyLocked: an Update is not a restart (Core 6.2.2); the
 	// device keeps its observations.
@@ -395,6 +408,9 @@ func (s *Server) removeLocked(reg *Registration) {
 	s.trackAddrLocked(reg.Addr, -1)
 	if s.byEP[reg.Endpoint] == reg.ID {
 		delete(s.byEP, reg.Endpoint)
+		s.failQueueLocked(reg.Endpoint, fmt.Errorf("%w: %q: its registration ended while operations waited for it", ErrNotRegistered, reg.Endpoint))
+		s.sentTotal -= len(s.values[reg.Endpoint])
+		delete(s.values, reg.Endpoint)
 	}
 	if err := s.Store.Delete(reg.ID); err != nil {
 		s.logger().Error("deleting registration", "ep", reg.Endpoint, "err", err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
+	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 )
 
 // Errors returned by the Server.
@@ -97,9 +98,31 @@ type Server struct {
 	// after it registers, for DeviceStatus and the web console.
 	Inventory bool
 
-	events hub     // Subscribe and Publish
-	devs   devices // DeviceStatus and History
+	// QueueWindow is how long a queue-mode device is taken to be awake
+	// after it last sent something; zero means MAX_TRANSMIT_WAIT of the
+	// server's transmission parameters (93 s by default, RFC 7252
+	// §4.8.2), which LwM2M 1.1 recommends to clients.
+	QueueWindow time.Duration
+	// MaxQueued bounds the operations waiting for one sleeping device;
+	// zero means DefaultMaxQueued. One more fails with ErrQueueFull.
+	MaxQueued int
+	// QueueExpiry, when positive, bounds how long an operation waits for
+	// a sleeping device (ErrQueueExpired). Zero leaves it to the
+	// caller's context and to the registration, whose end fails what
+	// still waits with ErrNotRegistered.
+	QueueExpiry time.Duration
+	// MaxSentValues bounds the resources whose last sent value (Send,
+	// /dp) is kept per device; zero means DefaultMaxSentValues. Beyond
+	// it, the resource heard from longest ago is forgotten.
+	MaxSentValues int
+	// OnSend, when set, is called with the values of every Send the
+	// server accepted (LwM2M 1.1 Core, Information Reporting), after they
+	// were stored. It runs on the server's goroutine and must return
+	// quickly; vals is the caller's to keep.
+	OnSend func(ep string, vals []SentValue)
 
+	events   hub     // Subscribe and Publish
+	devs     devices // DeviceStatus and History
 	mu       sync.Mutex
 	regs     map[string]*Registration // by ID
 	byEP     map[string]string        // endpoint -> ID
@@ -123,6 +146,14 @@ type Server struct {
 	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
 	logMu    sync.Mutex
 	warned   map[string]time.Time // when noisy last logged each message at Warn
+
+	// Queue mode and Send (queue.go, send.go), under mu.
+	queues       map[string]*devQueue                // operations waiting for sleeping devices, by endpoint
+	values       map[string]map[model.Path]sentEntry // the last sent values, by endpoint
+	sendSeq      uint64                              // orders sentEntry
+	sentTotal    int                                 // entries in values
+	maxSentTotal int                                 // bounds sentTotal; zero: defaultMaxSentTotal
+
 	// strictLoopback makes the image port verify loopback addresses
 	// like any other, so that tests on loopback can exercise the Echo.
 	strictLoopback bool
@@ -183,6 +214,8 @@ func (s *Server) Listen() error {
 	s.regs = make(map[string]*Registration)
 	s.byEP = make(map[string]string)
 	s.watchers = make(map[string][]chan Registration)
+	s.queues = make(map[string]*devQueue)
+	s.values = make(map[string]map[model.Path]sentEntry)
 	if s.images == nil {
 		s.images = make(map[string]*image)
 	}
@@ -207,6 +240,9 @@ func (s *Server) Listen() error {
 		// A registration stored under a larger cap, or before there was
 		// one, expires at today's.
 		r.Lifetime = min(r.Lifetime, s.maxLifetime())
+		if r.LastSeen.IsZero() {
+			r.LastSeen = r.Updated
+		}
 		s.regs[r.ID] = &r
 		s.byEP[r.Endpoint] = r.ID
 		s.trackAddrLocked(r.Addr, 1)
@@ -445,7 +481,7 @@ func (s *Server) Close() error {
 }
 
 // handle dispatches incoming CoAP requests: the registration interface
-// under /rd and published images under /fw.
+// under /rd, published images under /fw and Send at /dp.
 func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	if r.Type() == message.Acknowledgement || r.Type() == message.Reset || r.Code() == codes.Empty || r.Code() >= 32 {
 		// go-coap hands over an ACK or RST that matches no exchange of
@@ -469,6 +505,8 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 		s.handleRD(w, r, path[1:])
 	case len(path) == 2 && path[0] == "fw":
 		s.handleImage(w, r, path[1])
+	case len(path) == 1 && path[0] == "dp":
+		s.handleSend(w, r)
 	default:
 		setCode(w, codes.NotFound)
 	}

@@ -32,8 +32,16 @@ type Registration struct {
 	// PSKIdentity is the DTLS session's PSK identity.
 	PSKIdentity string `json:"psk_identity,omitempty"`
 
+	// Queue is set for a device in queue mode (the Register's Q
+	// parameter, or a 1.0 binding such as "UQ"): it sleeps between its
+	// exchanges, and operations wait for it (see Server.QueueWindow).
+	Queue bool `json:"queue,omitempty"`
+
 	Registered time.Time `json:"registered"`
 	Updated    time.Time `json:"updated"` // last Register or Update
+	// LastSeen is when the device last sent anything the server
+	// noticed: a Register, an Update, a Send, a notification or an answer.
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Expires returns when the registration lapses, without the server's grace.
@@ -61,11 +69,58 @@ type BindingStore interface {
 	Bindings() (map[string]string, error)
 }
 
+// RecordStore is a Store that also keeps the records of what is built on
+// the server (update campaigns, their packages), each kind in a bucket of
+// its own beside the registrations. Packages that need it discover it on
+// the server's Store.
+type RecordStore interface {
+	// PutRecords writes every key of recs to bucket in one atomic
+	// transaction; a nil value deletes its key.
+	PutRecords(bucket string, recs map[string][]byte) error
+	// Records returns every key and value of bucket; none when the
+	// bucket was never written.
+	Records(bucket string) (map[string][]byte, error)
+}
+
 // MemoryStore is a Store that forgets everything when the process exits.
 type MemoryStore struct {
 	mu       sync.Mutex
 	regs     map[string]Registration
 	bindings map[string]string
+	records  map[string]map[string][]byte // bucket -> key -> value
+}
+
+// PutRecords writes recs to bucket; a nil value deletes its key.
+func (m *MemoryStore) PutRecords(bucket string, recs map[string][]byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.records == nil {
+		m.records = make(map[string]map[string][]byte)
+	}
+	b := m.records[bucket]
+	if b == nil {
+		b = make(map[string][]byte)
+		m.records[bucket] = b
+	}
+	for k, v := range recs {
+		if v == nil {
+			delete(b, k)
+		} else {
+			b[k] = append([]byte(nil), v...)
+		}
+	}
+	return nil
+}
+
+// Records returns a copy of bucket.
+func (m *MemoryStore) Records(bucket string) (map[string][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string][]byte, len(m.records[bucket]))
+	for k, v := range m.records[bucket] {
+		out[k] = append([]byte(nil), v...)
+	}
+	return out, nil
 }
 
 // PutBinding binds ep to identity.
@@ -220,5 +275,53 @@ func (b *BoltStore) Bindings() (map[string]string, error) {
 	return out, err
 }
 
+// recordBucket names a RecordStore bucket in the database, apart from the
+// server's own buckets.
+func recordBucket(name string) []byte { return []byte("records/" + name) }
+
+// PutRecords writes recs to bucket in one transaction; a nil value
+// deletes its key.
+func (b *BoltStore) PutRecords(bucket string, recs map[string][]byte) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(recordBucket(bucket))
+		if err != nil {
+			return err
+		}
+		for k, v := range recs {
+			if v == nil {
+				err = bk.Delete([]byte(k))
+			} else {
+				err = bk.Put([]byte(k), v)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Records returns every key and value of bucket.
+func (b *BoltStore) Records(bucket string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(recordBucket(bucket))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
+}
+
 // Close closes the database.
 func (b *BoltStore) Close() error { return b.db.Close() }
+
+// DB returns the database, for packages that keep buckets of their own
+// in the same file (server/bootstrap's history): bbolt locks the file,
+// so one process cannot open it twice. Its buckets other than
+// "registrations" and "bindings" are theirs.
+func (b *BoltStore) DB() *bolt.DB { return b.db }

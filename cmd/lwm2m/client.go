@@ -29,7 +29,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	var (
 		endpoint   = fs.String("endpoint", "", "endpoint name (required)")
-		serverURI  = fs.String("server", "", "LwM2M server `URI`, coap://HOST:PORT (required)")
+		serverURI  = fs.String("server", "", "LwM2M server `URI`, coap://HOST:PORT (this, -bootstrap or -config is required)")
+		bsURI      = fs.String("bootstrap", "", "bootstrap server `URI`, coap://HOST:PORT or coaps://HOST:PORT: the device bootstraps once, keeps what it was given in -state-dir and registers with it from then on")
+		factory    = fs.String("config", "", "factory configuration `FILE` (JSON: Security and Server instances, see docs/BOOTSTRAP.md)")
 		stateDir   = fs.String("state-dir", "", "`DIR` for the firmware and the update state (required)")
 		lifetime   = fs.Int("lifetime", 300, "registration lifetime in `SEC`onds (the library's default is the spec's 86400; a lab device wants to be seen gone sooner)")
 		version    = fs.String("firmware-version", "1.0", "version reported before any update is installed")
@@ -41,19 +43,19 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		lwVersion  = fs.String("lwm2m-version", lwm2m.Version11, "LwM2M `VERSION` to register with: 1.0 or 1.1")
 		confirm    = fs.Duration("confirm-timeout", 60*time.Second, "a new program that has not registered within this `DURATION` is rolled back")
 		program    = fs.String("program", "", "the device program `FILE` that the supervisor runs and updates replace (default: this program); run the supervisor from a copy that updates never replace, so that a trial cut short by a power loss is rolled back even if the new program hangs or cannot start")
-		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
+		cred       = addCredFlags(fs, "for a coaps:// server or bootstrap server", "for a coaps:// server or bootstrap server")
 	)
 	// Package download credentials (-fw-*, credentials.go).
 	fwCred := addFwCredFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "usage: lwm2m client -endpoint EP -server coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client -endpoint EP -bootstrap coap://HOST:PORT -state-dir DIR [flags]\n       lwm2m client -endpoint EP -config FILE -state-dir DIR [flags]\n       lwm2m client ... -server coaps://HOST:PORT -psk-identity ID -psk-key HEX\n       lwm2m client ... -server coaps://HOST:PORT -cert FILE -key FILE -server-cert FILE\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, done := parseFlags(fs, args, stdout); done {
 		return code
 	}
-	if *endpoint == "" || *serverURI == "" || *stateDir == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "lwm2m client: need -endpoint, -server and -state-dir, and no other arguments")
+	if *endpoint == "" || *serverURI == "" && *bsURI == "" && *factory == "" || *stateDir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "lwm2m client: need -endpoint, -state-dir and one of -server, -bootstrap and -config, and no other arguments")
 		fs.Usage()
 		return 2
 	}
@@ -113,6 +115,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return 2
 		}
 	}
+	if err := bootstrapConfig(&cfg, *bsURI, *factory, *stateDir, cred, log); err != nil {
+		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
 	c, err := lwm2m.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
@@ -154,7 +160,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
 		return 1
 	}
-	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "firmware", now.Version, "pid", os.Getpid(), "supervisor", supervisorPID())
+	log.Info("device starting", "endpoint", *endpoint, "server", *serverURI, "bootstrap", *bsURI, "config", *factory, "firmware", now.Version, "pid", os.Getpid(), "supervisor", supervisorPID())
 	if trial {
 		go dev.confirm(ctx, c, obj, now)
 	}

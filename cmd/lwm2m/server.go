@@ -53,7 +53,7 @@ type srvSub struct {
 var srvSubs map[string]srvSub
 
 // srvSubNames orders the commands in the usage.
-var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update"}
+var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update", "values", "bootstrap-history", "campaign"}
 
 func init() {
 	srvSubs = map[string]srvSub{
@@ -74,6 +74,13 @@ func init() {
 			fs.String("method", "pull", "delivery `method`: pull (coap), pull-http or push")
 			fs.Duration("timeout", 10*time.Minute, "give up after `D`")
 		}},
+		// Run by srvCampaign: its actions have flags of their own.
+		"campaign": {"update campaigns: create, list, show, pause, resume, abort", "ACTION", nil, nil},
+		// Send (srvqueue): the last values a device reported.
+		"values": {"show the last values a device sent (LwM2M Send)", "-ep EP | EP", srvValues, nil},
+
+		// The bootstrap server (bsserver).
+		"bootstrap-history": {"show the bootstrap server's history: every endpoint, or one in detail", "[EP]", srvBootstrapHistory, nil},
 	}
 }
 
@@ -111,6 +118,11 @@ type srvServerFlags struct {
 	verbose, console                                             *bool
 	maxLifetime                                                  *time.Duration
 	maxRegs                                                      *int
+	packages, packageKey                                         *string
+	deviceTimeout                                                *time.Duration
+	queueWindow, queueExpiry                                     *time.Duration
+	queueMax                                                     *int
+	bootstrap                                                    srvBootstrapFlags
 }
 
 func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
@@ -124,11 +136,20 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		db:          fs.String("db", "", "bbolt `file` that keeps registrations across restarts (empty: in memory)"),
 		host:        fs.String("public-host", "", "`host` that devices reach this server at, for package URIs"),
 		tokenFile:   fs.String("token-file", srvDefaultTokenFile(), "`file` that keeps the API token, made with mode 0600 if missing ($"+srvTokenEnv+")"),
-		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update may upload"),
+		maxPackage:  fs.Int64("max-package-size", server.DefaultMaxPackageSize, "largest package in `bytes` that update or a campaign upload may send"),
 		verbose:     fs.Bool("v", false, "log debug messages"),
 		console:     fs.Bool("console", true, "serve the web console on the -api address (sign in with the API token)"),
 		maxLifetime: fs.Duration("max-lifetime", server.DefaultMaxLifetime, "cap on a registration's `lifetime`; a longer one is clamped"),
 		maxRegs:     fs.Int("max-registrations", server.DefaultMaxRegistrations, "cap on registered endpoints; new ones beyond get 5.03"),
+		packages:    fs.String("packages", "", "`directory` of the campaigns' packages (default: DB.packages beside -db; without -db a temporary one)"),
+		packageKey:  fs.String("package-key", "", "public key `file` (lwm2m keygen) that checks the signature of uploaded packages"),
+		deviceTimeout: fs.Duration("campaign-device-timeout", 30*time.Minute,
+			"a campaign device without an outcome `D` after its update started failed"),
+		// Queue mode (srvqueue).
+		queueWindow: fs.Duration("queue-window", 0, "a queue-mode device is taken to be awake for `D` after it last sent something (0: MAX_TRANSMIT_WAIT, 93s)"),
+		queueMax:    fs.Int("queue-max", server.DefaultMaxQueued, "at most `N` operations wait for one sleeping device"),
+		queueExpiry: fs.Duration("queue-expiry", 0, "drop an operation after it waited `D` for a sleeping device (0: until the caller gives up)"),
+		bootstrap:   srvDefineBootstrapFlags(fs),
 	}
 }
 
@@ -184,6 +205,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "lwm2m server %s: -%s is a flag of the server itself, not of %s\n", name, bad, name)
 			return 2
 		}
+		if name == "campaign" {
+			return srvCampaign(ctx, append(pre, fs.Args()[1:]...), stdout, stderr)
+		}
 		return srvRunSub(ctx, name, sub, append(pre, fs.Args()[1:]...), stdout, stderr)
 	}
 	return srvServe(ctx, f, stdout, stderr)
@@ -197,7 +221,12 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	s := &server.Server{Addr: *f.coap, ImageAddr: *f.images, DTLSAddr: *f.coaps, HTTPAddr: *f.http, PublicHost: *f.host, Logger: log,
-		MaxLifetime: *f.maxLifetime, MaxRegistrations: *f.maxRegs}
+		MaxLifetime: *f.maxLifetime, MaxRegistrations: *f.maxRegs,
+		QueueWindow: *f.queueWindow, MaxQueued: *f.queueMax, QueueExpiry: *f.queueExpiry}
+	if *f.queueWindow < 0 || *f.queueExpiry < 0 || *f.queueMax < 1 {
+		fmt.Fprintln(stderr, "lwm2m server: -queue-window and -queue-expiry must not be negative, -queue-max at least 1")
+		return 2
+	}
 	if (*f.coaps == "") != (*f.pskFile == "") {
 		fmt.Fprintln(stderr, "lwm2m server: -coaps and -psk-file go together")
 		return 2
@@ -212,6 +241,14 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	}
 	if *f.maxPackage <= 0 {
 		fmt.Fprintln(stderr, "lwm2m server: -max-package-size must be positive")
+		return 2
+	}
+	if *f.deviceTimeout <= 0 {
+		fmt.Fprintln(stderr, "lwm2m server: -campaign-device-timeout must be positive")
+		return 2
+	}
+	if msg := f.bootstrap.usage(); msg != "" {
+		fmt.Fprintln(stderr, "lwm2m server:", msg)
 		return 2
 	}
 	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
@@ -231,8 +268,13 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		}
 		s.PSKs = psks
 	}
+	// The console's device list shows each device's firmware version and
+	// /5 state: read them when a device registers (set before Listen, which
+	// starts taking registrations).
+	s.Inventory = *f.console
+	var st *server.BoltStore
 	if *f.db != "" {
-		st, err := server.OpenBoltStore(*f.db)
+		st, err = server.OpenBoltStore(*f.db)
 		if err != nil {
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
@@ -245,20 +287,37 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server:", err)
 		return 1
 	}
+	bs, stopBS, err := f.bootstrap.start(ctx, st, log)
+	if err != nil {
+		s.Close()
+		fmt.Fprintln(stderr, "lwm2m server:", err)
+		return 1
+	}
+	defer stopBS()
 	l, err := net.Listen("tcp", strings.TrimPrefix(*f.api, "http://"))
 	if err != nil {
 		s.Close()
 		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	cfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage}
-	if *f.console {
-		// The console's device list shows each device's firmware version
-		// and /5 state: read them when a device registers.
-		cfg.Console = console.Handler()
-		s.Inventory = true
+	eng, stopEngine, err := srvCampaignEngine(ctx, s, f, log)
+	if err != nil {
+		s.Close()
+		l.Close()
+		fmt.Fprintln(stderr, "lwm2m server:", err)
+		return 1
 	}
-	api := s.APIHandler(cfg)
+	defer stopEngine()
+	apiCfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage, Routes: eng.Routes()}
+	if bs != nil {
+		apiCfg.Bootstrap = bs.HistoryHandler()
+	}
+	if *f.console {
+		apiCfg.Console = console.Handler()
+		// The event stream tells browsers to refetch a campaign that changed.
+		eng.Subscribe(ctx, func(id string) { s.PublishEvent(server.Event{Kind: "campaign", ID: id}) })
+	}
+	api := s.APIHandler(apiCfg)
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
@@ -276,6 +335,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	if a := s.HTTPLocalAddr(); a != nil {
 		ready += " http=http://" + a.String()
 	}
+	ready += srvBootstrapReady(bs)
 	fmt.Fprintln(stdout, ready)
 	err = s.Serve(ctx)
 	hs.Close()
@@ -328,11 +388,14 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 	}
 	api := fs.String("api", def, "`URL` of the running server's API ($"+srvAPIEnv+")")
 	tokenFile := fs.String("token-file", srvDefaultTokenFile(), "`file` with the server's API token ($"+srvTokenEnv+")")
-	if name != "list" && name != "update" {
+	if name != "list" && name != "update" && name != "values" && name != "bootstrap-history" && !strings.HasPrefix(name, "campaign ") {
 		fs.String("ep", "", "device `endpoint` name")
 	}
 	if name == "update" {
 		fs.String("ep", "", "update the device with this `endpoint` name")
+	}
+	if name == "values" {
+		fs.String("ep", "", "device `endpoint` name (or give it as the argument)")
 	}
 	if sub.flags != nil {
 		sub.flags(fs)
@@ -507,21 +570,66 @@ func srvList(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, 
 	if len(pos) != 0 {
 		return srvUsageError{"list takes no arguments"}
 	}
-	var regs []server.Registration
+	var regs []server.APIDevice
 	if err := c.call(ctx, "GET", c.api+"/api/devices", nil, &regs); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tSECURITY\tLWM2M\tBINDING\tLIFETIME\tUPDATED\tOBJECTS")
+	fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tSECURITY\tLWM2M\tBINDING\tLIFETIME\tUPDATED\tQUEUE\tLAST SEEN\tOBJECTS")
 	for _, r := range regs {
 		sec := "none"
 		if r.Secure {
 			sec = "psk:" + termSafe(r.PSKIdentity)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", termSafe(r.Endpoint), termSafe(r.ID), termSafe(r.Addr), sec,
-			termSafe(r.Version), termSafe(r.Binding), r.Lifetime, r.Updated.Format(time.RFC3339), termSafe(r.Links))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%ds\t%s\t%s\t%s\t%s\n", termSafe(r.Endpoint), termSafe(r.ID), termSafe(r.Addr), sec,
+			termSafe(r.Version), termSafe(r.Binding), r.Lifetime, r.Updated.Format(time.RFC3339), srvQueueState(r),
+			srvSeen(r.LastSeen), termSafe(r.Links))
 	}
 	return tw.Flush()
+}
+
+// srvQueueState is "awake" or "asleep" (with the operations waiting) for a
+// queue-mode device, "-" for one that is always reachable.
+func srvQueueState(d server.APIDevice) string {
+	switch {
+	case d.Awake == nil:
+		return "-"
+	case *d.Awake:
+		return "awake"
+	case d.Queued > 0:
+		return fmt.Sprintf("asleep(%d queued)", d.Queued)
+	}
+	return "asleep"
+}
+
+func srvSeen(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+// srvValues prints the last value the device sent for each resource.
+func srvValues(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
+	ep := srvFlag(fs, "ep")
+	switch {
+	case ep == "" && len(pos) == 1:
+		ep = pos[0]
+	case ep == "" || len(pos) != 0:
+		return srvUsageError{"give the endpoint, as -ep EP or as the one argument"}
+	}
+	var vals []server.APIValue
+	if err := c.call(ctx, "GET", srvDevURL(c.api, ep, "values", nil), nil, &vals); err != nil {
+		return err
+	}
+	if len(vals) == 0 {
+		fmt.Fprintf(stdout, "%s has sent no values\n", termSafe(ep))
+		return nil
+	}
+	for _, v := range vals {
+		fmt.Fprintf(stdout, "%s = %s (%s) at %s\n", termSafe(v.Path), termSafe(v.Value), termSafe(v.Type), v.Time.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // srvPrintContent prints decoded records, or a link payload; a payload

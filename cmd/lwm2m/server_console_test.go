@@ -69,7 +69,7 @@ func TestServerConsole(t *testing.T) {
 		t.Fatalf("sign-in: %s, cookie %+v", resp.Status, cookie)
 	}
 	waitfor.Until(t, 30*time.Second, func() error {
-		var list []server.APIDevice
+		var list []server.APIStatus
 		if err := json.NewDecoder(get("/api/status", cookie).Body).Decode(&list); err != nil {
 			return err
 		}

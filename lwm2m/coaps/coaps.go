@@ -211,3 +211,19 @@ func serverAddr(uri string) (string, error) {
 	}
 	return coapuri.HostPort(u), nil
 }
+
+// TransportFor returns a function for lwm2m.Config.TransportFor that
+// builds each coaps server account's transport from its URI and the
+// credentials of its Security instance (FromCredentials), as a
+// provisioning or a bootstrap left them: the way to reach several coaps
+// servers. Handshake outcomes go to log (nil: slog.Default()).
+func TransportFor(log *slog.Logger) func(serverURI string, cr lwm2m.Credentials) (lwm2m.Transport, error) {
+	return func(serverURI string, cr lwm2m.Credentials) (lwm2m.Transport, error) {
+		cfg, err := FromCredentials(serverURI, cr)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Logger = log
+		return NewTransport(cfg)
+	}
+}
