@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,21 +17,24 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/lwm2m-fota/lwm2m/server/campaign"
 	"github.com/lwm2m-fota/lwm2m/server/console"
 )
 
 // contractAPI plays the campaign engine's routes as Contract B defines
-// them (and the session and event routes of package server), so that the
-// packages and campaigns pages are tested against the contract on their
-// own. TestConsoleCampaign runs the same pages against the real engine.
+// them, with the engine's own JSON types (package server/campaign), and
+// the session and event routes of package server, so that the packages
+// and campaigns pages are tested on states a short test of the real
+// engine does not reach (a campaign under way, paused, aborted).
+// TestConsoleCampaign runs the same pages against the real engine.
 type contractAPI struct {
 	t      *testing.T
 	mu     sync.Mutex
-	pkgs   []map[string]any
-	camp   map[string]any // the one campaign, nil until created
-	posted map[string]any // the body of POST /api/campaigns
-	calls  []string       // the campaign actions called
-	events chan string    // campaign IDs to announce on /api/events
+	pkgs   []campaign.Package
+	camp   *campaign.Campaign // the one campaign, nil until created
+	posted map[string]any     // the body of POST /api/campaigns
+	calls  []string           // the campaign actions called
+	events chan string        // campaign IDs to announce on /api/events
 }
 
 const contractCSRF = "csrf-of-the-session"
@@ -79,33 +83,45 @@ func (c *contractAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		b, _ := io.ReadAll(r.Body)
 		sum := sha256.Sum256(b)
-		pkg := map[string]any{"id": "p1", "name": r.URL.Query().Get("name"), "version": "2.0.0", "size": len(b),
-			"sha256": hex.EncodeToString(sum[:]), "signature": "valid", "created": time.Now().UTC().Format(time.RFC3339)}
+		pkg := campaign.Package{ID: "p1", Name: r.URL.Query().Get("name"), Version: "2.0.0", Size: int64(len(b)),
+			SHA256: hex.EncodeToString(sum[:]), Signature: campaign.SignatureValid, Format: "fwpkg", Created: time.Now().UTC()}
 		c.pkgs = append(c.pkgs, pkg)
+		w.WriteHeader(http.StatusCreated)
 		reply(pkg)
 	case p == "/api/campaigns" && r.Method == "GET":
 		if c.camp == nil {
 			reply([]any{})
 			return
 		}
-		reply([]any{c.camp})
+		reply([]campaign.Campaign{*c.camp})
 	case p == "/api/campaigns" && r.Method == "POST":
-		json.NewDecoder(r.Body).Decode(&c.posted)
-		c.camp = map[string]any{"id": "c1", "name": c.posted["name"], "package": c.posted["package"], "method": c.posted["method"],
-			"state": "running", "created": time.Now().UTC().Format(time.RFC3339), "deadline": "",
-			"waves": []map[string]any{{"index": 0, "devices": 1, "done": 0, "failed": 0, "state": "running"},
-				{"index": 1, "devices": 3, "done": 0, "failed": 0, "state": "pending"}},
-			"devices": []map[string]any{{"endpoint": "camp-0", "wave": 0, "phase": "deliver", "state": 1, "result": 0,
-				"result_name": "Initial", "bytes": 2048, "error": "", "updated": time.Now().UTC().Format(time.RFC3339)}},
-			"counts":       map[string]int{"succeeded": 0, "failed": 0, "pending": 3, "running": 1},
-			"pause_reason": ""}
+		b, _ := io.ReadAll(r.Body)
+		json.Unmarshal(b, &c.posted)
+		// The engine takes nothing it does not know.
+		var spec campaign.Spec
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&spec); err != nil {
+			c.t.Errorf("POST /api/campaigns: %v", err)
+		}
+		now := time.Now().UTC()
+		c.camp = &campaign.Campaign{ID: "c1", Name: spec.Name, Package: spec.Package, Target: spec.Target, Method: spec.Method,
+			Rollout: spec.Rollout, State: campaign.StateRunning, Created: now, Deadline: spec.Deadline,
+			Waves: []campaign.Wave{{Index: 0, Devices: 1, State: "running", Canary: true}, {Index: 1, Devices: 3, State: "pending"}},
+			Devices: []campaign.Device{
+				{Endpoint: "camp-0", Wave: 0, Status: campaign.DeviceRunning, Phase: "deliver", State: "Downloading", ResultName: "Initial", Bytes: 2048, Total: 5000, Updated: now},
+				{Endpoint: "camp-1", Wave: 1, Status: campaign.DevicePending, Updated: now},
+				{Endpoint: "camp-2", Wave: 1, Status: campaign.DevicePending, Updated: now},
+				{Endpoint: "camp-3", Wave: 1, Status: campaign.DevicePending, Updated: now}},
+			Counts: campaign.Counts{Pending: 3, Running: 1}}
+		w.WriteHeader(http.StatusCreated)
 		reply(c.camp)
 	case p == "/api/campaigns/c1" && c.camp != nil:
 		reply(c.camp)
 	case strings.HasPrefix(p, "/api/campaigns/c1/") && r.Method == "POST" && c.camp != nil:
 		action := strings.TrimPrefix(p, "/api/campaigns/c1/")
 		c.calls = append(c.calls, action)
-		c.camp["state"] = map[string]string{"pause": "paused", "resume": "running", "abort": "aborted"}[action]
+		c.camp.State = map[string]string{"pause": campaign.StatePaused, "resume": campaign.StateRunning, "abort": campaign.StateAborted}[action]
 		reply(c.camp)
 	default:
 		w.WriteHeader(http.StatusNotFound)
@@ -134,8 +150,8 @@ func TestCampaignPagesAgainstContractB(t *testing.T) {
 	waitJS(t, ctx, "package listed with its signature", `(() => { const r = document.querySelector('#packages tr[data-id="p1"]'); return r && r.textContent.includes("sensor-fw") && r.textContent.includes("valid"); })()`)
 	waitJS(t, ctx, "upload's answer shown", fmt.Sprintf(`document.querySelector("#pkg-msg").textContent.includes(%q)`, hex.EncodeToString(sum[:])))
 	screenshot(t, ctx, "packages")
-	if fake.pkgs[0]["size"] != 5000 {
-		t.Errorf("uploaded %v bytes, want 5000", fake.pkgs[0]["size"])
+	if fake.pkgs[0].Size != 5000 {
+		t.Errorf("uploaded %v bytes, want 5000", fake.pkgs[0].Size)
 	}
 
 	run(t, ctx, "new campaign", chromedp.Click(`#nav a[data-view="campaigns"]`), chromedp.WaitVisible("#camp-form"))
@@ -151,6 +167,12 @@ func TestCampaignPagesAgainstContractB(t *testing.T) {
 		chromedp.SetValue("#camp-failure", "5"),
 		chromedp.Click("#camp-form button"), chromedp.WaitVisible("#campaign"))
 	fake.mu.Lock()
+	// The form's deadline defaults to a day ahead (the engine wants one).
+	deadline, err := time.Parse(time.RFC3339, fmt.Sprint(fake.posted["deadline"]))
+	if err != nil || deadline.Before(time.Now().Add(23*time.Hour)) {
+		t.Errorf("deadline %v (%v), want about a day from now", fake.posted["deadline"], err)
+	}
+	delete(fake.posted, "deadline")
 	posted, _ := json.Marshal(fake.posted)
 	fake.mu.Unlock()
 	want := `{"method":"push","name":"spring rollout","package":"p1","rollout":{"canary":1,"concurrency":2,"failure_threshold_percent":5,"wave_percent":0,"wave_size":3},"target":{"endpoints":"camp-*","firmware_version":"1.0.0"}}`
@@ -158,19 +180,21 @@ func TestCampaignPagesAgainstContractB(t *testing.T) {
 		t.Errorf("POST /api/campaigns body\n%s\nwant\n%s", posted, want)
 	}
 	waitJS(t, ctx, "package by name", `document.querySelector("#campaign-package").textContent === "sensor-fw 2.0.0"`)
-	waitJS(t, ctx, "running, with its waves", `document.querySelector("#campaign .c-state").textContent === "running" && document.querySelectorAll("#campaign-waves progress").length === 2`)
+	waitJS(t, ctx, "running, with its waves", `document.querySelector("#campaign .c-state").textContent === "running" && document.querySelectorAll("#campaign-waves progress").length === 2 && document.querySelector('#campaign-waves [data-wave="0"]').textContent.startsWith("Canary")`)
+	waitJS(t, ctx, "target and rollout", `document.querySelector("#campaign").textContent.includes("endpoints camp-*, firmware version 1.0.0") && document.querySelector("#campaign").textContent.includes("canary 1, waves of 3, at most 2 at once, pause above 5 % failed")`)
+	waitJS(t, ctx, "a device's download", `(() => { const r = document.querySelector('#campaign-devices tr[data-endpoint="camp-0"]'); return r && r.querySelector(".c-status").textContent === "running" && r.textContent.includes("2.0 KiB of 4.9 KiB") && r.querySelector(".fw-state").textContent === "Downloading"; })()`)
 
 	// The engine moves on: the page follows through the event stream.
 	fake.mu.Lock()
-	now := time.Now().UTC().Format(time.RFC3339)
-	fake.camp["waves"] = []map[string]any{{"index": 0, "devices": 1, "done": 1, "failed": 0, "state": "done"},
-		{"index": 1, "devices": 3, "done": 1, "failed": 1, "state": "running"}}
-	fake.camp["devices"] = []map[string]any{
-		{"endpoint": "camp-0", "wave": 0, "phase": "done", "state": 0, "result": 1, "result_name": "Success", "bytes": 5000, "updated": now},
-		{"endpoint": "camp-1", "wave": 1, "phase": "done", "state": 0, "result": 1, "result_name": "Success", "bytes": 5000, "updated": now},
-		{"endpoint": "camp-2", "wave": 1, "phase": "done", "state": 2, "result": 8, "result_name": "Firmware update failed", "bytes": 5000, "error": "update failed", "updated": now},
-		{"endpoint": "camp-3", "wave": 1, "phase": "deliver", "state": 1, "result": 0, "result_name": "Initial", "bytes": 1024, "updated": now}}
-	fake.camp["counts"] = map[string]int{"succeeded": 2, "failed": 1, "pending": 0, "running": 1}
+	now := time.Now().UTC()
+	fake.camp.Waves = []campaign.Wave{{Index: 0, Devices: 1, Done: 1, State: "done", Canary: true},
+		{Index: 1, Devices: 3, Done: 1, Failed: 1, State: "running"}}
+	fake.camp.Devices = []campaign.Device{
+		{Endpoint: "camp-0", Wave: 0, Status: campaign.DeviceSucceeded, Phase: "done", State: "Idle", Result: 1, ResultName: "Success", Bytes: 5000, Updated: now},
+		{Endpoint: "camp-1", Wave: 1, Status: campaign.DeviceSucceeded, Phase: "done", State: "Idle", Result: 1, ResultName: "Success", Bytes: 5000, Updated: now},
+		{Endpoint: "camp-2", Wave: 1, Status: campaign.DeviceFailed, Phase: "done", State: "Downloaded", Result: 8, ResultName: "Firmware update failed", Bytes: 5000, Error: "update failed", Updated: now},
+		{Endpoint: "camp-3", Wave: 1, Status: campaign.DeviceRunning, Phase: "deliver", State: "Downloading", ResultName: "Initial", Bytes: 1024, Updated: now}}
+	fake.camp.Counts = campaign.Counts{Succeeded: 2, Failed: 1, Running: 1}
 	fake.mu.Unlock()
 	fake.events <- "c1"
 	waitJS(t, ctx, "counts by result, live", `document.querySelector("#campaign .c-succeeded").textContent === "succeeded 2" && document.querySelector("#campaign .c-failed").textContent === "failed 1"`)

@@ -191,6 +191,7 @@ const phaseNames = {
   deliver: "delivering the package", uri: "Package URI written, the device downloads",
   state: "waiting for the device", execute: "Update executed, waiting for the outcome",
   registered: "the device registered again", done: "done",
+  check: "checking the device", // a campaign checks its target, or an update cut short by a restart
 };
 function errorBox(e) { return h("p", { class: "error", role: "alert" }, e.message || String(e)); }
 
@@ -411,6 +412,14 @@ function unavailable(e) {
   return e.status === 404 ? h("p", { class: "muted" }, "This server has no packages or campaigns (" + e.message + ").") : errorBox(e);
 }
 
+// Signature statuses of a package (server/campaign): only "valid" was
+// checked against the server's trusted key (-package-key).
+const signatureTitles = {
+  valid: "signed by the server's trusted key", invalid: "the signature, hash or length is wrong",
+  unsigned: "no signature", unverified: "signed, but the server has no key to check it (-package-key)",
+};
+function signatureClass(s) { return s === "valid" ? " ok" : s === "invalid" ? " bad" : s === "unverified" ? " busy" : ""; }
+
 function packagesView(root) {
   const file = h("input", { type: "file", id: "pkg-file", required: true });
   const name = h("input", { id: "pkg-name", placeholder: "name (default: the file's)" });
@@ -438,9 +447,9 @@ function packagesView(root) {
     try { list = await api("GET", "/api/packages"); err.replaceChildren(); }
     catch (e) { if (e.status !== 401) err.replaceChildren(unavailable(e)); return; }
     body.replaceChildren(...(list || []).map(p => h("tr", { "data-id": p.id },
-      h("td", {}, p.name), h("td", {}, p.version || ""), h("td", { class: "num" }, bytes(p.size)),
+      h("td", {}, p.name), h("td", {}, p.version || (p.format === "raw" ? h("span", { class: "muted" }, "raw image") : "")), h("td", { class: "num" }, bytes(p.size)),
       h("td", { class: "mono", title: p.sha256 }, (p.sha256 || "").slice(0, 16) + "…"),
-      h("td", {}, h("span", { class: "badge" + (p.signature === "valid" ? " ok" : p.signature === "invalid" ? " bad" : "") }, p.signature)),
+      h("td", {}, h("span", { class: "badge" + signatureClass(p.signature), title: signatureTitles[p.signature] || "" }, p.signature)),
       h("td", {}, time(p.created)))));
     if (!list || !list.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No package uploaded yet.")));
   };
@@ -454,7 +463,35 @@ function countsLine(c) {
   const n = c.counts || {};
   return h("span", { class: "counts" },
     h("span", { class: "c-succeeded" }, "succeeded " + (n.succeeded || 0)), h("span", { class: "c-failed" }, "failed " + (n.failed || 0)),
-    h("span", { class: "c-running" }, "running " + (n.running || 0)), h("span", { class: "c-pending" }, "pending " + (n.pending || 0)));
+    h("span", { class: "c-running" }, "running " + (n.running || 0)), h("span", { class: "c-pending" }, "pending " + (n.pending || 0)),
+    n.skipped ? h("span", { class: "c-skipped" }, "skipped " + n.skipped) : null,
+    n.expired ? h("span", { class: "c-expired" }, "expired " + n.expired) : null);
+}
+// A device's status in its campaign (server/campaign Device.Status).
+function deviceStatusBadge(s) {
+  const cls = s === "succeeded" ? " ok" : s === "failed" || s === "expired" ? " bad" : s === "running" ? " busy" : "";
+  return h("span", { class: "badge c-status" + cls }, s || "unknown");
+}
+// localInput is t as a datetime-local input's value, in local time.
+function localInput(t) {
+  const p = (n) => String(n).padStart(2, "0");
+  return t.getFullYear() + "-" + p(t.getMonth() + 1) + "-" + p(t.getDate()) + "T" + p(t.getHours()) + ":" + p(t.getMinutes());
+}
+function targetText(t) {
+  if (!t) return "";
+  const parts = ["endpoints " + (t.endpoints || "*")];
+  if (t.firmware_version) parts.push("firmware version " + t.firmware_version);
+  if (t.resource) parts.push(t.resource.path + " = " + t.resource.equals);
+  return parts.join(", ");
+}
+function rolloutText(r) {
+  if (!r) return "";
+  const parts = [];
+  if (r.canary) parts.push("canary " + r.canary);
+  parts.push(r.wave_size ? "waves of " + r.wave_size : r.wave_percent ? "waves of " + r.wave_percent + " %" : "one wave");
+  if (r.concurrency) parts.push("at most " + r.concurrency + " at once");
+  if (r.failure_threshold_percent != null) parts.push("pause above " + r.failure_threshold_percent + " % failed");
+  return parts.join(", ");
 }
 function campaignState(s) {
   return h("span", { class: "badge c-state" + (s === "done" ? " ok" : s === "aborted" ? " bad" : s === "running" ? " busy" : "") }, s);
@@ -475,7 +512,8 @@ function campaignsView(root) {
     wavePct: h("input", { id: "camp-wave-percent", type: "number", min: 0, max: 100, value: 0 }),
     conc: h("input", { id: "camp-concurrency", type: "number", min: 1, value: 4 }),
     fail: h("input", { id: "camp-failure", type: "number", min: 0, max: 100, value: 5 }),
-    deadline: h("input", { id: "camp-deadline", type: "datetime-local" }),
+    // The engine wants a deadline: 24 h from now, as the CLI's default.
+    deadline: h("input", { id: "camp-deadline", type: "datetime-local", required: true, value: localInput(new Date(Date.now() + 864e5)) }),
   };
   const create = async (ev) => {
     ev.preventDefault();
@@ -485,7 +523,7 @@ function campaignsView(root) {
       method: f.method.value,
       rollout: { canary: +f.canary.value, wave_size: +f.wave.value, wave_percent: +f.wavePct.value, concurrency: +f.conc.value, failure_threshold_percent: +f.fail.value },
     };
-    if (f.deadline.value) body.deadline = new Date(f.deadline.value).toISOString();
+    body.deadline = new Date(f.deadline.value).toISOString();
     try {
       const c = await api("POST", "/api/campaigns", body);
       location.hash = "#/campaign/" + encodeURIComponent(c.id);
@@ -505,17 +543,19 @@ function campaignsView(root) {
     try { list = await api("GET", "/api/campaigns"); err.replaceChildren(); }
     catch (e) { if (e.status !== 401) err.replaceChildren(unavailable(e)); return; }
     body.replaceChildren(...(list || []).map(c => h("tr", { "data-id": c.id },
-      h("td", {}, h("a", { href: "#/campaign/" + encodeURIComponent(c.id) }, c.name)), h("td", {}, c.package), h("td", {}, c.method),
+      h("td", {}, h("a", { href: "#/campaign/" + encodeURIComponent(c.id) }, c.name)), h("td", {}, pkgNames.get(c.package) || c.package), h("td", {}, c.method),
       h("td", {}, campaignState(c.state)), h("td", {}, countsLine(c)), h("td", {}, time(c.created)))));
     if (!list || !list.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No campaign yet.")));
   };
+  const pkgNames = new Map();
   const loadPackages = async () => {
     try {
       const list = await api("GET", "/api/packages");
+      for (const p of list || []) pkgNames.set(p.id, p.name + (p.version ? " " + p.version : ""));
       pkg.replaceChildren(...(list || []).map(p => h("option", { value: p.id }, p.name + " " + (p.version || "") + " (" + bytes(p.size) + ")")));
     } catch { /* the list above says why */ }
   };
-  load(); loadPackages();
+  loadPackages().finally(load);
   const refetch = debounce(load);
   return { onEvent: (e) => { if (e.kind === "campaign" || e.kind === "resync") refetch(); if (e.kind === "package") loadPackages(); } };
 }
@@ -532,12 +572,14 @@ function campaignView(root, id) {
   root.append(h("p", {}, h("a", { href: "#/campaigns" }, "← Campaigns")), err, head,
     h("h2", {}, "Waves"), waves,
     h("h2", {}, "Devices"),
-    h("table", { id: "campaign-devices" }, h("thead", {}, h("tr", {}, ["Endpoint", "Wave", "Phase", "State", "Result", "Delivered", "Error", "Updated"].map(t => h("th", {}, t)))), devs));
+    h("table", { id: "campaign-devices" }, h("thead", {}, h("tr", {}, ["Endpoint", "Wave", "Status", "Phase", "State", "Result", "Delivered", "Error", "Updated"].map(t => h("th", {}, t)))), devs));
   const render = (c) => {
     head.replaceChildren(h("h1", {}, "Campaign ", c.name, " ", campaignState(c.state)),
       h("dl", { class: "kv" },
         h("dt", {}, "Package"), h("dd", { id: "campaign-package" }, pkgNames.get(c.package) || c.package), h("dt", {}, "Method"), h("dd", {}, c.method),
+        h("dt", {}, "Target"), h("dd", { class: "mono" }, targetText(c.target)), h("dt", {}, "Rollout"), h("dd", {}, rolloutText(c.rollout)),
         h("dt", {}, "Created"), h("dd", {}, time(c.created)), h("dt", {}, "Deadline"), h("dd", {}, c.deadline ? time(c.deadline) : "none"),
+        c.finished ? [h("dt", {}, "Finished"), h("dd", {}, time(c.finished))] : null,
         c.pause_reason ? [h("dt", {}, "Paused because"), h("dd", { class: "error", id: "pause-reason" }, c.pause_reason)] : null,
         h("dt", {}, "Devices"), h("dd", {}, countsLine(c))),
       h("div", { class: "ops" },
@@ -545,13 +587,14 @@ function campaignView(root, id) {
         h("button", { type: "button", id: "camp-resume", class: "secondary", disabled: c.state !== "paused", onclick: act("resume") }, "Resume"),
         h("button", { type: "button", id: "camp-abort", class: "danger", disabled: c.state === "done" || c.state === "aborted", onclick: act("abort") }, "Abort")));
     waves.replaceChildren(...(c.waves || []).map(w => h("div", { class: "card", "data-wave": w.index },
-      h("strong", {}, "Wave " + w.index), " ", h("span", { class: "badge" }, w.state),
+      h("strong", {}, w.canary ? "Canary" : "Wave " + w.index), " ", h("span", { class: "badge" }, w.state),
       h("span", { class: "muted" }, " " + (w.done + w.failed) + " of " + w.devices + " finished, " + w.failed + " failed"),
       h("progress", { max: w.devices || 1, value: w.done + w.failed }))));
     devs.replaceChildren(...(c.devices || []).map(d => h("tr", { "data-endpoint": d.endpoint },
       h("td", {}, h("a", { href: "#/device/" + encodeURIComponent(d.endpoint), class: "mono" }, d.endpoint)),
-      h("td", { class: "num" }, d.wave), h("td", {}, d.phase), h("td", {}, typeof d.state === "number" ? (stateNames[d.state] || d.state) : d.state),
-      h("td", {}, resultBadge(d.result_name, d.result)), h("td", { class: "num" }, bytes(d.bytes)),
+      h("td", { class: "num" }, d.wave), h("td", {}, deviceStatusBadge(d.status)), h("td", {}, phaseNames[d.phase] || d.phase || ""),
+      h("td", { class: "fw-state" }, typeof d.state === "number" ? (stateNames[d.state] ?? d.state) : d.state || ""),
+      h("td", {}, d.result_name ? resultBadge(d.result_name, d.result) : ""), h("td", { class: "num" }, bytes(d.bytes) + (d.total ? " of " + bytes(d.total) : "")),
       h("td", { class: "error" }, d.error || ""), h("td", {}, ago(d.updated)))));
   };
   const load = async () => {
