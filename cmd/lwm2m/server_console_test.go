@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,8 +19,9 @@ import (
 // TestServerConsole runs the program as users do: with default flags the
 // API address serves the console's page, a sign-in with the token file's
 // token gives a session cookie that reads the device list with its
-// firmware version, a write needs the CSRF header, and nothing of the API
-// answers without the token. -console=false serves the API alone.
+// firmware version, a write needs the CSRF header, a campaign's changes
+// reach the event stream, and nothing of the API answers without the
+// token. -console=false serves the API alone.
 func TestServerConsole(t *testing.T) {
 	bin := e2eBuild(t)
 	dir := t.TempDir()
@@ -83,6 +86,45 @@ func TestServerConsole(t *testing.T) {
 	req.AddCookie(cookie)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("write with the cookie but no CSRF header: %v %v", resp.Status, err)
+	}
+
+	// The campaign engine's changes reach the console's event stream: a
+	// campaign whose only device does not match its firmware version
+	// runs to its end at once, without updating anything.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, "GET", base+"/api/events", nil)
+	req.AddCookie(cookie)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil || stream.StatusCode != 200 {
+		t.Fatalf("GET /api/events: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
+	bearer := func(method, path, ctype, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("%s %s: %s %v %v", method, path, resp.Status, v, err)
+		}
+		return v
+	}
+	pkg := bearer("POST", "/api/packages?name=fw", "application/octet-stream", "not really firmware")
+	camp := bearer("POST", "/api/campaigns", "application/json", fmt.Sprintf(`{"name":"none","package":%q,"target":{"endpoints":"console-*","firmware_version":"0.0.0"},"deadline":%q}`,
+		pkg["id"], time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
+	want := fmt.Sprintf(`data: {"kind":"campaign","id":%q}`, camp["id"])
+	sc := bufio.NewScanner(stream.Body)
+	for sc.Scan() && sc.Text() != want {
+	}
+	if sc.Text() != want {
+		t.Errorf("no %s on the event stream: %v", want, sc.Err())
 	}
 
 	off := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-console=false")
