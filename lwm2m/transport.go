@@ -38,7 +38,16 @@ import (
 // netpoller every block of a push cost wake-ups and hand-offs between
 // threads that took more time than the rest of the work.
 func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
+	return dialUDPFrom(ctx, nil, host, handler, tx, errs, fast)
+}
+
+// dialUDPFrom is dialUDP from local address laddr (nil: any): a
+// queue-mode session wakes on the port it slept on (queue.go).
+func dialUDPFrom(ctx context.Context, laddr *net.UDPAddr, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
 	var d net.Dialer
+	if laddr != nil {
+		d.LocalAddr = laddr
+	}
 	c, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
 		return nil, err
