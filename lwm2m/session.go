@@ -47,7 +47,7 @@ type session struct {
 	obs            *observations
 	blocks         blockTransfers
 	unreachableLog rateLog
-	refusedLog     rateLog // observations refused by the cap
+	refusedLog     rateLog   // observations refused by the cap
 	gate           queueGate // queue and offline modes (queue.go)
 }
 
