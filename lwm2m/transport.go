@@ -45,9 +45,6 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 // queue-mode session wakes on the port it slept on (queue.go).
 func dialUDPFrom(ctx context.Context, laddr *net.UDPAddr, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
 	var d net.Dialer
-	if laddr != nil {
-		d.LocalAddr = laddr
-	}
 	c, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
 		return nil, err
@@ -58,7 +55,7 @@ func dialUDPFrom(ctx context.Context, laddr *net.UDPAddr, host string, handler c
 	// The net.Dialer resolved the host and picked the address as before;
 	// the blocking socket connects to the same one.
 	var session client.Session
-	sock, err := udpsock.Replace(conn, sessionTick)
+	sock, err := replaceFrom(conn, laddr)
 	if err == nil {
 		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
 	} else {
@@ -244,4 +241,17 @@ func (c *dedupCache) CheckExpirations(now time.Time) {
 		c.order.Remove(el)
 		delete(c.byKey, e.key)
 	}
+}
+
+// replaceFrom is udpsock.Replace binding laddr, when set.
+func replaceFrom(conn *net.UDPConn, laddr *net.UDPAddr) (*udpsock.Conn, error) {
+	if laddr == nil {
+		return udpsock.Replace(conn, sessionTick)
+	}
+	sock, err := udpsock.Dial(laddr.AddrPort(), conn.RemoteAddr().(*net.UDPAddr).AddrPort(), sessionTick)
+	if err != nil {
+		return nil, err
+	}
+	conn.Close()
+	return sock, nil
 }

@@ -244,6 +244,19 @@ func (s *Server) Next(ctx context.Context) (Registration, error) {
 	}
 }
 
+// Pending takes the events queued for Next without waiting.
+func (s *Server) Pending() []Registration {
+	var out []Registration
+	for {
+		select {
+		case r := <-s.notify:
+			out = append(out, r)
+		default:
+			return out
+		}
+	}
+}
+
 // WaitRegister waits for a Register (not an Update) from ep.
 func (s *Server) WaitRegister(ctx context.Context, ep string) (Registration, error) {
 	for {
