@@ -86,6 +86,8 @@ var errGone = errors.New("lwm2m: registration ended")
 func (s *session) enter(ctx context.Context, notify bool) error {
 	g := &s.gate
 	g.mu.Lock()
+	// Back online but not yet awake (the Update is on its way): wait.
+	offline := g.offline && s.c.isOffline()
 	switch {
 	case g.gone:
 		g.mu.Unlock()
@@ -94,10 +96,10 @@ func (s *session) enter(ctx context.Context, notify bool) error {
 		g.busy++
 		g.mu.Unlock()
 		return nil
-	case g.offline && !notify:
+	case offline && !notify:
 		g.mu.Unlock()
 		return ErrOffline
-	case g.offline && !s.storing():
+	case offline && !s.storing():
 		g.mu.Unlock()
 		return errDropped
 	}
