@@ -57,6 +57,10 @@ func provisioningFromConfig(cfg Config) Provisioning {
 	// switches its radio off expects; a server may write false.
 	add(1, serverStoring, model.Bool(true))
 	add(1, serverBinding, model.String("U"))
+	if cfg.Version != Version10 {
+		// Mute Send (LwM2M 1.1), present so that a server can write it.
+		add(1, serverMuteSend, model.Bool(false))
+	}
 	sortRecords(p.Records)
 	return p
 }
