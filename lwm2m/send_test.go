@@ -214,3 +214,29 @@ func TestSendRespectsAccessControl(t *testing.T) {
 		t.Fatalf("SendTo an unknown server = %v, want ErrNoServer", err)
 	}
 }
+
+// In queue mode Send wakes the client, which sends its Update first;
+// offline, Send fails at once with ErrOffline.
+func TestSendWakesQueueModeAndFailsOffline(t *testing.T) {
+	h := start(t, queueCfg(), temperature(20))
+	waitPhase(t, h.client, "sleeping")
+	h.srv.Pending()
+	if err := h.client.Send(h.ctx(), model.NewPath(3303, 0, 5700)); err != nil {
+		t.Fatalf("Send from a sleeping client: %v", err)
+	}
+	if ev := h.srv.Pending(); len(ev) == 0 || !ev[0].Update {
+		t.Fatalf("no Registration Update before the Send: %+v", ev)
+	}
+	if n := len(h.srv.Sends()); n != 1 {
+		t.Fatalf("%d Sends reached the server, want 1", n)
+	}
+	h.client.EnterOffline()
+	waitPhase(t, h.client, "offline")
+	if err := h.client.Send(h.ctx(), model.NewPath(3303, 0, 5700)); !errors.Is(err, lwm2m.ErrOffline) {
+		t.Fatalf("Send offline = %v, want ErrOffline", err)
+	}
+	h.client.ExitOffline()
+	if err := h.client.Send(h.ctx(), model.NewPath(3303, 0, 5700)); err != nil {
+		t.Fatalf("Send after ExitOffline: %v", err)
+	}
+}
