@@ -283,6 +283,12 @@ func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate 
 		s.gate.mu.Unlock()
 	}
 	conn.Close()
+	// The port is free only once the read loop has closed the socket
+	// (within a read tick); dialBack binds it again.
+	select {
+	case <-conn.Done():
+	case <-ctx.Done():
+	}
 	full := false
 	for {
 		offline := c.isOffline()

@@ -199,10 +199,13 @@ func TestQueueModeServerRunsQueuedReadAfterUpdate(t *testing.T) {
 
 // An update started with server.Update while the device sleeps waits for
 // it and completes with Result 1; the lifetime's Update wakes the device.
+// The server takes the device for asleep sooner than the device sleeps,
+// as a server should: it never sends what the device cannot hear.
 func TestQueueModeServerUpdateWhileAsleep(t *testing.T) {
 	s := startRealServer(t, &server.Server{QueueWindow: 300 * time.Millisecond})
 	cfg := queueCfg()
-	cfg.Lifetime = 2 * time.Second
+	cfg.Lifetime = 2 * time.Second // wakes every second
+	cfg.QueueWindow = 500 * time.Millisecond
 	var obj *fwupdate.Object
 	var fw *memFirmware
 	c := runRealWith(t, s, cfg, func(c *lwm2m.Client) {
@@ -271,9 +274,7 @@ func TestQueueModePullSpansSleeps(t *testing.T) {
 	img := newSlowImage(48<<10, 4<<10)
 	hs := httptest.NewServer(img)
 	defer hs.Close()
-	cfg := queueCfg()
-	cfg.QueueWindow = time.Second
-	h := start(t, cfg)
+	h := start(t, queueCfg())
 	obj, fw := installFirmware(t, h.client)
 	nextUpdate(t, h) // the object list changed
 	awake(t, h)

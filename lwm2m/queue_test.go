@@ -14,10 +14,11 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// queueCfg is a queue-mode client that sleeps 300 ms after its last
-// exchange and whose lifetime calls for no Update during a test.
+// queueCfg is a queue-mode client that sleeps a second after its last
+// exchange (long enough for a test's request after a wake, even on a
+// loaded machine) and whose lifetime calls for no Update during a test.
 func queueCfg() lwm2m.Config {
-	return lwm2m.Config{QueueMode: true, QueueWindow: 300 * time.Millisecond}
+	return lwm2m.Config{QueueMode: true, QueueWindow: time.Second}
 }
 
 // phase returns the phase of the client's only session.
@@ -95,6 +96,7 @@ func TestQueueModeSleepsAfterWindowAndWakes(t *testing.T) {
 func TestQueueModeWakesForLifetimeUpdate(t *testing.T) {
 	cfg := queueCfg()
 	cfg.Lifetime = 2 * time.Second // an Update every second with fastTx
+	cfg.QueueWindow = 300 * time.Millisecond
 	h := start(t, cfg)
 	waitPhase(t, h.client, "sleeping")
 	nextUpdate(t, h)

@@ -56,6 +56,10 @@ func dialUDPFrom(ctx context.Context, laddr *net.UDPAddr, host string, handler c
 	// the blocking socket connects to the same one.
 	var session client.Session
 	sock, err := replaceFrom(conn, laddr)
+	if err != nil && laddr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("bind %v: %w", laddr, err) // the caller decides whether another port will do
+	}
 	if err == nil {
 		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
 	} else {
