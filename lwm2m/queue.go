@@ -41,6 +41,7 @@ type queueGate struct {
 	waiters []*ticket // messages held while asleep, in arrival order
 	wake    chan struct{}
 	laddr   *net.UDPAddr  // the local address a UDP session sleeps on
+	parked  bool          // a Transport's connection kept open, deaf, while asleep
 	drained chan struct{} // signalled when busy drops to 0
 }
 
@@ -247,7 +248,7 @@ func (s *session) openGate() {
 	g := &s.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.gone, g.asleep, g.offline, g.busy = false, false, false, 0
+	g.gone, g.asleep, g.offline, g.parked, g.busy = false, false, false, false, 0
 	g.last = time.Now()
 }
 
@@ -266,32 +267,54 @@ func (c *Client) Wake() {
 	}
 }
 
-// suspend closes the session's connection and waits, sleeping (queue
-// mode) or offline, until something wakes it; then it dials again, sends
-// a Registration Update (or Register, if the server forgot us) and
-// releases the messages that waited. It returns the new connection, or
-// nil with the reason the session ends. nextUpdate is when the lifetime
-// calls for an Update.
+// suspend takes the session off the air, sleeping (queue mode) or
+// offline, until something wakes it; then it sends a Registration Update
+// (or Register, if the server forgot us) and releases the messages that
+// waited. It returns the connection to go on with, and an error when the
+// session must end (connect closes what it returns). nextUpdate is when
+// the lifetime calls for an Update.
+//
+// Plain UDP closes its socket and binds the same port again on waking. A
+// Transport (DTLS) sleeping in queue mode keeps its connection parked
+// instead, answering nothing: a new handshake at every wake would cost
+// more than the sleep saves, and the server's observations stay matched
+// to the session. Offline, every socket is closed.
 func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate time.Time) (*udpclient.Conn, error) {
 	c := s.c
-	s.mu.Lock()
-	s.conn = nil
-	s.mu.Unlock()
-	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && s.transport == nil {
-		s.gate.mu.Lock()
-		s.gate.laddr = a
-		s.gate.mu.Unlock()
+	closed := false
+	closeConn := func() {
+		if closed {
+			return
+		}
+		closed = true
+		s.gate.setParked(false)
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+		if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && s.transport == nil {
+			s.gate.mu.Lock()
+			s.gate.laddr = a
+			s.gate.mu.Unlock()
+		}
+		conn.Close()
+		// The port is free only once the read loop has closed the
+		// socket (within a read tick); dialBack binds it again.
+		select {
+		case <-conn.Done():
+		case <-ctx.Done():
+		}
 	}
-	conn.Close()
-	// The port is free only once the read loop has closed the socket
-	// (within a read tick); dialBack binds it again.
-	select {
-	case <-conn.Done():
-	case <-ctx.Done():
+	if s.transport != nil && !c.isOffline() {
+		s.gate.setParked(true)
+	} else {
+		closeConn()
 	}
 	full := false
 	for {
 		offline := c.isOffline()
+		if offline {
+			closeConn() // the radio is off
+		}
 		s.gate.mu.Lock()
 		s.gate.offline = offline
 		s.gate.mu.Unlock()
@@ -300,27 +323,41 @@ func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate 
 			c.log.Info("offline", "ssid", s.ssid)
 		} else {
 			s.setPhase(phaseSleeping)
-			c.log.Debug("sleeping", "ssid", s.ssid, "until", nextUpdate.Format(time.TimeOnly))
+			c.log.Debug("sleeping", "ssid", s.ssid, "until", nextUpdate.Format(time.TimeOnly), "parked", !closed)
 		}
-		if err := s.waitWake(ctx, offline, nextUpdate, &full); err != nil {
-			if !offline {
+		var dead <-chan struct{}
+		if !closed {
+			dead = conn.Done()
+		}
+		if err := s.waitWake(ctx, offline, nextUpdate, &full, dead); err != nil {
+			switch {
+			case offline:
+			case closed:
 				s.deregisterAsleep()
+			case ctx.Err() != nil:
+				s.deregister(conn)
 			}
-			return nil, err
+			if closed {
+				return nil, err
+			}
+			return conn, err
 		}
 		if !c.isOffline() {
 			break
 		}
 	}
-	conn, err := s.redial(ctx)
-	if err != nil {
-		return nil, err
+	s.gate.setParked(false)
+	if closed {
+		var err error
+		if conn, err = s.redial(ctx); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.conn = conn
+		s.mu.Unlock()
+		s.obs.rebind(conn)
 	}
-	s.mu.Lock()
-	s.conn = conn
-	s.mu.Unlock()
-	s.obs.rebind(conn)
-	err = s.update(ctx, conn, full)
+	err := s.update(ctx, conn, full)
 	if errors.Is(err, errNoRegistration) {
 		c.log.Info("server lost our registration while we slept; registering again", "ssid", s.ssid)
 		s.setPhase(phaseRegistering)
@@ -335,12 +372,34 @@ func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate 
 	return conn, nil
 }
 
-// waitWake waits, with the socket closed, for a reason to wake: offline,
+// setParked says whether the session's connection is parked: open, but
+// deaf to the server (queue mode over a Transport).
+func (g *queueGate) setParked(p bool) {
+	g.mu.Lock()
+	g.parked = p
+	g.mu.Unlock()
+}
+
+// listening is the dispatch hook: false while the connection is parked,
+// so that a sleeping session answers nothing; otherwise the exchange
+// starts the window again.
+func (g *queueGate) listening() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.parked {
+		return false
+	}
+	g.last = time.Now()
+	return true
+}
+
+// waitWake waits, with the socket closed or parked (dead is closed if
+// the parked connection dies), for a reason to wake: offline,
 // only the client coming back online; sleeping, the lifetime's Update, a
 // wake request (Wake, a due notification, Send) or an update request
 // (full is set if it asked for the object list), or the client going
 // offline.
-func (s *session) waitWake(ctx context.Context, offline bool, nextUpdate time.Time, full *bool) error {
+func (s *session) waitWake(ctx context.Context, offline bool, nextUpdate time.Time, full *bool, dead <-chan struct{}) error {
 	if offline {
 		select {
 		case <-ctx.Done():
@@ -363,6 +422,8 @@ func (s *session) waitWake(ctx context.Context, offline bool, nextUpdate time.Ti
 			s.requestUpdate(r)
 		}
 	case <-s.c.offlineC():
+	case <-dead:
+		return errors.New("connection closed while parked")
 	}
 	return nil
 }

@@ -487,8 +487,10 @@ func (s *session) transportError(err error) {
 // Short Server ID in their context.
 func (s *session) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	c := s.c
-	s.gate.touch() // queue mode: the window starts again
-	defer s.gate.touch()
+	if !s.gate.listening() { // queue mode: asleep (queue.go)
+		return
+	}
+	defer s.gate.touch() // the window starts again after the answer
 	if r.Type() == message.Reset {
 		s.obs.resetBy(r.MessageID())
 		return
