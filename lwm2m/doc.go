@@ -121,8 +121,9 @@
 // parameter, or the binding UQ under 1.0). A session then closes its
 // socket Config.QueueWindow (default MAX_TRANSMIT_WAIT) after its last
 // exchange with its server, and its phase is "sleeping": a request from
-// the server gets no answer. It wakes, on the same local port so that
-// the server's observations go on, for the Registration Update its
+// the server gets no answer (a DTLS session is kept, parked, rather than
+// closed: no handshake at each wake). It wakes, on the same local port
+// so that the server's observations go on, for the Registration Update its
 // lifetime calls for, for a notification that became due, for Send, or
 // when the application calls Wake; it sends the Update first, so that
 // the server can deliver what it held back, then the notifications that
