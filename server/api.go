@@ -86,6 +86,11 @@ type APIConfig struct {
 	// in a file of mode 0600 removed when the update ends. Empty means
 	// os.TempDir().
 	PackageDir string
+	// Bootstrap serves GET /api/bootstrap and /api/bootstrap/{ep}, the
+	// bootstrap history (bootstrap.Server's HistoryHandler, package
+	// server/bootstrap), behind the same authentication. Nil answers
+	// them 404.
+	Bootstrap http.Handler
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -168,7 +173,18 @@ func (a *api) routes() *http.ServeMux {
 	mux.HandleFunc("POST /api/update", a.update)
 	// Queue mode and Send (srvqueue): the last values each device sent.
 	mux.HandleFunc("GET /api/devices/{ep}/values", a.values)
+	// The bootstrap server's history (package server/bootstrap).
+	mux.HandleFunc("GET /api/bootstrap", a.bootstrap)
+	mux.HandleFunc("GET /api/bootstrap/{ep}", a.bootstrap)
 	return mux
+}
+
+func (a *api) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Bootstrap == nil {
+		writeError(w, http.StatusNotFound, "no bootstrap server: start lwm2m server with -bootstrap or -bootstrap-dtls")
+		return
+	}
+	a.cfg.Bootstrap.ServeHTTP(w, r)
 }
 
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {

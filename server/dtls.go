@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -98,27 +99,12 @@ func (s *Server) listenDTLS() error {
 		log.Warn("dtls: unknown PSK identity", "identity", string(identity))
 		return nil, fmt.Errorf("unknown PSK identity %q", identity)
 	}
-	addr := s.DTLSAddr
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
-	}
-	// See dtlslisten.go for why the socket is not pion's own.
 	// Room for every registration's session, and handshakes besides.
-	hello := newHelloListener(pc, log, s.maxRegistrations()+helloBacklog)
-	l, err := dtls.NewListenerWithOptions(hello,
-		dtls.WithPSK(lookup),
-		// The same suites as our client offers, CCM_8 first
-		// (LwM2M 1.1 Transport, 5.2.8.1).
-		dtls.WithCipherSuites(dtlsconf.PSKSuites...),
-		// RFC 7627: bind the master secret to the whole handshake.
-		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
-	)
+	a, err := listenDTLS(s.DTLSAddr, lookup, log, s.maxRegistrations()+helloBacklog)
 	if err != nil {
-		hello.Close()
-		return fmt.Errorf("server: listen dtls %s: %w", addr, err)
+		return err
 	}
-	s.dtlsLis = &dtlsAcceptor{Listener: l, hello: hello}
+	s.dtlsLis = a
 	s.sessions = make(map[string]*udpclient.Conn)
 	opts := []dtlsserver.Option{}
 	if s.handshakeTimeout > 0 {
@@ -134,6 +120,55 @@ func (s *Server) listenDTLS() error {
 	)...)
 	return nil
 }
+
+// listenDTLS opens a coaps socket at addr that takes up to maxPeers
+// peers (sessions and handshakes) at once.
+func listenDTLS(addr string, lookup func([]byte) ([]byte, error), log *slog.Logger, maxPeers int) (*dtlsAcceptor, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen dtls %s: %w", addr, err)
+	}
+	// See dtlslisten.go for why the socket is not pion's own.
+	hello := newHelloListener(pc, log, maxPeers)
+	l, err := dtls.NewListenerWithOptions(hello,
+		dtls.WithPSK(lookup),
+		// The same suites as our client offers, CCM_8 first
+		// (LwM2M 1.1 Transport, 5.2.8.1).
+		dtls.WithCipherSuites(dtlsconf.PSKSuites...),
+		// RFC 7627: bind the master secret to the whole handshake.
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+	)
+	if err != nil {
+		hello.Close()
+		return nil, fmt.Errorf("server: listen dtls %s: %w", addr, err)
+	}
+	return &dtlsAcceptor{Listener: l, hello: hello}, nil
+}
+
+// DTLSListener is a coaps socket with PSKs, for go-coap's DTLS server
+// (coapdtls.NewServer(...).Serve(l)): the Server's own coaps port is
+// one, and package server/bootstrap opens another with ListenDTLS.
+type DTLSListener struct{ *dtlsAcceptor }
+
+// ListenDTLS opens a coaps socket at addr with the same handshake as the
+// Server's coaps port (cipher suites, extended master secret, tolerant
+// ClientHello record versions). lookup returns the key of a PSK
+// identity, or an error for one it does not know; maxPeers bounds the
+// sessions and handshakes the socket holds at once.
+func ListenDTLS(addr string, lookup func(identity []byte) ([]byte, error), log *slog.Logger, maxPeers int) (*DTLSListener, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	a, err := listenDTLS(addr, lookup, log, max(maxPeers, 1))
+	if err != nil {
+		return nil, err
+	}
+	return &DTLSListener{a}, nil
+}
+
+// PSKIdentity returns the PSK identity of a DTLS session that a
+// go-coap handler sees (w.Conn()), "" for plain UDP.
+func PSKIdentity(cc *udpclient.Conn) string { return pskIdentity(cc) }
 
 // addSession records a completed DTLS session, so that requests to the
 // device it registers go over it.

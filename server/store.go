@@ -230,3 +230,9 @@ func (b *BoltStore) Bindings() (map[string]string, error) {
 
 // Close closes the database.
 func (b *BoltStore) Close() error { return b.db.Close() }
+
+// DB returns the database, for packages that keep buckets of their own
+// in the same file (server/bootstrap's history): bbolt locks the file,
+// so one process cannot open it twice. Its buckets other than
+// "registrations" and "bindings" are theirs.
+func (b *BoltStore) DB() *bolt.DB { return b.db }

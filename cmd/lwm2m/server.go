@@ -52,7 +52,7 @@ type srvSub struct {
 var srvSubs map[string]srvSub
 
 // srvSubNames orders the commands in the usage.
-var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update", "values"}
+var srvSubNames = []string{"list", "read", "write", "exec", "discover", "write-attr", "delete", "observe", "update", "values", "bootstrap-history"}
 
 func init() {
 	srvSubs = map[string]srvSub{
@@ -75,6 +75,9 @@ func init() {
 		}},
 		// Send (srvqueue): the last values a device reported.
 		"values": {"show the last values a device sent (LwM2M Send)", "-ep EP | EP", srvValues, nil},
+
+		// The bootstrap server (bsserver).
+		"bootstrap-history": {"show the bootstrap server's history: every endpoint, or one in detail", "[EP]", srvBootstrapHistory, nil},
 	}
 }
 
@@ -114,6 +117,7 @@ type srvServerFlags struct {
 	maxRegs                                                      *int
 	queueWindow, queueExpiry                                     *time.Duration
 	queueMax                                                     *int
+	bootstrap                                                    srvBootstrapFlags
 }
 
 func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
@@ -135,6 +139,7 @@ func srvDefineServerFlags(fs *flag.FlagSet) srvServerFlags {
 		queueWindow: fs.Duration("queue-window", 0, "a queue-mode device is taken to be awake for `D` after it last sent something (0: MAX_TRANSMIT_WAIT, 93s)"),
 		queueMax:    fs.Int("queue-max", server.DefaultMaxQueued, "at most `N` operations wait for one sleeping device"),
 		queueExpiry: fs.Duration("queue-expiry", 0, "drop an operation after it waited `D` for a sleeping device (0: until the caller gives up)"),
+		bootstrap:   srvDefineBootstrapFlags(fs),
 	}
 }
 
@@ -225,6 +230,10 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server: -max-package-size must be positive")
 		return 2
 	}
+	if msg := f.bootstrap.usage(); msg != "" {
+		fmt.Fprintln(stderr, "lwm2m server:", msg)
+		return 2
+	}
 	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "lwm2m server: -token-file:", err)
@@ -242,8 +251,9 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		}
 		s.PSKs = psks
 	}
+	var st *server.BoltStore
 	if *f.db != "" {
-		st, err := server.OpenBoltStore(*f.db)
+		st, err = server.OpenBoltStore(*f.db)
 		if err != nil {
 			fmt.Fprintln(stderr, "lwm2m server:", err)
 			return 1
@@ -256,13 +266,24 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server:", err)
 		return 1
 	}
+	bs, stopBS, err := f.bootstrap.start(ctx, st, log)
+	if err != nil {
+		s.Close()
+		fmt.Fprintln(stderr, "lwm2m server:", err)
+		return 1
+	}
+	defer stopBS()
 	l, err := net.Listen("tcp", strings.TrimPrefix(*f.api, "http://"))
 	if err != nil {
 		s.Close()
 		fmt.Fprintln(stderr, "lwm2m server: -api:", err)
 		return 1
 	}
-	api := s.APIHandler(server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage})
+	apiCfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage}
+	if bs != nil {
+		apiCfg.Bootstrap = bs.HistoryHandler()
+	}
+	api := s.APIHandler(apiCfg)
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
@@ -277,6 +298,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 	if a := s.HTTPLocalAddr(); a != nil {
 		ready += " http=http://" + a.String()
 	}
+	ready += srvBootstrapReady(bs)
 	fmt.Fprintln(stdout, ready)
 	err = s.Serve(ctx)
 	hs.Close()
@@ -329,7 +351,7 @@ func srvRunSub(ctx context.Context, name string, sub srvSub, args []string, stdo
 	}
 	api := fs.String("api", def, "`URL` of the running server's API ($"+srvAPIEnv+")")
 	tokenFile := fs.String("token-file", srvDefaultTokenFile(), "`file` with the server's API token ($"+srvTokenEnv+")")
-	if name != "list" && name != "update" && name != "values" {
+	if name != "list" && name != "update" && name != "values" && name != "bootstrap-history" {
 		fs.String("ep", "", "device `endpoint` name")
 	}
 	if name == "update" {
