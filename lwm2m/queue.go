@@ -183,6 +183,9 @@ func (s *session) idleTimer() *time.Timer {
 // trySleep puts the gate to sleep if the window has passed and nothing is
 // in flight, and reports whether it did.
 func (s *session) trySleep(offline bool) bool {
+	if !offline && s.transferring() {
+		return false
+	}
 	g := &s.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -217,7 +220,7 @@ func (s *session) release(ctx context.Context) {
 			g.mu.Lock()
 			n := g.busy
 			g.mu.Unlock()
-			if n == 0 {
+			if n <= 0 {
 				break
 			}
 			select {
@@ -248,7 +251,7 @@ func (s *session) openGate() {
 	g := &s.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.gone, g.asleep, g.offline, g.parked, g.busy = false, false, false, false, 0
+	g.gone, g.asleep, g.offline, g.parked = false, false, false, false // busy stays: every enter has its leave
 	g.last = time.Now()
 }
 
@@ -381,16 +384,27 @@ func (g *queueGate) setParked(p bool) {
 }
 
 // listening is the dispatch hook: false while the connection is parked,
-// so that a sleeping session answers nothing; otherwise the exchange
-// starts the window again.
+// so that a sleeping session answers nothing; otherwise the request
+// counts as in flight, so that the session does not sleep before its
+// answer is out, until the caller's leave.
 func (g *queueGate) listening() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.parked {
 		return false
 	}
+	g.busy++
 	g.last = time.Now()
 	return true
+}
+
+// transferring reports a block-wise write in progress: its middle blocks
+// may not reach dispatch (block1Fast), and the server expects the session
+// to hear the next one.
+func (s *session) transferring() bool {
+	s.blocks.mu.Lock()
+	defer s.blocks.mu.Unlock()
+	return s.blocks.cur != nil && !s.blocks.cur.done
 }
 
 // waitWake waits, with the socket closed or parked (dead is closed if

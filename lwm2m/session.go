@@ -490,7 +490,7 @@ func (s *session) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r 
 	if !s.gate.listening() { // queue mode: asleep (queue.go)
 		return
 	}
-	defer s.gate.touch() // the window starts again after the answer
+	defer s.leave() // the window starts again after the answer
 	if r.Type() == message.Reset {
 		s.obs.resetBy(r.MessageID())
 		return
