@@ -375,6 +375,18 @@ func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate 
 	return conn, nil
 }
 
+// offAir is connect's hook for sleeping and going offline: suspend, with
+// the watch on the connection (which ends the session when it dies)
+// moved to the connection suspend returns.
+func (s *session) offAir(ctx context.Context, conn *udpclient.Conn, nextUpdate time.Time, stopWatch *func() bool, cancel context.CancelFunc) (*udpclient.Conn, error) {
+	(*stopWatch)()
+	conn, err := s.suspend(ctx, conn, nextUpdate)
+	if conn != nil {
+		*stopWatch = context.AfterFunc(conn.Context(), cancel)
+	}
+	return conn, err
+}
+
 // setParked says whether the session's connection is parked: open, but
 // deaf to the server (queue mode over a Transport).
 func (g *queueGate) setParked(p bool) {

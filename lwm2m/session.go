@@ -307,7 +307,6 @@ func (s *session) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("dial %s: %w", s.host, err)
 	}
-	defer conn.Close()
 	// Queue and offline modes replace conn (queue.go): the deferred
 	// calls act on the current one.
 	defer func() {
@@ -356,34 +355,17 @@ func (s *session) connect(ctx context.Context) error {
 				idle.Stop()
 			}
 		}
-		updated := true // the cases below that do not update set it false
 		select {
-		case <-idleC:
+		case <-idleC: // queue mode: the window has passed (queue.go)
 			stopTimers()
-			updated = false
 			if !s.trySleep(false) {
 				continue // an exchange since: the window starts again
 			}
-			stopWatch()
-			conn, err = s.suspend(sctx, conn, nextUpdate)
-			if conn != nil {
-				stopWatch = context.AfterFunc(conn.Context(), cancel)
-			}
-			if err == nil {
-				nextUpdate = time.Now().Add(s.updateInterval())
-			}
-		case <-c.offlineC():
+			conn, err = s.offAir(sctx, conn, nextUpdate, &stopWatch, cancel)
+		case <-c.offlineC(): // offline.go
 			stopTimers()
-			updated = false
 			s.trySleep(true)
-			stopWatch()
-			conn, err = s.suspend(sctx, conn, nextUpdate)
-			if conn != nil {
-				stopWatch = context.AfterFunc(conn.Context(), cancel)
-			}
-			if err == nil {
-				nextUpdate = time.Now().Add(s.updateInterval())
-			}
+			conn, err = s.offAir(sctx, conn, nextUpdate, &stopWatch, cancel)
 		case <-s.gate.wake:
 			stopTimers()
 			continue // awake already (Wake touched the window)
@@ -420,7 +402,7 @@ func (s *session) connect(ctx context.Context) error {
 			stopTimers()
 			err = s.update(sctx, conn, false)
 		}
-		if err == nil && updated {
+		if err == nil {
 			s.gate.touch()
 			nextUpdate = time.Now().Add(s.updateInterval())
 		}
