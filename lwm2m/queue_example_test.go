@@ -50,3 +50,22 @@ func ExampleClient_Send() {
 		}
 	}
 }
+
+// A button that wakes a sleeping queue-mode device at once, so that the
+// server can deliver what it queued for it, rather than at the next
+// Registration Update.
+func ExampleClient_Wake() {
+	c, err := lwm2m.New(lwm2m.Config{Endpoint: "meter-3", Server: "coap://127.0.0.1:5683", QueueMode: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	pressed := make(chan struct{})
+	go func() {
+		for range pressed {
+			c.Wake() // an Update, then the server's queued requests
+		}
+	}()
+	if err := c.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}

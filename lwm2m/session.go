@@ -62,7 +62,7 @@ const (
 	phaseDisabled                 // de-registered by Disable (/1/x/4) for its timeout
 	phaseBackoff                  // the connection failed; waiting to try again
 	phaseStopped                  // Run has ended, or not started
-	phaseSleeping                 // queue mode: registered, socket closed (queue.go)
+	phaseSleeping                 // queue mode: registered, socket closed or parked (queue.go)
 	phaseOffline                  // EnterOffline: socket closed (offline.go)
 )
 
