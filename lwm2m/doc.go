@@ -128,7 +128,10 @@
 // when the application calls Wake; it sends the Update first, so that
 // the server can deliver what it held back, then the notifications that
 // waited, in the order they became due and each with the latest value
-// of what it observes, and stays awake for the window again.
+// of what it observes, and stays awake for the window again. A server
+// whose Notification Storing (/1/x/6; true in a Config.Server account)
+// is false gets no notification of what became due while the session
+// slept: it is dropped, and wakes nothing.
 //
 // EnterOffline closes every session's socket (phase "offline") and
 // pauses objects that implement Pauser (the pull download of Firmware

@@ -42,6 +42,7 @@ type queueGate struct {
 	wake    chan struct{}
 	laddr   *net.UDPAddr  // the local address a UDP session sleeps on
 	parked  bool          // a Transport's connection kept open, deaf, while asleep
+	waking  bool          // asleep, but the waking Update is under way
 	drained chan struct{} // signalled when busy drops to 0
 }
 
@@ -81,14 +82,15 @@ var errGone = errors.New("lwm2m: registration ended")
 // enter waits until a message may be sent on the session's connection and
 // counts it as in flight until leave; the session does not sleep
 // meanwhile. A message that arrives while the session sleeps wakes it.
-// Offline, a Send fails with ErrOffline at once and a notification waits,
-// or is dropped (errDropped) when the server's Notification Storing
-// (/1/x/6) is false (LwM2M 1.1 Core §E.2).
+// Offline, a Send fails with ErrOffline at once and a notification waits.
+// A notification that becomes due while the session sleeps or is offline
+// is dropped (errDropped) instead when the server's Notification Storing
+// (/1/x/6) is false (LwM2M 1.1 Core §E.2), unless a wake is under way.
 func (s *session) enter(ctx context.Context, notify bool) error {
 	g := &s.gate
 	g.mu.Lock()
 	// Back online but not yet awake (the Update is on its way): wait.
-	offline := g.offline && s.c.isOffline()
+	offline := g.offline && !g.waking && s.c.isOffline()
 	switch {
 	case g.gone:
 		g.mu.Unlock()
@@ -100,7 +102,9 @@ func (s *session) enter(ctx context.Context, notify bool) error {
 	case offline && !notify:
 		g.mu.Unlock()
 		return ErrOffline
-	case offline && !s.storing():
+	case notify && !g.waking && (offline || !g.offline) && !s.storing():
+		// Notification Storing false: what becomes due while the
+		// session sleeps or is offline is discarded, and wakes nothing.
 		g.mu.Unlock()
 		return errDropped
 	}
@@ -204,7 +208,7 @@ func (s *session) release(ctx context.Context) {
 	for {
 		g.mu.Lock()
 		if len(g.waiters) == 0 {
-			g.asleep, g.offline = false, false
+			g.asleep, g.offline, g.waking = false, false, false
 			g.last = time.Now()
 			g.mu.Unlock()
 			return
@@ -251,7 +255,7 @@ func (s *session) openGate() {
 	g := &s.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.gone, g.asleep, g.offline, g.parked = false, false, false, false // busy stays: every enter has its leave
+	g.gone, g.asleep, g.offline, g.parked, g.waking = false, false, false, false, false // busy stays: every enter has its leave
 	g.last = time.Now()
 }
 
@@ -349,6 +353,9 @@ func (s *session) suspend(ctx context.Context, conn *udpclient.Conn, nextUpdate 
 			break
 		}
 	}
+	s.gate.mu.Lock()
+	s.gate.waking = true
+	s.gate.mu.Unlock()
 	s.gate.setParked(false)
 	if closed {
 		var err error

@@ -131,3 +131,37 @@ func TestQueueModeWakesForNotification(t *testing.T) {
 		t.Fatal("no Registration Update before the notification")
 	}
 }
+
+// With Notification Storing (/1/0/6) false, a notification that becomes
+// due while the client sleeps is dropped and does not wake it.
+func TestQueueModeNotificationStoringFalseDrops(t *testing.T) {
+	obj := counter()
+	h := start(t, queueCfg(), obj)
+	if r := h.do(codes.PUT, "/1/0/6", 0, []byte("0")); r.Code != codes.Changed {
+		t.Fatalf("write /1/0/6: %v", r.Code)
+	}
+	ch, cancel, err := lwm2mtest.Observe(h.ctx(), h.conn(), "/3300/0/5700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	<-ch
+	waitPhase(t, h.client, "sleeping")
+	h.srv.Pending()
+	obj.Set(0, 5700, model.Float(12))
+	if err := h.client.WaitNotified(h.ctx(), model.NewPath(3300, 0, 5700)); err != nil {
+		t.Fatal(err)
+	}
+	if p := phase(h.client); p != "sleeping" {
+		t.Fatalf("phase %q after a change with Notification Storing false, want sleeping", p)
+	}
+	if ev := h.srv.Pending(); len(ev) != 0 {
+		t.Fatalf("the client woke: %+v", ev)
+	}
+	h.client.Wake()
+	nextUpdate(t, h)
+	obj.Set(0, 5700, model.Float(13))
+	if got := recvNotification(t, h, ch); got != "13" {
+		t.Errorf("first notification after waking %q, want 13 (12 was dropped)", got)
+	}
+}
