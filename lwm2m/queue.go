@@ -16,12 +16,13 @@ import (
 // §5.3 for the Q parameter): the client tells the server, at Register,
 // that it is reachable only for a while after it last exchanged a
 // message (Config.QueueWindow). Past that window the session closes its
-// socket and its phase becomes "sleeping". It wakes for the next
-// Registration Update the lifetime calls for, for a notification that
-// became due, for Send, or when the application calls Client.Wake; it
-// then opens a new socket and sends an Update first, so that the server
-// (which addresses the device by where that Update came from) can deliver
-// what it held back, and only then the notifications that waited.
+// socket (over DTLS it parks the connection, see suspend) and its phase
+// becomes "sleeping". It wakes for the next Registration Update the
+// lifetime calls for, for a notification that became due, for Send, or
+// when the application calls Client.Wake; it then opens the socket again,
+// on the same port, and sends an Update first, so that the server (which
+// addresses the device by where that Update came from) can deliver what
+// it held back, and only then the notifications that waited.
 //
 // The same machinery serves offline mode (offline.go): there the socket
 // is closed because the application said so, and nothing wakes the
@@ -34,7 +35,7 @@ import (
 type queueGate struct {
 	mu      sync.Mutex
 	last    time.Time // last exchange with the server
-	asleep  bool      // the socket is closed: sleeping or offline
+	asleep  bool      // the socket is closed or parked: sleeping or offline
 	offline bool      // asleep because the client is offline
 	gone    bool      // the registration ended; nothing more goes out
 	busy    int       // messages between enter and leave
@@ -46,13 +47,12 @@ type queueGate struct {
 	drained chan struct{} // signalled when busy drops to 0
 }
 
-// ticket is one held message. go is closed when it may be sent (ok) or
-// never will (!ok: the registration ended or it was dropped).
+// ticket is one held message. gate is closed when it may be sent (ok)
+// or never will (!ok: the registration ended).
 type ticket struct {
 	gate     chan struct{}
 	ok       bool
-	released bool // counted in busy by the releaser
-	notify   bool // a notification: subject to Notification Storing
+	released bool // taken off waiters; counted in busy if ok
 }
 
 func (g *queueGate) init() {
@@ -108,7 +108,7 @@ func (s *session) enter(ctx context.Context, notify bool) error {
 		g.mu.Unlock()
 		return errDropped
 	}
-	t := &ticket{gate: make(chan struct{}), notify: notify}
+	t := &ticket{gate: make(chan struct{})}
 	g.waiters = append(g.waiters, t)
 	if !g.offline {
 		g.signalWake()
@@ -135,8 +135,8 @@ func (s *session) enter(ctx context.Context, notify bool) error {
 }
 
 // errDropped is enter's answer to a notification that Notification
-// Storing false discards while the client is offline.
-var errDropped = errors.New("lwm2m: notification dropped while offline (Notification Storing is false)")
+// Storing false discards while the session sleeps or is offline.
+var errDropped = errors.New("lwm2m: notification dropped while asleep or offline (Notification Storing is false)")
 
 // leave ends what enter began; the window starts again.
 func (s *session) leave() {
