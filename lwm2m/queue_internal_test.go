@@ -26,3 +26,42 @@ func TestQueueWindowDefault(t *testing.T) {
 		}
 	}
 }
+
+// A session does not sleep while it answers a request, or while a
+// block-wise write is in progress (whose middle blocks block1Fast answers
+// without dispatch), even past its window; it does once they are done.
+func TestQueueNoSleepWhileBusy(t *testing.T) {
+	c, err := New(Config{Endpoint: "ep", Server: "coap://127.0.0.1:5683", QueueMode: true, QueueWindow: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(c, 1, 0, 0, "coap://127.0.0.1:5683", "127.0.0.1:5683", nil)
+	past := func() {
+		s.gate.mu.Lock()
+		s.gate.last = time.Now().Add(-time.Hour)
+		s.gate.mu.Unlock()
+	}
+
+	if !s.gate.listening() {
+		t.Fatal("an awake session does not listen")
+	}
+	past()
+	if s.trySleep(false) {
+		t.Error("slept while answering a request")
+	}
+	s.leave()
+	past()
+
+	s.blocks.mu.Lock()
+	s.blocks.cur = &transfer{}
+	s.blocks.mu.Unlock()
+	if s.trySleep(false) {
+		t.Error("slept during a block-wise write")
+	}
+	s.blocks.mu.Lock()
+	s.blocks.cur.done = true
+	s.blocks.mu.Unlock()
+	if !s.trySleep(false) {
+		t.Error("did not sleep past the window with nothing in flight")
+	}
+}
