@@ -12,15 +12,17 @@ import (
 )
 
 // TestClientQueueFlags: the program's -queue and -queue-window register
-// in queue mode, and "lwm2m server list" shows the device asleep once the
-// window has passed.
+// in queue mode, "lwm2m server list" shows the device asleep once the
+// window has passed, and a read of it completes once it wakes for its
+// lifetime's Update.
 func TestClientQueueFlags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the program and runs server and client processes")
 	}
 	bin := e2eBuild(t)
-	srv := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-queue-window", "1s")
-	e2eDevice(t, bin, t.TempDir(), srv.coap, "qdev", "-queue", "-queue-window", "1s")
+	srv := e2eStartServer(t, bin, "-coap", "127.0.0.1:0", "-queue-window", "500ms")
+	// A lifetime of 4 s: the device wakes for an Update every 2 s.
+	e2eDevice(t, bin, t.TempDir(), srv.coap, "qdev", "-queue", "-queue-window", "1s", "-lifetime", "4")
 	waitfor.Until(t, 30*time.Second, func() error {
 		regs, err := e2eRegistrations(srv.api)
 		if err != nil {
@@ -36,6 +38,12 @@ func TestClientQueueFlags(t *testing.T) {
 		return nil
 	})
 	waitListLine(t, bin, srv.api, "qdev", " asleep ")
+	// A read of the sleeping device waits for its next Update, and then
+	// gets its answer.
+	code, out, errs := binCLI(t, bin, "read", "-api", srv.api, "-ep", "qdev", "-timeout", "1m", "/3/0/0")
+	if code != 0 || !strings.Contains(out, "/3/0/0 = ") {
+		t.Fatalf("read of the sleeping device: exit %d\n%s%s", code, out, errs)
+	}
 }
 
 // -queue-window needs -queue and a positive duration.
