@@ -43,7 +43,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		program    = fs.String("program", "", "the device program `FILE` that the supervisor runs and updates replace (default: this program); run the supervisor from a copy that updates never replace, so that a trial cut short by a power loss is rolled back even if the new program hangs or cannot start")
 		cred       = addCredFlags(fs, "for a coaps:// server", "for a coaps:// server")
 		// Queue mode (LwM2M 1.1 Core §6.5), lwm2m/queue.go.
-		queue       = fs.Bool("queue", false, "register in queue mode: sleep (socket closed) between exchanges, wake for Updates, notifications and Send")
+		queue       = fs.Bool("queue", false, "register in queue mode: sleep (socket closed) between exchanges, wake for Updates and due notifications")
 		queueWindow = fs.Duration("queue-window", 0, "with -queue, how long to stay reachable after the last exchange, a Go `DURATION` such as 5s (default MAX_TRANSMIT_WAIT, 93s)")
 	)
 	// Package download credentials (-fw-*, credentials.go).
