@@ -125,6 +125,20 @@ type Config struct {
 	// server may write and delete, besides /0, /1 and /2. Their writes
 	// are applied at Bootstrap-Finish.
 	BootstrapObjects []uint16
+
+	// QueueMode registers in queue mode (LwM2M 1.1 Core §6.5: the Q
+	// parameter, or the binding UQ under 1.0) with every server: the
+	// client closes its socket QueueWindow after its last exchange and
+	// opens a new one when it has something to send or the lifetime
+	// calls for an Update, which it always sends first.
+	QueueMode bool
+	// QueueWindow is how long a queue-mode client stays reachable after
+	// its last exchange with a server; default MAX_TRANSMIT_WAIT of Tx
+	// (93 s with RFC 7252's parameters), as the Core TS recommends.
+	QueueWindow time.Duration
+	// SendFormat is the content format of Send: content.SenMLCBOR
+	// (default) or content.SenMLJSON.
+	SendFormat content.Format
 }
 
 // LwM2M versions for Config.Version.
@@ -151,6 +165,7 @@ type Client struct {
 	bs       bootstrapState // bootstrap while running: Trigger, fall-back
 
 	refused refusalLog
+	off     offlineState // offline.go
 }
 
 type updateReq struct {
@@ -226,6 +241,7 @@ func New(cfg Config) (*Client, error) {
 		objects: make(map[uint16]Object),
 		restart: make(chan struct{}, 1),
 	}
+	c.off.init()
 	var p Provisioning
 	switch {
 	case cfg.Provisioning != nil:

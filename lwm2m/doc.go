@@ -138,6 +138,37 @@
 // if Confirmable, acknowledged or given up on: Firmware Update uses it so
 // that the server hears of Updating before the upgrade starts.
 //
+// # Queue mode, offline mode and Send
+//
+// Config.QueueMode registers in queue mode (LwM2M 1.1 Core §6.5: the Q
+// parameter, or the binding UQ under 1.0). A session then closes its
+// socket Config.QueueWindow (default MAX_TRANSMIT_WAIT) after its last
+// exchange with its server, and its phase is "sleeping": a request from
+// the server gets no answer (a DTLS session is kept, parked, rather than
+// closed: no handshake at each wake). It wakes, on the same local port
+// so that the server's observations go on, for the Registration Update its
+// lifetime calls for, for a notification that became due, for Send, or
+// when the application calls Wake; it sends the Update first, so that
+// the server can deliver what it held back, then the notifications that
+// waited, in the order they became due and each with the latest value
+// of what it observes, and stays awake for the window again. A server
+// whose Notification Storing (/1/x/6; true in a Config.Server account)
+// is false gets no notification of what became due while the session
+// slept: it is dropped, and wakes nothing.
+//
+// EnterOffline closes every session's socket (phase "offline") and
+// pauses objects that implement Pauser (the pull download of Firmware
+// Update); ExitOffline reconnects each session with an Update, sends the
+// notifications held meanwhile (those a server's Notification Storing,
+// /1/x/6, lets it keep; false drops them) and resumes the paused work
+// where it stopped.
+//
+// Send and SendTo report current values to a server with the Send
+// operation of LwM2M 1.1 (POST /dp, SenML CBOR or Config.SendFormat),
+// through the Access Control layer, unless the server's Mute Send
+// (/1/x/23) is true (ErrSendMuted); Send goes to the server of the
+// first Server instance. Under LwM2M 1.0 they fail with ErrConfig.
+//
 // # Goroutines and concurrency
 //
 // Run owns every goroutine the client starts: per server, the
@@ -151,6 +182,6 @@
 // concurrent use. A Stream's Write may run in the connection's read loop:
 // it must not wait for anything from the server, and no other datagram is
 // read while it runs. Changed, UpdateRegistration, Registered, Servers,
-// Provisioning, WaitNotified and AddObject may be called from any
-// goroutine.
+// Provisioning, WaitNotified, AddObject, Wake, EnterOffline,
+// ExitOffline, Send and SendTo may be called from any goroutine.
 package lwm2m

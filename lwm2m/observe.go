@@ -302,7 +302,9 @@ func (c *Client) observe(ctx context.Context, s *session, conn *udpclient.Conn, 
 		lastValue: numeric(p, recs),
 		lastMID:   -1,
 	}
-	octx, cancel := context.WithCancel(withSession(conn.Context(), s))
+	// The observation outlives its connection in queue and offline
+	// modes (queue.go rebinds it); the session's reset ends it.
+	octx, cancel := context.WithCancel(withSession(context.WithoutCancel(conn.Context()), s))
 	ob.cancel = cancel
 	if !s.obs.add(key, ob) {
 		cancel()
@@ -526,6 +528,12 @@ func (o *observations) run(ctx context.Context, ob *observation) {
 }
 
 func (o *observations) notify(ctx context.Context, ob *observation, a attributes, force bool) {
+	// Queue and offline modes: wait, rather than render a value that
+	// would be stale by the time the session is awake (queue.go).
+	if err := o.s.enter(ctx, true); err != nil {
+		return
+	}
+	defer o.s.leave()
 	// LwM2M 1.1 Core §7.3.2.5: no notification of what the server may
 	// no longer read. (An object-level observation is filtered by render.)
 	if ob.path.Len() >= 2 && !o.c.readable(ctx, ob.path.Object(), ob.path.Instance()) {
@@ -593,11 +601,14 @@ func (o *observations) send(ctx context.Context, ob *observation, resp response,
 	// drops an unanswered exchange without waking its writer.
 	sctx, cancel := context.WithTimeout(ctx, o.c.cfg.Tx.MaxTransmitWait())
 	defer cancel()
-	m := ob.conn.AcquireMessage(sctx)
-	defer ob.conn.ReleaseMessage(m)
+	o.mu.Lock()
+	conn := ob.conn
+	o.mu.Unlock()
+	m := conn.AcquireMessage(sctx)
+	defer conn.ReleaseMessage(m)
 	m.SetCode(resp.code)
 	m.SetToken(ob.token)
-	mid := ob.conn.GetMessageID()
+	mid := conn.GetMessageID()
 	m.SetMessageID(mid)
 	if con {
 		m.SetType(message.Confirmable)
@@ -615,7 +626,7 @@ func (o *observations) send(ctx context.Context, ob *observation, resp response,
 	o.mu.Lock()
 	ob.lastMID = mid
 	o.mu.Unlock()
-	err := ob.conn.WriteMessage(m)
+	err := conn.WriteMessage(m)
 	switch {
 	case err == nil:
 	case con && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:

@@ -53,8 +53,14 @@ func provisioningFromConfig(cfg Config) Provisioning {
 	add(1, serverPmin, model.Int(int64(cfg.DefaultPmin/time.Second)))
 	add(1, serverPmax, model.Int(int64(cfg.DefaultPmax/time.Second)))
 	add(1, serverDisableTO, model.Int(86400))
-	add(1, serverStoring, model.Bool(false))
+	// Kept through offline periods (offline.go), as a device that
+	// switches its radio off expects; a server may write false.
+	add(1, serverStoring, model.Bool(true))
 	add(1, serverBinding, model.String("U"))
+	if cfg.Version != Version10 {
+		// Mute Send (LwM2M 1.1), present so that a server can write it.
+		add(1, serverMuteSend, model.Bool(false))
+	}
 	sortRecords(p.Records)
 	return p
 }

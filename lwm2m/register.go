@@ -90,6 +90,7 @@ func (s *session) register(ctx context.Context, conn *udpclient.Conn) error {
 		"lwm2m=" + c.cfg.Version,
 		"b=" + s.binding(),
 	}
+	q = s.queueParams(q) // queue.go
 	backoff := c.cfg.RetryMin
 	c.log.Info("registering", "server", s.host, "ssid", s.ssid, "version", c.cfg.Version, "gives_up_in", c.cfg.Tx.MaxTransmitWait().Round(time.Millisecond))
 	for {

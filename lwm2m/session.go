@@ -47,7 +47,8 @@ type session struct {
 	obs            *observations
 	blocks         blockTransfers
 	unreachableLog rateLog
-	refusedLog     rateLog // observations refused by the cap
+	refusedLog     rateLog   // observations refused by the cap
+	gate           queueGate // queue and offline modes (queue.go)
 }
 
 // phase is where a session's loop is. Queue mode and offline mode add
@@ -61,6 +62,8 @@ const (
 	phaseDisabled                 // de-registered by Disable (/1/x/4) for its timeout
 	phaseBackoff                  // the connection failed; waiting to try again
 	phaseStopped                  // Run has ended, or not started
+	phaseSleeping                 // queue mode: registered, socket closed or parked (queue.go)
+	phaseOffline                  // EnterOffline: socket closed (offline.go)
 )
 
 func (p phase) String() string {
@@ -75,6 +78,10 @@ func (p phase) String() string {
 		return "disabled"
 	case phaseBackoff:
 		return "backoff"
+	case phaseSleeping:
+		return "sleeping"
+	case phaseOffline:
+		return "offline"
 	}
 	return "stopped"
 }
@@ -89,6 +96,7 @@ func newSession(c *Client, ssid, srvInst, secInst uint16, uri, host string, t Tr
 	s := &session{c: c, ssid: ssid, srvInst: srvInst, secInst: secInst, uri: uri, host: host, transport: t,
 		updates: make(chan updateReq, 1)}
 	s.obs = newObservations(s)
+	s.gate.init()
 	return s
 }
 
@@ -100,7 +108,9 @@ type ServerStatus struct {
 	// while not registered.
 	Location string
 	// Phase says what the session is doing: "connecting",
-	// "registering", "registered", "disabled", "backoff" or "stopped".
+	// "registering", "registered", "sleeping" (queue mode, between
+	// exchanges), "offline" (EnterOffline), "disabled", "backoff" or
+	// "stopped".
 	Phase string
 }
 
@@ -263,6 +273,9 @@ func (s *session) run(ctx context.Context) {
 	backoff := c.cfg.RetryMin
 	defer s.setPhase(phaseStopped)
 	for {
+		if s.waitOnline(ctx) != nil {
+			return
+		}
 		start := time.Now()
 		s.setPhase(phaseConnecting)
 		err := s.connect(ctx)
@@ -309,15 +322,23 @@ func (s *session) connect(ctx context.Context) error {
 		c.registrationFailed(s)
 		return fmt.Errorf("dial %s: %w", s.host, err)
 	}
-	defer conn.Close()
+	// Queue and offline modes replace conn (queue.go): the deferred
+	// calls act on the current one.
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
 	// The dialled connection runs its own read loop; stop the session if
 	// it dies (for example a DTLS alert).
 	stopWatch := context.AfterFunc(conn.Context(), cancel)
-	defer stopWatch()
+	defer func() { stopWatch() }()
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
+	s.openGate()
 	defer func() {
+		s.endGate()
 		s.mu.Lock()
 		s.conn, s.location = nil, ""
 		s.mu.Unlock()
@@ -335,18 +356,43 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 	s.setPhase(phaseRegistered)
+	s.gate.touch()
+	nextUpdate := time.Now().Add(s.updateInterval())
 	for {
-		timer := time.NewTimer(s.updateInterval())
-		select {
-		case <-sctx.Done():
+		timer := time.NewTimer(time.Until(nextUpdate))
+		idle, idleC := s.idleTimer(), (<-chan time.Time)(nil) // nil: not in queue mode
+		if idle != nil {
+			idleC = idle.C
+		}
+		stopTimers := func() {
 			timer.Stop()
+			if idle != nil {
+				idle.Stop()
+			}
+		}
+		select {
+		case <-idleC: // queue mode: the window has passed (queue.go)
+			stopTimers()
+			if !s.trySleep(false) {
+				continue // an exchange since: the window starts again
+			}
+			conn, err = s.offAir(sctx, conn, nextUpdate, &stopWatch, cancel)
+		case <-c.offlineC(): // offline.go
+			stopTimers()
+			s.trySleep(true)
+			conn, err = s.offAir(sctx, conn, nextUpdate, &stopWatch, cancel)
+		case <-s.gate.wake:
+			stopTimers()
+			continue // awake already (Wake touched the window)
+		case <-sctx.Done():
+			stopTimers()
 			if ctx.Err() != nil {
 				s.deregister(conn)
 				return ctx.Err()
 			}
 			return errors.New("connection closed")
 		case r := <-s.updates:
-			timer.Stop()
+			stopTimers()
 			if r.disable {
 				s.deregister(conn)
 				s.setPhase(phaseDisabled)
@@ -362,11 +408,18 @@ func (s *session) connect(ctx context.Context) error {
 					return err
 				}
 				s.setPhase(phaseRegistered)
+				s.gate.touch()
+				nextUpdate = time.Now().Add(s.updateInterval())
 				continue
 			}
 			err = s.update(sctx, conn, r.full)
 		case <-timer.C:
+			stopTimers()
 			err = s.update(sctx, conn, false)
+		}
+		if err == nil {
+			s.gate.touch()
+			nextUpdate = time.Now().Add(s.updateInterval())
 		}
 		if errors.Is(err, errNoRegistration) {
 			c.log.Info("server lost our registration; registering again", "ssid", s.ssid)
@@ -375,6 +428,8 @@ func (s *session) connect(ctx context.Context) error {
 				return err
 			}
 			s.setPhase(phaseRegistered)
+			s.gate.touch()
+			nextUpdate = time.Now().Add(s.updateInterval())
 			continue
 		}
 		if err != nil {
@@ -429,6 +484,10 @@ func (s *session) transportError(err error) {
 // Short Server ID in their context.
 func (s *session) dispatch(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	c := s.c
+	if !s.gate.listening() { // queue mode: asleep (queue.go)
+		return
+	}
+	defer s.leave() // the window starts again after the answer
 	if r.Type() == message.Reset {
 		s.obs.resetBy(r.MessageID())
 		return

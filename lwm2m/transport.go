@@ -38,6 +38,12 @@ import (
 // netpoller every block of a push cost wake-ups and hand-offs between
 // threads that took more time than the rest of the work.
 func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
+	return dialUDPFrom(ctx, nil, host, handler, tx, errs, fast)
+}
+
+// dialUDPFrom is dialUDP from local address laddr (nil: any): a
+// queue-mode session wakes on the port it slept on (queue.go).
+func dialUDPFrom(ctx context.Context, laddr *net.UDPAddr, host string, handler client.HandlerFunc, tx TxParams, errs func(error), fast *block1Fast) (*client.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
@@ -49,7 +55,11 @@ func dialUDP(ctx context.Context, host string, handler client.HandlerFunc, tx Tx
 	// The net.Dialer resolved the host and picked the address as before;
 	// the blocking socket connects to the same one.
 	var session client.Session
-	sock, err := udpsock.Replace(conn, sessionTick)
+	sock, err := replaceFrom(conn, laddr)
+	if err != nil && laddr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("bind %v: %w", laddr, err) // the caller decides whether another port will do
+	}
 	if err == nil {
 		session = newUDPSession(ctx, sock, cfg.MaxMessageSize, cfg.MTU, errs, fast)
 	} else {
@@ -235,4 +245,17 @@ func (c *dedupCache) CheckExpirations(now time.Time) {
 		c.order.Remove(el)
 		delete(c.byKey, e.key)
 	}
+}
+
+// replaceFrom is udpsock.Replace binding laddr, when set.
+func replaceFrom(conn *net.UDPConn, laddr *net.UDPAddr) (*udpsock.Conn, error) {
+	if laddr == nil {
+		return udpsock.Replace(conn, sessionTick)
+	}
+	sock, err := udpsock.Dial(laddr.AddrPort(), conn.RemoteAddr().(*net.UDPAddr).AddrPort(), sessionTick)
+	if err != nil {
+		return nil, err
+	}
+	conn.Close()
+	return sock, nil
 }

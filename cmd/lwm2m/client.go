@@ -44,6 +44,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		confirm    = fs.Duration("confirm-timeout", 60*time.Second, "a new program that has not registered within this `DURATION` is rolled back")
 		program    = fs.String("program", "", "the device program `FILE` that the supervisor runs and updates replace (default: this program); run the supervisor from a copy that updates never replace, so that a trial cut short by a power loss is rolled back even if the new program hangs or cannot start")
 		cred       = addCredFlags(fs, "for a coaps:// server or bootstrap server", "for a coaps:// server or bootstrap server")
+		// Queue mode (LwM2M 1.1 Core §6.5), lwm2m/queue.go.
+		queue       = fs.Bool("queue", false, "register in queue mode: sleep (socket closed) between exchanges, wake for Updates and due notifications")
+		queueWindow = fs.Duration("queue-window", 0, "with -queue, how long to stay reachable after the last exchange, a Go `DURATION` such as 5s (default MAX_TRANSMIT_WAIT, 93s)")
 	)
 	// Package download credentials (-fw-*, credentials.go).
 	fwCred := addFwCredFlags(fs)
@@ -65,6 +68,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if err := checkClientRanges(*lifetime, *maxSize, *downloadBS, *retries, *confirm); err != nil {
 		fmt.Fprintf(stderr, "lwm2m client: %v\n", err)
+		return 2
+	}
+	if *queueWindow < 0 || *queueWindow > 0 && !*queue {
+		fmt.Fprintln(stderr, "lwm2m client: -queue-window needs -queue and a positive duration")
 		return 2
 	}
 	fwSec, err := fwCred.security()
@@ -104,6 +111,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Lifetime: time.Duration(*lifetime) * time.Second,
 		Version:  *lwVersion,
 		Logger:   log,
+
+		QueueMode:   *queue,
+		QueueWindow: *queueWindow,
 	}
 	if strings.HasPrefix(*serverURI, "coaps:") {
 		sec, err := secureConfig(cred)

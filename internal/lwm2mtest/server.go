@@ -52,6 +52,16 @@ type Server struct {
 	refuse   atomic.Uint32 // a code answered to Register, 0 for none
 	attempts []time.Time   // every Register received, refused ones too
 	changed  chan struct{} // a registration event happened
+
+	sendCode atomic.Uint32 // the answer to Send (POST /dp), 0 for 2.04
+	sends    []Send
+}
+
+// Send is one Send (POST /dp, LwM2M 1.1) the server received.
+type Send struct {
+	Format  message.MediaType
+	Payload []byte
+	Conn    *udpclient.Conn
 }
 
 // Option changes how Start sets up a Server.
@@ -126,6 +136,10 @@ func (s *Server) Close() {
 func (s *Server) handle(w mux.ResponseWriter, r *mux.Message) {
 	p, _ := r.Options().Path()
 	p = strings.Trim(p, "/")
+	if p == "dp" && r.Code() == codes.POST {
+		s.handleSend(w, r)
+		return
+	}
 	if !strings.HasPrefix(p, "rd") || (r.Code() != codes.POST && r.Code() != codes.DELETE) {
 		_ = w.SetResponse(codes.NotFound, message.TextPlain, nil)
 		return
@@ -176,6 +190,31 @@ func (s *Server) handle(w mux.ResponseWriter, r *mux.Message) {
 		return
 	}
 	_ = w.SetResponse(codes.NotFound, message.TextPlain, nil)
+}
+
+func (s *Server) handleSend(w mux.ResponseWriter, r *mux.Message) {
+	body, _ := r.ReadBody()
+	cf, _ := r.ContentFormat()
+	cc, _ := w.Conn().(*udpclient.Conn)
+	s.mu.Lock()
+	s.sends = append(s.sends, Send{Format: cf, Payload: body, Conn: cc})
+	s.mu.Unlock()
+	s.signal()
+	code := codes.Code(s.sendCode.Load())
+	if code == 0 {
+		code = codes.Changed
+	}
+	_ = w.SetResponse(code, message.TextPlain, nil)
+}
+
+// SetSendCode makes the server answer each Send with code; 0 is 2.04.
+func (s *Server) SetSendCode(code codes.Code) { s.sendCode.Store(uint32(code)) }
+
+// Sends returns the Sends received so far.
+func (s *Server) Sends() []Send {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Send(nil), s.sends...)
 }
 
 func (s *Server) signal() {
@@ -241,6 +280,19 @@ func (s *Server) Next(ctx context.Context) (Registration, error) {
 		return r, nil
 	case <-ctx.Done():
 		return Registration{}, ctx.Err()
+	}
+}
+
+// Pending takes the events queued for Next without waiting.
+func (s *Server) Pending() []Registration {
+	var out []Registration
+	for {
+		select {
+		case r := <-s.notify:
+			out = append(out, r)
+		default:
+			return out
+		}
 	}
 }
 
