@@ -48,6 +48,12 @@ type fakeDevice struct {
 	onBlock func(cc *udpclient.Conn, num int64)
 	// query is added to every Register, e.g. "Q" for queue mode.
 	query []string
+	// finishOnRead, when set, leaves a push in Downloading after its last
+	// block; the next plain read of /5/0/3 is then overtaken: the device
+	// renders Downloading, changes to Downloaded, notifies it (Confirmable,
+	// acknowledged) and only then answers the read.
+	finishOnRead bool
+	overtake     bool // armed by the last block under finishOnRead
 }
 
 func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDevice {
@@ -157,6 +163,9 @@ func (d *fakeDevice) setLocked(p, v string) {
 func (d *fakeDevice) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	p, _ := r.Options().Path()
 	p = "/" + strings.TrimPrefix(p, "/")
+	if _, err := r.Observe(); err != nil && r.Code() == codes.GET && p == "/5/0/3" && d.overtaken(w) {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch r.Code() {
@@ -260,8 +269,50 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, opt)
 		return
 	}
-	d.setLocked("/5/0/3", "2")
+	if d.finishOnRead {
+		d.overtake = true
+	} else {
+		d.setLocked("/5/0/3", "2")
+	}
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opt)
+}
+
+// overtaken answers an armed read of /5/0/3 (see finishOnRead). The
+// handler runs off the connection's read loop, so it can wait for the
+// notification's acknowledgement, which the server sends once it has
+// handled the notification.
+func (d *fakeDevice) overtaken(w *responsewriter.ResponseWriter[*udpclient.Conn]) bool {
+	d.mu.Lock()
+	if !d.overtake {
+		d.mu.Unlock()
+		return false
+	}
+	d.overtake = false
+	rendered := d.res["/5/0/3"]
+	d.res["/5/0/3"] = "2"
+	cc := d.cc
+	toks := d.observers["/5/0/3"]
+	var seqs []uint32
+	for range toks {
+		d.seq++
+		seqs = append(seqs, d.seq+2)
+	}
+	d.mu.Unlock()
+	for i, tok := range toks {
+		m := cc.AcquireMessage(context.Background())
+		m.SetCode(codes.Content)
+		m.SetToken(tok)
+		m.SetObserve(seqs[i])
+		m.SetType(message.Confirmable)
+		m.SetContentFormat(message.TextPlain)
+		m.SetBody(bytes.NewReader([]byte("2")))
+		if err := cc.WriteMessage(m); err != nil {
+			d.t.Errorf("notifying Downloaded: %v", err)
+		}
+		cc.ReleaseMessage(m)
+	}
+	_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte(rendered)))
+	return true
 }
 
 // pull downloads uri with go-coap's own blockwise client, an independent

@@ -116,6 +116,10 @@ type Server struct {
 	// quickly; vals is the caller's to keep.
 	OnSend func(ep string, vals []SentValue)
 
+	// statePoll, when set, replaces pollInterval: tests make it long so
+	// that an update can complete only through notifications.
+	statePoll time.Duration
+
 	mu       sync.Mutex
 	regs     map[string]*Registration // by ID
 	byEP     map[string]string        // endpoint -> ID

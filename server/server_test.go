@@ -578,3 +578,35 @@ func TestCloseLeavesCallerStoreOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateReadOvertakenByNotification: the device answers the poll's
+// read of State with Downloading after it has notified Downloaded (it
+// rendered the read first). The update must go on from the notification:
+// the stale read must not take the State back, since nothing follows
+// but the next poll, which this test puts out of reach.
+func TestUpdateReadOvertakenByNotification(t *testing.T) {
+	s := startServer(t, &Server{statePoll: time.Hour})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	d.mu.Lock()
+	d.finishOnRead = true
+	d.mu.Unlock()
+	f, sum := writeImage(t, 3000)
+	var states []string
+	r, err := s.Update(ctxT(t), "dev1", f, Push, func(p Progress) {
+		if p.Phase == "state" {
+			states = append(states, p.State.String())
+		}
+	})
+	if err != nil || r != fwobj.ResultSuccess {
+		t.Fatalf("update: %v %v (states %v)", r, err, states)
+	}
+	if sha256.Sum256(d.firmware()) != sum {
+		t.Error("device got another image")
+	}
+	d.mu.Lock()
+	armed := d.overtake
+	d.mu.Unlock()
+	if armed {
+		t.Error("the device's State was never read after the push")
+	}
+}
