@@ -48,12 +48,17 @@ type fakeDevice struct {
 	onBlock func(cc *udpclient.Conn, num int64)
 	// query is added to every Register, e.g. "Q" for queue mode.
 	query []string
-	// finishOnRead, when set, leaves a push in Downloading after its last
-	// block; the next plain read of /5/0/3 is then overtaken: the device
-	// renders Downloading, changes to Downloaded, notifies it (Confirmable,
-	// acknowledged) and only then answers the read.
-	finishOnRead bool
-	overtake     bool // armed by the last block under finishOnRead
+	// sent is the value last sent to each observation (by token), which
+	// is notified again only when the value differs, as the lwm2m client
+	// does (RFC 7641 §4.5 lets it skip intermediate states).
+	sent map[string]string
+	// failLate, when set, makes a push fail as a device that checks the
+	// package after the last block: State goes to Downloading without a
+	// notification (the observation has not caught up), and the first
+	// read or observation of /5/0/3 after the push renders Downloading,
+	// after which the device fails: Idle and Integrity check failure.
+	failLate  bool
+	failArmed bool
 }
 
 func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDevice {
@@ -64,6 +69,7 @@ func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDe
 			"/1/0/1": "60", "/5/0/3": "0", "/5/0/5": "0", "/5/0/1": "",
 		},
 		observers: map[string][]message.Token{},
+		sent:      map[string]string{},
 	}
 	d.connect()
 	t.Cleanup(func() {
@@ -144,6 +150,10 @@ func (d *fakeDevice) get(p string) string {
 func (d *fakeDevice) setLocked(p, v string) {
 	d.res[p] = v
 	for _, tok := range d.observers[p] {
+		if d.sent[string(tok)] == v {
+			continue
+		}
+		d.sent[string(tok)] = v
 		d.seq++
 		m := d.cc.AcquireMessage(context.Background())
 		m.SetCode(codes.Content)
@@ -163,9 +173,6 @@ func (d *fakeDevice) setLocked(p, v string) {
 func (d *fakeDevice) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	p, _ := r.Options().Path()
 	p = "/" + strings.TrimPrefix(p, "/")
-	if _, err := r.Observe(); err != nil && r.Code() == codes.GET && p == "/5/0/3" && d.overtaken(w) {
-		return
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch r.Code() {
@@ -179,10 +186,19 @@ func (d *fakeDevice) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 		if obs, err := r.Observe(); err == nil {
 			if obs == 0 {
 				d.observers[p] = append(d.observers[p], r.Token())
+				d.sent[string(r.Token())] = v
 				opts = append(opts, message.Option{ID: message.Observe, Value: []byte{2}})
 			} else {
 				delete(d.observers, p)
 			}
+		}
+		if p == "/5/0/3" && d.failArmed {
+			// Rendered Downloading; the check fails right after.
+			d.failArmed = false
+			defer func() {
+				d.setLocked("/5/0/3", "0")
+				d.setLocked("/5/0/5", "5")
+			}()
 		}
 		if acc, err := r.Accept(); err == nil && acc == message.AppLinkFormat {
 			_ = w.SetResponse(codes.Content, message.AppLinkFormat, bytes.NewReader([]byte("<"+p+">")), opts...)
@@ -248,7 +264,11 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 	if num == 0 {
 		d.fw.Reset()
 		d.setLocked("/5/0/5", "0")
-		d.setLocked("/5/0/3", "1")
+		if d.failLate {
+			d.res["/5/0/3"] = "1" // not notified yet
+		} else {
+			d.setLocked("/5/0/3", "1")
+		}
 	}
 	if d.onBlock != nil {
 		d.onBlock(d.cc, num)
@@ -269,50 +289,13 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, opt)
 		return
 	}
-	if d.finishOnRead {
-		d.overtake = true
-	} else {
-		d.setLocked("/5/0/3", "2")
+	if d.failLate {
+		d.failArmed = true
+		_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opt)
+		return
 	}
+	d.setLocked("/5/0/3", "2")
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opt)
-}
-
-// overtaken answers an armed read of /5/0/3 (see finishOnRead). The
-// handler runs off the connection's read loop, so it can wait for the
-// notification's acknowledgement, which the server sends once it has
-// handled the notification.
-func (d *fakeDevice) overtaken(w *responsewriter.ResponseWriter[*udpclient.Conn]) bool {
-	d.mu.Lock()
-	if !d.overtake {
-		d.mu.Unlock()
-		return false
-	}
-	d.overtake = false
-	rendered := d.res["/5/0/3"]
-	d.res["/5/0/3"] = "2"
-	cc := d.cc
-	toks := d.observers["/5/0/3"]
-	var seqs []uint32
-	for range toks {
-		d.seq++
-		seqs = append(seqs, d.seq+2)
-	}
-	d.mu.Unlock()
-	for i, tok := range toks {
-		m := cc.AcquireMessage(context.Background())
-		m.SetCode(codes.Content)
-		m.SetToken(tok)
-		m.SetObserve(seqs[i])
-		m.SetType(message.Confirmable)
-		m.SetContentFormat(message.TextPlain)
-		m.SetBody(bytes.NewReader([]byte("2")))
-		if err := cc.WriteMessage(m); err != nil {
-			d.t.Errorf("notifying Downloaded: %v", err)
-		}
-		cc.ReleaseMessage(m)
-	}
-	_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte(rendered)))
-	return true
 }
 
 // pull downloads uri with go-coap's own blockwise client, an independent

@@ -250,7 +250,7 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	// Values seen before delivery are stale from here on.
 	u.phase = phaseWaitDownload
 	u.st.forget()
-	_ = u.poll(ctx)
+	u.refresh(ctx)
 	every := pollInterval
 	if s.statePoll > 0 {
 		every = s.statePoll
@@ -390,6 +390,25 @@ func (u *updateRun) dropObservations(wait bool) {
 	}
 	if wait {
 		wg.Wait()
+	}
+}
+
+// refresh learns the current State and Update Result by observing them
+// anew. A read would not do: the device notifies a change only when the
+// value differs from what the observation last sent (RFC 7641 §4.5 lets
+// it skip intermediate states), so after a read of a transient value
+// (Downloading, between Idle and Idle with a failure) it may never say
+// that the value went back. The answer to a new registration is both the
+// current value and the base of the notifications that follow
+// (RFC 7641 §3.3.1, §4.1). A path that cannot be observed is read.
+func (u *updateRun) refresh(ctx context.Context) {
+	u.dropObservations(true)
+	u.observe(ctx)
+	u.obsMu.Lock()
+	n := len(u.observations)
+	u.obsMu.Unlock()
+	if n < 2 {
+		_ = u.poll(ctx)
 	}
 }
 
