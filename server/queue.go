@@ -207,7 +207,7 @@ func (s *Server) hold(ctx context.Context, ep, op string) (release func(), err e
 	}
 	if n := len(q.waiting); n >= s.maxQueued() {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s on %s: %d operations wait already", ErrQueueFull, op, ep, n)
+		return nil, fmt.Errorf("%w: %s on %s: the queue holds its limit of %d", ErrQueueFull, op, ep, n)
 	}
 	w := &queued{op: op, grant: make(chan struct{})}
 	q.waiting = append(q.waiting, w)
