@@ -40,11 +40,9 @@
 // registered again; UpdateMany does the same on every matching endpoint at
 // once. Publish, Push and WatchImage are the parts it is built from.
 //
-// APIHandler is the HTTP/JSON command interface used by "lwm2m server
-// -api"; every request needs APIConfig.Token as a bearer token
-// (LoadOrCreateAPIToken keeps one in a file), or the session cookie and
-// CSRF header of the web console (package server/console,
-// APIConfig.Console), which signs in with the same token.
+// The HTTP/JSON command interface used by "lwm2m server -api", with its
+// authentication and the web console's sign-in, is package
+// server/httpapi, built on this package's exported API alone.
 //
 // # Fleet view and events
 //
@@ -54,7 +52,7 @@
 // last registry and firmware events. Subscribe delivers an Event for each
 // change (a hint to look again, never blocking the server); PublishEvent
 // adds others', such as a campaign engine's. The console's live view is
-// built on them (GET /api/events).
+// built on them (GET /api/events in package server/httpapi).
 //
 // # Queue mode and Send
 //

@@ -529,3 +529,8 @@ func splitPath(p string) []string {
 func setCode(w *responsewriter.ResponseWriter[*udpclient.Conn], c codes.Code) {
 	_ = w.SetResponse(c, message.TextPlain, nil)
 }
+
+// DefaultMaxPackageSize bounds a firmware package that an operator
+// uploads (package server/httpapi's /api/update, package server/campaign's
+// packages) where no other limit is configured.
+const DefaultMaxPackageSize = 256 << 20

@@ -43,7 +43,7 @@
 // outcome and the error, never a key. A History lives in memory or in a
 // bbolt database (OpenHistory, on server.BoltStore's DB), bounded per
 // endpoint and in endpoints. HistoryHandler serves it as JSON for
-// server.APIConfig.Bootstrap.
+// httpapi.Config.Bootstrap.
 //
 // # Goroutines
 //
