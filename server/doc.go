@@ -24,8 +24,8 @@
 // Lifetimes are clamped to MaxLifetime, the number of endpoints is capped
 // by MaxRegistrations (a new one beyond it gets 5.03 with Max-Age), and a
 // registration expires when its lifetime plus Grace passes without an
-// Update. Over DTLS (DTLSAddr, PSKs) an endpoint stays bound to the PSK
-// identity it first registered with.
+// Update. Over DTLS (DTLSAddr, PSKs; the socket is package server/coaps's)
+// an endpoint stays bound to the PSK identity it first registered with.
 //
 // # Talking to devices
 //

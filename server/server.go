@@ -28,6 +28,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // Errors returned by the Server.
@@ -136,7 +137,7 @@ type Server struct {
 	httpLis  net.Listener
 	imgLis   *net.UDPConn
 	dtls     *dtlsserver.Server
-	dtlsLis  *dtlsAcceptor
+	dtlsLis  *coaps.Listener
 	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
 	httpSrv  *http.Server
 	closed   bool

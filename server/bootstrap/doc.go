@@ -15,7 +15,7 @@
 //	go bs.Serve(ctx)                           // until ctx ends or bs.Close()
 //
 // Addr serves plain CoAP, DTLSAddr CoAP over DTLS with the PSKs in PSKs
-// (server.LoadPSKFile reads them; the handshake is server.ListenDTLS's,
+// (server.LoadPSKFile reads them; the handshake is package server/coaps's,
 // the same as the LwM2M server's coaps port). Close stops the server and
 // abandons the bootstraps under way.
 //
