@@ -2,6 +2,7 @@ package lwm2m
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
@@ -163,8 +164,11 @@ func newServerObject(c *Client, version string) *Static {
 				return ErrBadRequest
 			}
 		case serverBinding:
-			if v.Str != "U" {
-				return ErrBadRequest // this client speaks UDP only
+			// This client speaks UDP only, and its queue mode is set by
+			// its Config: a server may write back the binding the client
+			// has, not turn queue mode on or off.
+			if v.Str != configBinding(c.cfg) {
+				return fmt.Errorf("%w: binding %q: this client's binding is %q", ErrBadRequest, v.Str, configBinding(c.cfg))
 			}
 		}
 		return nil // Client.Changed sends the Update once the value is stored

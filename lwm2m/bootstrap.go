@@ -32,8 +32,8 @@ var (
 	// ErrBootstrapRefused: the bootstrap server answered Bootstrap-Request
 	// with an error code.
 	ErrBootstrapRefused = errors.New("lwm2m: bootstrap request refused")
-	// ErrBootstrapTimeout: the bootstrap server went quiet before
-	// Bootstrap-Finish (Config.BootstrapTimeout).
+	// ErrBootstrapTimeout: no Bootstrap-Finish within
+	// Config.BootstrapTimeout of the Bootstrap-Request.
 	ErrBootstrapTimeout = errors.New("lwm2m: bootstrap did not finish in time")
 )
 
@@ -64,7 +64,6 @@ type bsExchange struct {
 	stage    tree   // /0, /1 and /2 as the bootstrap server leaves them
 	ops      []bsOp // writes and deletes of application objects, replayed at Finish
 	done     bool   // Finish accepted
-	activity chan struct{}
 	finished chan Provisioning
 
 	uri         string
@@ -88,8 +87,10 @@ type bsOp struct {
 // -Discover and -Delete on a staged copy of from, until Bootstrap-Finish.
 // Finish validates the staged configuration and calls commit with it
 // (and with the writes of application objects) before it answers 2.04;
-// only then does bootstrapOnce return it. A bootstrap server that stays
-// quiet for Config.BootstrapTimeout ends it with ErrBootstrapTimeout.
+// only then does bootstrapOnce return it. A bootstrap that has not
+// finished Config.BootstrapTimeout after the Bootstrap-Request ends with
+// ErrBootstrapTimeout, however busy the server is meanwhile: one that
+// writes forever and never finishes must not hold the device.
 func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit func(context.Context, Provisioning, []bsOp) error) (Provisioning, error) {
 	t := treeOf(from.Records)
 	bs, ok := bootstrapAccount(t)
@@ -98,7 +99,7 @@ func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit fu
 	}
 	uriV, _ := t.value(0, bs, secServerURI)
 	x := &bsExchange{c: c, commit: commit, stage: t.clone(), uri: uriV.Str,
-		activity: make(chan struct{}, 1), finished: make(chan Provisioning, 1)}
+		finished: make(chan Provisioning, 1)}
 
 	// The connection outlives ctx by a little: see linger below.
 	cctx, ccancel := context.WithCancel(context.Background())
@@ -157,10 +158,8 @@ func (c *Client) bootstrapOnce(ctx context.Context, from Provisioning, commit fu
 			finished = true
 			c.log.Info("bootstrap finished", "server", uriV.Str, "servers", len(treeOf(p.Records).instances(1)))
 			return p, nil
-		case <-x.activity:
-			timer.Reset(timeout)
 		case <-timer.C:
-			return Provisioning{}, fmt.Errorf("%w: nothing from %s for %v", ErrBootstrapTimeout, uriV.Str, timeout)
+			return Provisioning{}, fmt.Errorf("%w: no Bootstrap-Finish from %s within %v", ErrBootstrapTimeout, uriV.Str, timeout)
 		case <-conn.Done():
 			return Provisioning{}, fmt.Errorf("bootstrap server %s: connection closed", uriV.Str)
 		case <-ctx.Done():
@@ -218,10 +217,6 @@ func (c *Client) bootstrapTimeout() time.Duration {
 func (x *bsExchange) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 	if r.Type() == message.Reset || r.Code() < codes.GET || r.Code() > codes.IPATCH {
 		return
-	}
-	select {
-	case x.activity <- struct{}{}:
-	default:
 	}
 	resp := x.serve(r)
 	if resp.code >= codes.BadRequest {

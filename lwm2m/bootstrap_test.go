@@ -291,6 +291,38 @@ func TestBootstrapTimeoutRetries(t *testing.T) {
 	}
 }
 
+// BootstrapTimeout bounds the whole bootstrap, not the silence between
+// requests: a bootstrap server that keeps writing and never sends Finish
+// is given up on, and the client asks again.
+func TestBootstrapTimeoutBoundsABusyServer(t *testing.T) {
+	srv := lwm2mtest.Start(t, "")
+	attempts := make(chan struct{}, 10)
+	bs := lwm2mtest.StartBootstrap(t, func(ctx context.Context, r lwm2mtest.BootstrapRequest) {
+		attempts <- struct{}{}
+		if len(attempts) > 1 {
+			provisionServer(t, srv.URI(), nil, nil)(ctx, r)
+			return
+		}
+		// The first time: a write every 20 ms, each well within the
+		// timeout, and never a Finish.
+		for ctx.Err() == nil {
+			if _, err := lwm2mtest.Do(ctx, r.Conn, codes.DELETE, "/1", -1, nil); err != nil {
+				return // the client gave up and closed the exchange
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	runBootstrapClient(t, lwm2m.Config{Endpoint: "bs-busy", Bootstrap: bs.URI(), BootstrapTimeout: 300 * time.Millisecond})
+	waitRegister(t, srv, "bs-busy")
+	waitFinished(t, bs)
+	if n := len(bs.Requests); n != 2 {
+		t.Errorf("%d Bootstrap-Requests, want 2 (one abandoned while busy, one finished)", n)
+	}
+}
+
 // Once bootstrapped, a restart registers at once with the stored
 // configuration: a device bootstraps once in its life.
 func TestBootstrapPersistsAcrossRestart(t *testing.T) {

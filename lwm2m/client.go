@@ -117,8 +117,9 @@ type Config struct {
 	// restart registers at once (NewFileProvisioningStore). Nil keeps
 	// it in memory only: the device bootstraps at every start.
 	ProvisioningStore ProvisioningStore
-	// BootstrapTimeout abandons a bootstrap whose server has sent nothing
-	// for this long; default EXCHANGE_LIFETIME (247 s). It is retried
+	// BootstrapTimeout abandons a bootstrap that has not finished this
+	// long after its Bootstrap-Request, whether the server went quiet or
+	// keeps sending; default EXCHANGE_LIFETIME (247 s). It is retried
 	// with backoff between RetryMin and RetryMax.
 	BootstrapTimeout time.Duration
 	// BootstrapObjects lists the application objects that the bootstrap

@@ -69,9 +69,9 @@
 // (NewFileProvisioningStore: atomic, mode 0600) and only then answers 2.04.
 // The client then registers with every LwM2M server it was given, and
 // every later Run starts from the stored configuration: a device
-// bootstraps once in its life. A bootstrap server that stays silent for
-// Config.BootstrapTimeout (EXCHANGE_LIFETIME) is given up on and asked
-// again, with backoff. The client bootstraps again when a server executes
+// bootstraps once in its life. A bootstrap that has not finished
+// Config.BootstrapTimeout (EXCHANGE_LIFETIME) after its request is given
+// up on and asked again, with backoff. The client bootstraps again when a server executes
 // Bootstrap-Request Trigger (/1/x/9), and when registration has failed
 // with every server (the Communication Retry Count, /1/x/17, default 5)
 // and Bootstrap on Registration Failure (/1/x/16, default true) allows.

@@ -56,13 +56,24 @@ func provisioningFromConfig(cfg Config) Provisioning {
 	// Kept through offline periods (offline.go), as a device that
 	// switches its radio off expects; a server may write false.
 	add(1, serverStoring, model.Bool(true))
-	add(1, serverBinding, model.String("U"))
+	add(1, serverBinding, model.String(configBinding(cfg)))
 	if cfg.Version != Version10 {
 		// Mute Send (LwM2M 1.1), present so that a server can write it.
 		add(1, serverMuteSend, model.Bool(false))
 	}
 	sortRecords(p.Records)
 	return p
+}
+
+// configBinding is the Binding (/1/x/7) of the account Config.Server
+// describes. LwM2M 1.0 has no Q parameter: a 1.0 server learns of queue
+// mode from the binding UQ (LwM2M 1.0 §5.3.1.1), in the Register and in
+// /1/x/7 alike, so the two must agree.
+func configBinding(cfg Config) string {
+	if cfg.QueueMode && cfg.Version == Version10 {
+		return "UQ"
+	}
+	return "U"
 }
 
 func sortRecords(recs []model.Record) {

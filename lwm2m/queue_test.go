@@ -71,6 +71,28 @@ func TestQueueModeRegistersWithQ(t *testing.T) {
 	}
 }
 
+// A 1.0 server learns of queue mode from the binding: /1/0/7 reads UQ as
+// the Register said, and a write may not contradict it.
+func TestQueueModeBinding10(t *testing.T) {
+	cfg := queueCfg()
+	cfg.Version = lwm2m.Version10
+	cfg.QueueWindow = time.Minute // awake for the reads below
+	h := start(t, cfg)
+	if r := h.do(codes.GET, "/1/0/7", 0, nil); r.Code != codes.Content || string(r.Payload) != "UQ" {
+		t.Fatalf("1.0 queue-mode /1/0/7 = %v %q, want UQ as in the Register", r.Code, r.Payload)
+	}
+	if r := h.do(codes.PUT, "/1/0/7", 0, []byte("U")); r.Code != codes.BadRequest {
+		t.Errorf("write of binding U to a queue-mode client: %v, want 4.00", r.Code)
+	}
+	if r := h.do(codes.PUT, "/1/0/7", 0, []byte("UQ")); r.Code != codes.Changed {
+		t.Errorf("write of its own binding UQ: %v, want 2.04", r.Code)
+	}
+	plain := start(t, lwm2m.Config{Version: lwm2m.Version10})
+	if r := plain.do(codes.GET, "/1/0/7", 0, nil); string(r.Payload) != "U" {
+		t.Errorf("1.0 client without queue mode: /1/0/7 = %q, want U", r.Payload)
+	}
+}
+
 // After the window the client stops answering; Wake makes it send an
 // Update first, and then it answers again.
 func TestQueueModeSleepsAfterWindowAndWakes(t *testing.T) {

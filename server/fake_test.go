@@ -48,6 +48,17 @@ type fakeDevice struct {
 	onBlock func(cc *udpclient.Conn, num int64)
 	// query is added to every Register, e.g. "Q" for queue mode.
 	query []string
+	// sent is the value last sent to each observation (by token), which
+	// is notified again only when the value differs, as the lwm2m client
+	// does (RFC 7641 §4.5 lets it skip intermediate states).
+	sent map[string]string
+	// failLate, when set, makes a push fail as a device that checks the
+	// package after the last block: State goes to Downloading without a
+	// notification (the observation has not caught up), and the first
+	// read or observation of /5/0/3 after the push renders Downloading,
+	// after which the device fails: Idle and Integrity check failure.
+	failLate  bool
+	failArmed bool
 }
 
 func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDevice {
@@ -58,6 +69,7 @@ func newFakeDevice(t *testing.T, serverAddr, ep string, query ...string) *fakeDe
 			"/1/0/1": "60", "/5/0/3": "0", "/5/0/5": "0", "/5/0/1": "",
 		},
 		observers: map[string][]message.Token{},
+		sent:      map[string]string{},
 	}
 	d.connect()
 	t.Cleanup(func() {
@@ -138,6 +150,10 @@ func (d *fakeDevice) get(p string) string {
 func (d *fakeDevice) setLocked(p, v string) {
 	d.res[p] = v
 	for _, tok := range d.observers[p] {
+		if d.sent[string(tok)] == v {
+			continue
+		}
+		d.sent[string(tok)] = v
 		d.seq++
 		m := d.cc.AcquireMessage(context.Background())
 		m.SetCode(codes.Content)
@@ -170,10 +186,19 @@ func (d *fakeDevice) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 		if obs, err := r.Observe(); err == nil {
 			if obs == 0 {
 				d.observers[p] = append(d.observers[p], r.Token())
+				d.sent[string(r.Token())] = v
 				opts = append(opts, message.Option{ID: message.Observe, Value: []byte{2}})
 			} else {
 				delete(d.observers, p)
 			}
+		}
+		if p == "/5/0/3" && d.failArmed {
+			// Rendered Downloading; the check fails right after.
+			d.failArmed = false
+			defer func() {
+				d.setLocked("/5/0/3", "0")
+				d.setLocked("/5/0/5", "5")
+			}()
 		}
 		if acc, err := r.Accept(); err == nil && acc == message.AppLinkFormat {
 			_ = w.SetResponse(codes.Content, message.AppLinkFormat, bytes.NewReader([]byte("<"+p+">")), opts...)
@@ -239,7 +264,11 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 	if num == 0 {
 		d.fw.Reset()
 		d.setLocked("/5/0/5", "0")
-		d.setLocked("/5/0/3", "1")
+		if d.failLate {
+			d.res["/5/0/3"] = "1" // not notified yet
+		} else {
+			d.setLocked("/5/0/3", "1")
+		}
 	}
 	if d.onBlock != nil {
 		d.onBlock(d.cc, num)
@@ -258,6 +287,11 @@ func (d *fakeDevice) handlePackage(w *responsewriter.ResponseWriter[*udpclient.C
 	opt := coapopt.Uint(message.Block1, bv)
 	if more {
 		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, opt)
+		return
+	}
+	if d.failLate {
+		d.failArmed = true
+		_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opt)
 		return
 	}
 	d.setLocked("/5/0/3", "2")

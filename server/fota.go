@@ -111,16 +111,67 @@ type fwState struct {
 	state   fwobj.State
 	result  fwobj.Result
 	changed chan struct{}
+	// notes counts the notifications of State and of Update Result; see
+	// readMark.
+	notes [2]uint64
 }
 
-func (f *fwState) set(p model.Path, v int) {
+// slot is the index of p in notes.
+func slot(p model.Path) int {
+	if p == pathState {
+		return 0
+	}
+	return 1
+}
+
+// notified applies a notification of p.
+func (f *fwState) notified(p model.Path, v int) {
 	f.mu.Lock()
+	f.notes[slot(p)]++
+	f.setLocked(p, v)
+	f.mu.Unlock()
+	f.wake()
+}
+
+// readMark is taken before a read of p is sent, and given to read with
+// its answer. A read is no newer than a notification that arrived while
+// it was in flight: the device may render the read, change, notify the
+// change and only then send the read's answer, and the server handles
+// the two on different goroutines. Applying such a read would take the
+// State back (Downloading after Downloaded) with no notification to
+// follow, leaving the update to the next poll. A notification that
+// arrived first is the newer value, or the device notifies again
+// (RFC 7641 §4.5: the last notification reflects the current state).
+func (f *fwState) readMark(p model.Path) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notes[slot(p)]
+}
+
+// read applies the answer to a read of p sent at mark, unless a
+// notification of p overtook it; it reports whether it did.
+func (f *fwState) read(p model.Path, v int, mark uint64) bool {
+	f.mu.Lock()
+	ok := f.notes[slot(p)] == mark
+	if ok {
+		f.setLocked(p, v)
+	}
+	f.mu.Unlock()
+	if ok {
+		f.wake()
+	}
+	return ok
+}
+
+func (f *fwState) setLocked(p model.Path, v int) {
 	if p == pathState {
 		f.state = fwobj.State(v)
 	} else {
 		f.result = fwobj.Result(v)
 	}
-	f.mu.Unlock()
+}
+
+func (f *fwState) wake() {
 	select {
 	case f.changed <- struct{}{}:
 	default:
@@ -199,8 +250,12 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	// Values seen before delivery are stale from here on.
 	u.phase = phaseWaitDownload
 	u.st.forget()
-	_ = u.poll(ctx)
-	tick := time.NewTicker(pollInterval)
+	u.refresh(ctx)
+	every := pollInterval
+	if s.statePoll > 0 {
+		every = s.statePoll
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	u.tick = tick.C
 	state, result, err := u.waitFor(ctx, func(s fwobj.State, r fwobj.Result) bool {
@@ -306,7 +361,7 @@ func (u *updateRun) observe(ctx context.Context) {
 	for _, p := range []model.Path{pathState, pathResult} {
 		o, err := u.s.Observe(ctx, u.ep, p, content.TextPlain, func(n Notification) {
 			if v, ok := parseIntPayload(n.Content); ok {
-				u.st.set(n.Path, v)
+				u.st.notified(n.Path, v)
 			}
 		})
 		if err != nil {
@@ -339,6 +394,25 @@ func (u *updateRun) dropObservations(wait bool) {
 	}
 }
 
+// refresh learns the current State and Update Result by observing them
+// anew. A read would not do: the device notifies a change only when the
+// value differs from what the observation last sent (RFC 7641 §4.5 lets
+// it skip intermediate states), so after a read of a transient value
+// (Downloading, between Idle and Idle with a failure) it may never say
+// that the value went back. The answer to a new registration is both the
+// current value and the base of the notifications that follow
+// (RFC 7641 §3.3.1, §4.1). A path that cannot be observed is read.
+func (u *updateRun) refresh(ctx context.Context) {
+	u.dropObservations(true)
+	u.observe(ctx)
+	u.obsMu.Lock()
+	n := len(u.observations)
+	u.obsMu.Unlock()
+	if n < 2 {
+		_ = u.poll(ctx)
+	}
+}
+
 // poll reads State and Update Result.
 func (u *updateRun) poll(ctx context.Context) error {
 	// One exchange may take MAX_TRANSMIT_WAIT under load (a fleet
@@ -352,6 +426,7 @@ func (u *updateRun) poll(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(hctx, u.s.requestTimeout())
 	defer cancel()
 	for _, p := range []model.Path{pathState, pathResult} {
+		mark := u.st.readMark(p)
 		c, err := u.s.Read(rctx, u.ep, p, content.TextPlain)
 		if err != nil {
 			return err
@@ -360,7 +435,9 @@ func (u *updateRun) poll(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("server: %s on %s: not an integer: %q", p, u.ep, c.Payload)
 		}
-		u.st.set(p, v)
+		if !u.st.read(p, v, mark) {
+			u.log.Debug("read overtaken by a notification; keeping the notified value", "path", p, "read", v)
+		}
 	}
 	return nil
 }

@@ -122,6 +122,10 @@ type Server struct {
 	// quickly; vals is the caller's to keep.
 	OnSend func(ep string, vals []SentValue)
 
+	// statePoll, when set, replaces pollInterval: tests make it long so
+	// that an update can complete only through notifications.
+	statePoll time.Duration
+
 	events   hub     // Subscribe and Publish
 	devs     devices // DeviceStatus and History
 	mu       sync.Mutex

@@ -578,3 +578,59 @@ func TestCloseLeavesCallerStoreOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateFailureAfterTransientState: the device's State goes Idle,
+// Downloading, Idle (the package fails its check) while its observation
+// of State has sent only the first Idle, so it never notifies again (it
+// skips intermediate states, RFC 7641 §4.5). A read right after the push
+// sees Downloading; the server must not take that as the state to wait
+// from. The poll that would correct it is put out of reach: the update
+// ends only if the server learns the outcome from the observations.
+func TestUpdateFailureAfterTransientState(t *testing.T) {
+	s := startServer(t, &Server{statePoll: time.Hour})
+	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+	d.mu.Lock()
+	d.failLate = true
+	d.mu.Unlock()
+	f, _ := writeImage(t, 3000)
+	var states []string
+	r, err := s.Update(ctxT(t), "dev1", f, Push, func(p Progress) {
+		if p.Phase == "state" {
+			states = append(states, p.State.String()+"/"+p.Result.String())
+		}
+	})
+	if r != fwobj.ResultIntegrity || !errors.Is(err, ErrUpdateFailed) {
+		t.Fatalf("update: %v %v (states %v), want Integrity check failure", r, err, states)
+	}
+}
+
+// TestReadOvertakenByNotification: a poll's answer that a notification
+// of the same resource overtook is older than the notification and must
+// not replace it.
+func TestReadOvertakenByNotification(t *testing.T) {
+	var f fwState
+	f.changed = make(chan struct{}, 1)
+	f.forget()
+	mark := f.readMark(pathState)
+	f.notified(pathState, int(fwobj.StateDownloaded))
+	if f.read(pathState, int(fwobj.StateDownloading), mark) {
+		t.Error("an overtaken read was applied")
+	}
+	if st, _ := f.get(); st != fwobj.StateDownloaded {
+		t.Errorf("state %v, want Downloaded", st)
+	}
+	// A read sent after the notification is newer.
+	mark = f.readMark(pathState)
+	if !f.read(pathState, int(fwobj.StateIdle), mark) {
+		t.Error("a read sent after the last notification was not applied")
+	}
+	if st, _ := f.get(); st != fwobj.StateIdle {
+		t.Errorf("state %v, want Idle", st)
+	}
+	// Update Result is counted apart.
+	mark = f.readMark(pathResult)
+	f.notified(pathState, int(fwobj.StateDownloading))
+	if !f.read(pathResult, int(fwobj.ResultSuccess), mark) {
+		t.Error("a notification of State discarded a read of Update Result")
+	}
+}

@@ -102,6 +102,13 @@ func campaignCreate(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []s
 	if spec.Name == "" || spec.Package == "" {
 		return srvUsageError{"-name and -package are required"}
 	}
+	// A misspelt method is a usage error, found before -package FILE is
+	// uploaded: otherwise each attempt would leave a package behind.
+	switch spec.Method {
+	case campaign.MethodPullCoAP, campaign.MethodPullCoAPS, campaign.MethodPullHTTP, campaign.MethodPullHTTPS, campaign.MethodPush:
+	default:
+		return srvUsageError{fmt.Sprintf("-method %q: want pull-coap, pull-http or push", spec.Method)}
+	}
 	if r := get("resource"); r != "" {
 		p, v, ok := strings.Cut(r, "=")
 		if !ok {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/campaign"
 )
 
 // campaignCLI runs "lwm2m server campaign ARGS" with the built program
@@ -73,6 +78,7 @@ func TestServerCampaignCLI(t *testing.T) {
 		{"create", "-package", pkg},
 		{"create", "-name", "x", "-package", pkg, "-deadline", "yesterday"},
 		{"create", "-name", "x", "-package", pkg, "-concurrency", "0"},
+		{"create", "-name", "x", "-package", pkg, "-method", "pull-ftp"},
 		{"show"},
 		{"pause", "a", "b"},
 		{"frobnicate"},
@@ -80,6 +86,10 @@ func TestServerCampaignCLI(t *testing.T) {
 		if code, _, errs := campaignCLI(t, bin, api, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (usage): %s", args, code, errs)
 		}
+	}
+	// Nothing uploaded either: a usage error is found before the upload.
+	if pkgs := e2ePackages(t, api); len(pkgs) != 0 {
+		t.Errorf("usage errors left %d packages on the server, want none", len(pkgs))
 	}
 	// Refused by the server: exit 1.
 	if code, _, errs := campaignCLI(t, bin, api, "create", "-name", "x", "-package", "no-such-id"); code != 1 || !strings.Contains(errs, "no such package") {
@@ -151,4 +161,25 @@ func e2eMustList(t *testing.T, bin, api string) string {
 		t.Fatalf("list: exit %d: %s", code, errs)
 	}
 	return out
+}
+
+// e2ePackages lists the server's uploaded packages (GET /api/packages).
+func e2ePackages(t *testing.T, api string) []campaign.Package {
+	t.Helper()
+	tok, err := server.ReadAPIToken(srvDefaultTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", api+"/api/packages", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pkgs []campaign.Package
+	if err := json.NewDecoder(resp.Body).Decode(&pkgs); err != nil {
+		t.Fatalf("GET /api/packages: %v", err)
+	}
+	return pkgs
 }

@@ -594,7 +594,7 @@ function campaignView(root, id) {
       h("td", {}, h("a", { href: "#/device/" + encodeURIComponent(d.endpoint), class: "mono" }, d.endpoint)),
       h("td", { class: "num" }, d.wave), h("td", {}, deviceStatusBadge(d.status)), h("td", {}, phaseNames[d.phase] || d.phase || ""),
       h("td", { class: "fw-state" }, typeof d.state === "number" ? (stateNames[d.state] ?? d.state) : d.state || ""),
-      h("td", {}, d.result_name ? resultBadge(d.result_name, d.result) : ""), h("td", { class: "num" }, bytes(d.bytes) + (d.total ? " of " + bytes(d.total) : "")),
+      h("td", {}, d.result_name ? resultBadge(d.result_name, d.result) : ""), h("td", { class: "num delivered" }, d.total ? h("progress", { max: d.total, value: d.bytes || 0 }) : "", " ", bytes(d.bytes) + (d.total ? " of " + bytes(d.total) : "")),
       h("td", { class: "error" }, d.error || ""), h("td", {}, ago(d.updated)))));
   };
   const load = async () => {
