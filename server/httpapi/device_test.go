@@ -38,9 +38,13 @@ func startServer(t *testing.T, s *server.Server) *server.Server {
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
+	// Not t.Context: it ends before the cleanups, and the devices, started
+	// later, must de-register (their cleanups run first) while it serves.
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(t.Context()) }() // t.Context ends before the cleanups run
+	go func() { done <- s.Serve(ctx) }()
 	t.Cleanup(func() {
+		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
