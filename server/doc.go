@@ -73,4 +73,14 @@
 // the caller until done and may be called concurrently. Callbacks (the
 // progress functions, Observe's fn, WatchImage's fn, OnSend) may run on the
 // server's own goroutines and must return quickly.
+//
+// # Packages around it
+//
+// Package server/coaps is the coaps socket (the DTLS handshake with PSKs)
+// that this package and server/bootstrap, the bootstrap server, listen
+// on. On top of this package, using its exported API only, are
+// server/campaign (firmware campaigns over a fleet) and server/httpapi
+// (the HTTP API, which also serves server/console's web console and the
+// campaigns' and bootstrap server's routes). This package imports none
+// of them but server/coaps.
 package server
