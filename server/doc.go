@@ -24,8 +24,8 @@
 // Lifetimes are clamped to MaxLifetime, the number of endpoints is capped
 // by MaxRegistrations (a new one beyond it gets 5.03 with Max-Age), and a
 // registration expires when its lifetime plus Grace passes without an
-// Update. Over DTLS (DTLSAddr, PSKs) an endpoint stays bound to the PSK
-// identity it first registered with.
+// Update. Over DTLS (DTLSAddr, PSKs; the socket is package server/coaps's)
+// an endpoint stays bound to the PSK identity it first registered with.
 //
 // # Talking to devices
 //
@@ -40,11 +40,9 @@
 // registered again; UpdateMany does the same on every matching endpoint at
 // once. Publish, Push and WatchImage are the parts it is built from.
 //
-// APIHandler is the HTTP/JSON command interface used by "lwm2m server
-// -api"; every request needs APIConfig.Token as a bearer token
-// (LoadOrCreateAPIToken keeps one in a file), or the session cookie and
-// CSRF header of the web console (package server/console,
-// APIConfig.Console), which signs in with the same token.
+// The HTTP/JSON command interface used by "lwm2m server -api", with its
+// authentication and the web console's sign-in, is package
+// server/httpapi, built on this package's exported API alone.
 //
 // # Fleet view and events
 //
@@ -54,7 +52,7 @@
 // last registry and firmware events. Subscribe delivers an Event for each
 // change (a hint to look again, never blocking the server); PublishEvent
 // adds others', such as a campaign engine's. The console's live view is
-// built on them (GET /api/events).
+// built on them (GET /api/events in package server/httpapi).
 //
 // # Queue mode and Send
 //
@@ -75,4 +73,14 @@
 // the caller until done and may be called concurrently. Callbacks (the
 // progress functions, Observe's fn, WatchImage's fn, OnSend) may run on the
 // server's own goroutines and must return quickly.
+//
+// # Packages around it
+//
+// Package server/coaps is the coaps socket (the DTLS handshake with PSKs)
+// that this package and server/bootstrap, the bootstrap server, listen
+// on. On top of this package, using its exported API only, are
+// server/campaign (firmware campaigns over a fleet) and server/httpapi
+// (the HTTP API, which also serves server/console's web console and the
+// campaigns' and bootstrap server's routes). This package imports none
+// of them but server/coaps.
 package server

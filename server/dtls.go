@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -20,7 +19,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/lwm2m-fota/lwm2m/internal/dtlsconf"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // Errors of the DTLS transport.
@@ -100,7 +99,7 @@ func (s *Server) listenDTLS() error {
 		return nil, fmt.Errorf("unknown PSK identity %q", identity)
 	}
 	// Room for every registration's session, and handshakes besides.
-	a, err := listenDTLS(s.DTLSAddr, lookup, log, s.maxRegistrations()+helloBacklog)
+	a, err := coaps.Listen(s.DTLSAddr, lookup, log, s.maxRegistrations()+coaps.AcceptBacklog)
 	if err != nil {
 		return err
 	}
@@ -121,55 +120,6 @@ func (s *Server) listenDTLS() error {
 	return nil
 }
 
-// listenDTLS opens a coaps socket at addr that takes up to maxPeers
-// peers (sessions and handshakes) at once.
-func listenDTLS(addr string, lookup func([]byte) ([]byte, error), log *slog.Logger, maxPeers int) (*dtlsAcceptor, error) {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("server: listen dtls %s: %w", addr, err)
-	}
-	// See dtlslisten.go for why the socket is not pion's own.
-	hello := newHelloListener(pc, log, maxPeers)
-	l, err := dtls.NewListenerWithOptions(hello,
-		dtls.WithPSK(lookup),
-		// The same suites as our client offers, CCM_8 first
-		// (LwM2M 1.1 Transport, 5.2.8.1).
-		dtls.WithCipherSuites(dtlsconf.PSKSuites...),
-		// RFC 7627: bind the master secret to the whole handshake.
-		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
-	)
-	if err != nil {
-		hello.Close()
-		return nil, fmt.Errorf("server: listen dtls %s: %w", addr, err)
-	}
-	return &dtlsAcceptor{Listener: l, hello: hello}, nil
-}
-
-// DTLSListener is a coaps socket with PSKs, for go-coap's DTLS server
-// (coapdtls.NewServer(...).Serve(l)): the Server's own coaps port is
-// one, and package server/bootstrap opens another with ListenDTLS.
-type DTLSListener struct{ *dtlsAcceptor }
-
-// ListenDTLS opens a coaps socket at addr with the same handshake as the
-// Server's coaps port (cipher suites, extended master secret, tolerant
-// ClientHello record versions). lookup returns the key of a PSK
-// identity, or an error for one it does not know; maxPeers bounds the
-// sessions and handshakes the socket holds at once.
-func ListenDTLS(addr string, lookup func(identity []byte) ([]byte, error), log *slog.Logger, maxPeers int) (*DTLSListener, error) {
-	if log == nil {
-		log = slog.Default()
-	}
-	a, err := listenDTLS(addr, lookup, log, max(maxPeers, 1))
-	if err != nil {
-		return nil, err
-	}
-	return &DTLSListener{a}, nil
-}
-
-// PSKIdentity returns the PSK identity of a DTLS session that a
-// go-coap handler sees (w.Conn()), "" for plain UDP.
-func PSKIdentity(cc *udpclient.Conn) string { return pskIdentity(cc) }
-
 // addSession records a completed DTLS session, so that requests to the
 // device it registers go over it.
 func (s *Server) addSession(cc *udpclient.Conn) {
@@ -179,7 +129,7 @@ func (s *Server) addSession(cc *udpclient.Conn) {
 		s.sessions[addr] = cc
 	}
 	s.mu.Unlock()
-	s.logger().Debug("dtls session", "addr", addr, "identity", pskIdentity(cc))
+	s.logger().Debug("dtls session", "addr", addr, "identity", coaps.PSKIdentity(cc))
 	cc.AddOnClose(func() {
 		s.mu.Lock()
 		if s.sessions[addr] == cc {
@@ -195,20 +145,6 @@ func (s *Server) session(addr string) (*udpclient.Conn, bool) {
 	defer s.mu.Unlock()
 	cc, ok := s.sessions[addr]
 	return cc, ok
-}
-
-// pskIdentity returns the PSK identity of a DTLS session, "" for plain UDP.
-func pskIdentity(cc *udpclient.Conn) string {
-	dc, ok := cc.NetConn().(*dtls.Conn)
-	if !ok {
-		return ""
-	}
-	st, ok := dc.ConnectionState()
-	if !ok {
-		return ""
-	}
-	// On the server side pion keeps the client's PSK identity here.
-	return string(st.IdentityHint)
 }
 
 // isSecure reports whether cc is a DTLS session.

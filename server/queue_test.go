@@ -3,10 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -302,41 +300,6 @@ func TestQueueModeBinding10(t *testing.T) {
 	newQdev(t, s, "ep=plain", "lt=600", "lwm2m=1.1", "b=U")
 	if reg, _ := s.Registration("plain"); reg.Queue || s.Asleep("plain") {
 		t.Fatalf("a plain device taken for a queue-mode one: %+v", reg)
-	}
-}
-
-func TestQueueModeAPIShowsAwakeAndAsleep(t *testing.T) {
-	s, d, _ := startQueueServer(t, &Server{})
-	newQdev(t, s, "ep=plain", "lt=600", "lwm2m=1.1", "b=U")
-	hs := apiServer(t, s, APIConfig{})
-	get := func() map[string]APIDevice {
-		resp := apiDo(t, ctxT(t), hs, "GET", "/api/devices", "")
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /api/devices: %s", resp.Status)
-		}
-		var devs []APIDevice
-		if err := json.NewDecoder(resp.Body).Decode(&devs); err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]APIDevice{}
-		for _, x := range devs {
-			out[x.Endpoint] = x
-		}
-		return out
-	}
-	devs := get()
-	if a := devs["q1"].Awake; a == nil || *a {
-		t.Errorf("sleeping device: awake = %v, want false", a)
-	}
-	if devs["plain"].Awake != nil {
-		t.Error("a device not in queue mode shows awake/asleep")
-	}
-	if devs["q1"].LastSeen.IsZero() {
-		t.Error("no last_seen")
-	}
-	d.update()
-	if a := get()["q1"].Awake; a == nil || !*a {
-		t.Errorf("after its Update: awake = %v, want true", a)
 	}
 }
 

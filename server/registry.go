@@ -20,6 +20,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // registerRetryAfter is the Max-Age, in seconds, of a 5.03 to a Register
@@ -44,7 +45,7 @@ func (s *Server) handleRD(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		return
 	}
 	cc := w.Conn()
-	from := peer{addr: cc.RemoteAddr().String(), local: localAddr(cc, r), secure: isSecure(cc), identity: pskIdentity(cc)}
+	from := peer{addr: cc.RemoteAddr().String(), local: localAddr(cc, r), secure: isSecure(cc), identity: coaps.PSKIdentity(cc)}
 	switch {
 	case len(rest) == 0 && r.Code() == codes.POST:
 		id, code := s.register(params, string(body), from)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // DefaultMaxSentValues is the number of resources whose last sent value
@@ -50,7 +51,7 @@ func (s *Server) handleSend(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 		return
 	}
 	cc := w.Conn()
-	from := peer{addr: cc.RemoteAddr().String(), secure: isSecure(cc), identity: pskIdentity(cc)}
+	from := peer{addr: cc.RemoteAddr().String(), secure: isSecure(cc), identity: coaps.PSKIdentity(cc)}
 	ep, code := s.sender(from)
 	if code != 0 {
 		s.noisy("send refused", "addr", from.addr, "code", codeString(code))

@@ -28,6 +28,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // Errors returned by the Server.
@@ -140,7 +141,7 @@ type Server struct {
 	httpLis  net.Listener
 	imgLis   *net.UDPConn
 	dtls     *dtlsserver.Server
-	dtlsLis  *dtlsAcceptor
+	dtlsLis  *coaps.Listener
 	sessions map[string]*udpclient.Conn // DTLS sessions by remote address
 	httpSrv  *http.Server
 	closed   bool
@@ -533,3 +534,8 @@ func splitPath(p string) []string {
 func setCode(w *responsewriter.ResponseWriter[*udpclient.Conn], c codes.Code) {
 	_ = w.SetResponse(c, message.TextPlain, nil)
 }
+
+// DefaultMaxPackageSize bounds a firmware package that an operator
+// uploads (package server/httpapi's /api/update, package server/campaign's
+// packages) where no other limit is configured.
+const DefaultMaxPackageSize = 256 << 20

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // campaignCLI runs "lwm2m server campaign ARGS" with the built program
@@ -166,7 +166,7 @@ func e2eMustList(t *testing.T, bin, api string) string {
 // e2ePackages lists the server's uploaded packages (GET /api/packages).
 func e2ePackages(t *testing.T, api string) []campaign.Package {
 	t.Helper()
-	tok, err := server.ReadAPIToken(srvDefaultTokenFile())
+	tok, err := httpapi.ReadToken(srvDefaultTokenFile())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/console"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // srvDefaultAPIAddr is where one-shot commands find a running server
@@ -251,7 +252,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "lwm2m server:", msg)
 		return 2
 	}
-	token, err := server.LoadOrCreateAPIToken(*f.tokenFile)
+	token, err := httpapi.LoadOrCreateToken(*f.tokenFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "lwm2m server: -token-file:", err)
 		return 1
@@ -308,7 +309,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		return 1
 	}
 	defer stopEngine()
-	apiCfg := server.APIConfig{Token: token, MaxPackageSize: *f.maxPackage, Routes: eng.Routes()}
+	apiCfg := httpapi.Config{Token: token, MaxPackageSize: *f.maxPackage, Routes: eng.Routes()}
 	if bs != nil {
 		apiCfg.Bootstrap = bs.HistoryHandler()
 	}
@@ -317,7 +318,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		// The event stream tells browsers to refetch a campaign that changed.
 		eng.Subscribe(ctx, func(id string) { s.PublishEvent(server.Event{Kind: "campaign", ID: id}) })
 	}
-	api := s.APIHandler(apiCfg)
+	api := httpapi.Handler(s, apiCfg)
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
@@ -478,7 +479,7 @@ func (c *srvClient) do(ctx context.Context, method, u, ctype string, body io.Rea
 		if c.tokenFile == "" {
 			return nil, errors.New("no configuration directory for the API token: give -token-file FILE")
 		}
-		tok, err := server.ReadAPIToken(c.tokenFile)
+		tok, err := httpapi.ReadToken(c.tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("-token-file: %w", err)
 		}
@@ -570,7 +571,7 @@ func srvList(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, 
 	if len(pos) != 0 {
 		return srvUsageError{"list takes no arguments"}
 	}
-	var regs []server.APIDevice
+	var regs []httpapi.Device
 	if err := c.call(ctx, "GET", c.api+"/api/devices", nil, &regs); err != nil {
 		return err
 	}
@@ -590,7 +591,7 @@ func srvList(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, 
 
 // srvQueueState is "awake" or "asleep" (with the operations waiting) for a
 // queue-mode device, "-" for one that is always reachable.
-func srvQueueState(d server.APIDevice) string {
+func srvQueueState(d httpapi.Device) string {
 	switch {
 	case d.Awake == nil:
 		return "-"
@@ -618,7 +619,7 @@ func srvValues(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string
 	case ep == "" || len(pos) != 0:
 		return srvUsageError{"give the endpoint, as -ep EP or as the one argument"}
 	}
-	var vals []server.APIValue
+	var vals []httpapi.Value
 	if err := c.call(ctx, "GET", srvDevURL(c.api, ep, "values", nil), nil, &vals); err != nil {
 		return err
 	}
@@ -634,7 +635,7 @@ func srvValues(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string
 
 // srvPrintContent prints decoded records, or a link payload; a payload
 // that could not be decoded is an error, never raw bytes on the terminal.
-func srvPrintContent(w io.Writer, c server.APIContent) error {
+func srvPrintContent(w io.Writer, c httpapi.Content) error {
 	if c.Error != "" {
 		return fmt.Errorf("cannot decode the device's answer (content format %d): %s", c.Format, c.Error)
 	}
@@ -653,7 +654,7 @@ func srvRead(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, 
 	if err != nil {
 		return err
 	}
-	var cont server.APIContent
+	var cont httpapi.Content
 	q := url.Values{"path": {pos[0]}, "format": {srvFlag(fs, "format")}}
 	if err := c.call(ctx, "GET", srvDevURL(c.api, ep, "read", q), nil, &cont); err != nil {
 		return err
@@ -666,7 +667,7 @@ func srvWrite(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string,
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, "POST", srvDevURL(c.api, ep, "write", nil), server.APIWrite{Path: pos[0], Value: &pos[1], Replace: true}, nil)
+	return c.call(ctx, "POST", srvDevURL(c.api, ep, "write", nil), httpapi.WriteRequest{Path: pos[0], Value: &pos[1], Replace: true}, nil)
 }
 
 func srvExec(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []string, stdout io.Writer) error {
@@ -731,7 +732,7 @@ func srvObserve(ctx context.Context, c *srvClient, fs *flag.FlagSet, pos []strin
 	sc.Buffer(nil, 8<<20)
 	seen := 0
 	for sc.Scan() {
-		var cont server.APIContent
+		var cont httpapi.Content
 		if err := json.Unmarshal(sc.Bytes(), &cont); err != nil {
 			return err
 		}
@@ -827,7 +828,7 @@ func srvShowUpdate(body io.Reader, stdout io.Writer) error {
 	dec := json.NewDecoder(body)
 	show := srvProgressPrinter(stdout)
 	for {
-		var line server.APIUpdateLine
+		var line httpapi.UpdateLine
 		if err := dec.Decode(&line); err == io.EOF {
 			break
 		} else if err != nil {

@@ -16,7 +16,7 @@ import (
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 
 	"github.com/lwm2m-fota/lwm2m/internal/syncbuf"
-	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // srvInProcess runs "lwm2m server ARGS" in this process on loopback and
@@ -159,12 +159,12 @@ func srvRegister(t *testing.T, coapAddr, ep, version string) {
 // error (exit 1), never its raw bytes on the terminal; values are escaped.
 func TestServerPrintContent(t *testing.T) {
 	var out bytes.Buffer
-	err := srvPrintContent(&out, server.APIContent{Format: 11542, Payload: "yAAFYQ==", Error: "tlv: truncated"})
+	err := srvPrintContent(&out, httpapi.Content{Format: 11542, Payload: "yAAFYQ==", Error: "tlv: truncated"})
 	if err == nil || out.Len() != 0 {
 		t.Errorf("undecodable answer: err %v, printed %q", err, out.String())
 	}
 	out.Reset()
-	err = srvPrintContent(&out, server.APIContent{Records: []server.APIRecord{{Path: "/3/0/0", Type: "string", Value: "a\x1b[2J\nb"}}})
+	err = srvPrintContent(&out, httpapi.Content{Records: []httpapi.Record{{Path: "/3/0/0", Type: "string", Value: "a\x1b[2J\nb"}}})
 	if err != nil || out.String() != "/3/0/0 = \"a\\x1b[2J\\nb\" (string)\n" {
 		t.Errorf("err %v, printed %q", err, out.String())
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
-	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // TestServerConsole runs the program as users do: with default flags the
@@ -53,7 +53,7 @@ func TestServerConsole(t *testing.T) {
 		t.Errorf("GET /api/status without a token: %s", resp.Status)
 	}
 
-	tok, err := server.ReadAPIToken(os.Getenv(srvTokenEnv))
+	tok, err := httpapi.ReadToken(os.Getenv(srvTokenEnv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestServerConsole(t *testing.T) {
 		t.Fatalf("sign-in: %s, cookie %+v", resp.Status, cookie)
 	}
 	waitfor.Until(t, 30*time.Second, func() error {
-		var list []server.APIStatus
+		var list []httpapi.StatusEntry
 		if err := json.NewDecoder(get("/api/status", cookie).Body).Decode(&list); err != nil {
 			return err
 		}

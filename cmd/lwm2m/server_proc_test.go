@@ -21,6 +21,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 
 	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // e2eBuffer collects a process's output; safe for concurrent use.
@@ -212,7 +213,7 @@ func e2eMustCLI(t *testing.T, api string, args ...string) string {
 
 // e2eRegistrations reads the server's registrations by endpoint.
 func e2eRegistrations(api string) (map[string]server.Registration, error) {
-	tok, err := server.ReadAPIToken(srvDefaultTokenFile())
+	tok, err := httpapi.ReadToken(srvDefaultTokenFile())
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	udpcoder "github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // srvStart runs a server with its API on httptest and registers one
@@ -37,11 +38,11 @@ func srvStartCoAP(t *testing.T) (api, coapAddr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Serve(ctx)
 	t.Cleanup(cancel)
-	tok, err := server.LoadOrCreateAPIToken(srvDefaultTokenFile())
+	tok, err := httpapi.LoadOrCreateToken(srvDefaultTokenFile())
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s.APIHandler(server.APIConfig{Token: tok}))
+	hs := httptest.NewServer(httpapi.Handler(s, httpapi.Config{Token: tok}))
 	t.Cleanup(hs.Close)
 
 	cc, err := coapudp.Dial(s.LocalAddr().String())

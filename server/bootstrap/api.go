@@ -8,7 +8,7 @@ import (
 )
 
 // HistoryHandler serves the bootstrap history as JSON, for
-// server.APIConfig.Bootstrap, which puts it behind the API's
+// httpapi.Config.Bootstrap, which puts it behind the API's
 // authentication:
 //
 //	GET /api/bootstrap       every endpoint's latest attempt: []Summary

@@ -15,7 +15,7 @@
 //	go bs.Serve(ctx)                           // until ctx ends or bs.Close()
 //
 // Addr serves plain CoAP, DTLSAddr CoAP over DTLS with the PSKs in PSKs
-// (server.LoadPSKFile reads them; the handshake is server.ListenDTLS's,
+// (server.LoadPSKFile reads them; the handshake is package server/coaps's,
 // the same as the LwM2M server's coaps port). Close stops the server and
 // abandons the bootstraps under way.
 //
@@ -43,7 +43,7 @@
 // outcome and the error, never a key. A History lives in memory or in a
 // bbolt database (OpenHistory, on server.BoltStore's DB), bounded per
 // endpoint and in endpoints. HistoryHandler serves it as JSON for
-// server.APIConfig.Bootstrap.
+// httpapi.Config.Bootstrap.
 //
 // # Goroutines
 //

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 func TestHistoryIsBounded(t *testing.T) {
@@ -107,7 +108,7 @@ func TestHistoryInTheAPI(t *testing.T) {
 		return nil
 	})
 	srv := &server.Server{Addr: "127.0.0.1:0"}
-	hs := httptest.NewServer(srv.APIHandler(server.APIConfig{Token: "tok", Bootstrap: s.HistoryHandler()}))
+	hs := httptest.NewServer(httpapi.Handler(srv, httpapi.Config{Token: "tok", Bootstrap: s.HistoryHandler()}))
 	defer hs.Close()
 	get := func(path, token string, out any) int {
 		req, _ := http.NewRequest("GET", hs.URL+path, nil)
@@ -144,7 +145,7 @@ func TestHistoryInTheAPI(t *testing.T) {
 		t.Fatal("the API shows a key")
 	}
 	// A server without a bootstrap server says so.
-	hs2 := httptest.NewServer(srv.APIHandler(server.APIConfig{Token: "tok"}))
+	hs2 := httptest.NewServer(httpapi.Handler(srv, httpapi.Config{Token: "tok"}))
 	defer hs2.Close()
 	req, _ := http.NewRequest("GET", hs2.URL+"/api/bootstrap", nil)
 	req.Header.Set("Authorization", "Bearer tok")

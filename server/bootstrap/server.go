@@ -30,7 +30,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/coaptx"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
-	"github.com/lwm2m-fota/lwm2m/server"
+	"github.com/lwm2m-fota/lwm2m/server/coaps"
 )
 
 // Errors of the Server.
@@ -101,7 +101,7 @@ type Server struct {
 	coap      *udpserver.Server
 	lis       *coapnet.UDPConn
 	dtls      *dtlsserver.Server
-	dtlsLis   *server.DTLSListener
+	dtlsLis   *coaps.Listener
 	running   map[string]bool // endpoints being bootstrapped
 	ctx       context.Context // ends at Close: cancels the bootstraps
 	cancel    context.CancelFunc
@@ -205,7 +205,7 @@ func (s *Server) Listen() error {
 			return nil, fmt.Errorf("unknown PSK identity %q", identity)
 		}
 		// Room for the bootstraps and as many handshakes besides.
-		l, err := server.ListenDTLS(s.DTLSAddr, lookup, log, 2*s.maxConcurrent()+16)
+		l, err := coaps.Listen(s.DTLSAddr, lookup, log, 2*s.maxConcurrent()+16)
 		if err != nil {
 			if s.lis != nil {
 				s.lis.Close()
@@ -450,7 +450,7 @@ func (s *Server) bootstrapRequest(w *responsewriter.ResponseWriter[*udpclient.Co
 	cc := w.Conn()
 	a := Attempt{Started: time.Now(), Peer: cc.RemoteAddr().String(), Transport: transport}
 	if transport == "coaps" {
-		a.PSKIdentity = server.PSKIdentity(cc)
+		a.PSKIdentity = coaps.PSKIdentity(cc)
 	}
 	req, err := parseRequest(r)
 	if err != nil {

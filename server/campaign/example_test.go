@@ -9,6 +9,7 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // An engine beside a server: campaigns and package records live in the
@@ -31,7 +32,7 @@ func Example() {
 	}
 	go eng.Run(ctx)
 	go s.Serve(ctx)
-	api := s.APIHandler(server.APIConfig{Token: "…", Routes: eng.Routes()})
+	api := httpapi.Handler(s, httpapi.Config{Token: "…", Routes: eng.Routes()})
 	go http.ListenAndServe("127.0.0.1:5780", api)
 
 	// Or from Go: upload a package, then roll it out.

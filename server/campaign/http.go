@@ -11,7 +11,7 @@ import (
 )
 
 // Routes returns the engine's HTTP API (docs/SERVER.md, "Campaigns"),
-// one method per route, for server.APIConfig.Routes: the server's API
+// one method per route, for httpapi.Config.Routes: the server's API
 // authenticates every request before it reaches them.
 func (e *Engine) Routes() map[string]http.Handler {
 	return map[string]http.Handler{

@@ -13,6 +13,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 const testToken = "test-token"
@@ -62,7 +63,7 @@ func TestHTTPAPI(t *testing.T) {
 	}
 	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
 	t.Cleanup(f.stopAll)
-	api := httptest.NewServer(ts.srv.APIHandler(server.APIConfig{Token: testToken, Routes: ts.eng.Routes()}))
+	api := httptest.NewServer(httpapi.Handler(ts.srv, httpapi.Config{Token: testToken, Routes: ts.eng.Routes()}))
 	defer api.Close()
 	defer close(release)
 	u := api.URL

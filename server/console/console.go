@@ -20,7 +20,7 @@ func Files() fs.FS {
 }
 
 // Handler serves the console's files. Give it to the server's API as
-// server.APIConfig.Console, which adds the security headers and serves it
+// httpapi.Config.Console, which adds the security headers and serves it
 // on every path outside /api/.
 func Handler() http.Handler {
 	return http.FileServerFS(Files())

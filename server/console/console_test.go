@@ -24,6 +24,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
 	"github.com/lwm2m-fota/lwm2m/server/console"
+	"github.com/lwm2m-fota/lwm2m/server/httpapi"
 )
 
 // chromiumPath is Debian's chromium, which .ci/run installs.
@@ -199,7 +200,7 @@ func newFleet(t *testing.T) *fleet {
 	go func() { done <- eng.Run(ctx) }()
 	// The event stream tells browsers to refetch a campaign that changed.
 	eng.Subscribe(ctx, func(id string) { s.PublishEvent(server.Event{Kind: "campaign", ID: id}) })
-	api := httptest.NewServer(s.APIHandler(server.APIConfig{Token: testToken, Console: console.Handler(), Routes: eng.Routes()}))
+	api := httptest.NewServer(httpapi.Handler(s, httpapi.Config{Token: testToken, Console: console.Handler(), Routes: eng.Routes()}))
 	t.Cleanup(func() {
 		api.CloseClientConnections()
 		api.Close()

@@ -1,7 +1,7 @@
 // Package console is the web console of lwm2m server: a few static files
 // (plain HTML, CSS and a little JavaScript, no framework, nothing fetched
 // from elsewhere) embedded in the program, served on the API's address
-// by server.APIConfig.Console.
+// by httpapi.Config.Console.
 //
 // The console is a client of the server's HTTP API and nothing more. The
 // operator signs in by pasting the API token (from the server's token

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"testing"
@@ -8,6 +8,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/senml"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/tlv"
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
 // TestDecodeByRegistryTypes: a whole-instance TLV read of Anjay's /3/0,
@@ -47,24 +48,24 @@ func TestDecodeByRegistryTypes(t *testing.T) {
 	})
 	for _, c := range []struct {
 		name string
-		c    Content
+		c    server.Content
 		base string
-		want []APIRecord
+		want []Record
 	}{
-		{"device TLV", Content{content.TLV, b}, "/3/0", []APIRecord{
+		{"device TLV", server.Content{Format: content.TLV, Payload: b}, "/3/0", []Record{
 			{"/3/0/0", "string", "AVSystem"}, {"/3/0/13", "time", "2026-12-02T08:00:00Z"},
 			{"/3/0/22", "objlnk", "20:0"}, {"/3/0/99", "opaque", "dead"}}},
-		{"server TLV", Content{content.TLV, srv}, "/1/0", []APIRecord{
+		{"server TLV", server.Content{Format: content.TLV, Payload: srv}, "/1/0", []Record{
 			{"/1/0/12", "time", "2026-12-02T08:00:00Z"}, {"/1/0/22", "string", "U"}, {"/1/0/23", "boolean", "1"}}},
-		{"location floats", Content{content.TLV, loc}, "/6/0", []APIRecord{
+		{"location floats", server.Content{Format: content.TLV, Payload: loc}, "/6/0", []Record{
 			{"/6/0/0", "float", "52.0"}, {"/6/0/1", "float", "21.25"}}},
-		{"unknown in text", Content{content.TextPlain, []byte("hello")}, "/42/0/7", []APIRecord{
+		{"unknown in text", server.Content{Format: content.TextPlain, Payload: []byte("hello")}, "/42/0/7", []Record{
 			{"/42/0/7", "string", "hello"}}},
-		{"unknown in SenML", Content{content.SenMLJSON, sj}, "/42/0", []APIRecord{
+		{"unknown in SenML", server.Content{Format: content.SenMLJSON, Payload: sj}, "/42/0", []Record{
 			{"/42/0/1", "float", "1.5"}, {"/42/0/2", "string", "x"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := toAPIContent(c.c, mustPath(c.base))
+			got := toContent(c.c, mustPath(c.base))
 			if got.Error != "" {
 				t.Fatalf("decode error: %s", got.Error)
 			}
@@ -78,7 +79,15 @@ func TestDecodeByRegistryTypes(t *testing.T) {
 			}
 		})
 	}
-	if got := toAPIContent(Content{content.TLV, []byte{0xc8, 0x00, 0x05, 'a'}}, mustPath("/3/0")); got.Error == "" || len(got.Records) != 0 {
+	if got := toContent(server.Content{Format: content.TLV, Payload: []byte{0xc8, 0x00, 0x05, 'a'}}, mustPath("/3/0")); got.Error == "" || len(got.Records) != 0 {
 		t.Errorf("truncated TLV: %+v, want a decode error", got)
 	}
+}
+
+func mustPath(s string) model.Path {
+	p, err := model.ParsePath(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
 }

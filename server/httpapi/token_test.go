@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"os"
@@ -19,7 +19,7 @@ func TestAPITokenFile(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			if toks[i], err = LoadOrCreateAPIToken(file); err != nil {
+			if toks[i], err = LoadOrCreateToken(file); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -33,15 +33,15 @@ func TestAPITokenFile(t *testing.T) {
 	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v", st.Mode().Perm())
 	}
-	if got, err := ReadAPIToken(file); err != nil || got != toks[0] {
-		t.Errorf("ReadAPIToken: %q %v", got, err)
+	if got, err := ReadToken(file); err != nil || got != toks[0] {
+		t.Errorf("ReadToken: %q %v", got, err)
 	}
 	if left, _ := os.ReadDir(filepath.Dir(file)); len(left) != 1 {
 		t.Errorf("files left beside the token: %v", left)
 	}
 
 	os.Chmod(file, 0o644)
-	if tok, err := LoadOrCreateAPIToken(file); err != nil || tok != toks[0] {
+	if tok, err := LoadOrCreateToken(file); err != nil || tok != toks[0] {
 		t.Errorf("reload: %q %v", tok, err)
 	}
 	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
@@ -49,10 +49,10 @@ func TestAPITokenFile(t *testing.T) {
 	}
 
 	os.WriteFile(file, []byte("\n"), 0o600)
-	if tok, err := LoadOrCreateAPIToken(file); err != nil || tok == "" || tok == toks[0] {
+	if tok, err := LoadOrCreateToken(file); err != nil || tok == "" || tok == toks[0] {
 		t.Errorf("empty file: %q %v", tok, err)
 	}
-	if _, err := ReadAPIToken(filepath.Join(dir, "none")); err == nil {
-		t.Error("ReadAPIToken of a missing file succeeded")
+	if _, err := ReadToken(filepath.Join(dir, "none")); err == nil {
+		t.Error("ReadToken of a missing file succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"context"
@@ -13,56 +13,32 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
-// ParseFormat parses a content format name as the API and the command
-// line take it: text, opaque, link, tlv, senml-json, senml-cbor, or a number.
-func ParseFormat(s string) (content.Format, error) {
-	switch s {
-	case "", "any":
-		return AnyFormat, nil
-	case "text":
-		return content.TextPlain, nil
-	case "opaque":
-		return content.Opaque, nil
-	case "link":
-		return content.LinkFormat, nil
-	case "tlv":
-		return content.TLV, nil
-	case "senml-json", "json":
-		return content.SenMLJSON, nil
-	case "senml-cbor", "cbor":
-		return content.SenMLCBOR, nil
-	}
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil {
-		return 0, fmt.Errorf("server: unknown content format %q", s)
-	}
-	return content.Format(n), nil
-}
-
-// APIRecord is a decoded value in API answers.
-type APIRecord struct {
+// Record is a decoded value in API answers.
+type Record struct {
 	Path  string `json:"path"`
 	Type  string `json:"type"`
 	Value string `json:"value"` // plain-text form; opaque in hex, time in RFC 3339
 }
 
-// APIContent is the answer to read and the body of an observe line.
-type APIContent struct {
-	Format  uint16      `json:"format"`
-	Payload string      `json:"payload"` // base64
-	Records []APIRecord `json:"records,omitempty"`
-	Error   string      `json:"decode_error,omitempty"`
+// Content is the answer to read and the body of an observe line.
+type Content struct {
+	Format  uint16   `json:"format"`
+	Payload string   `json:"payload"` // base64
+	Records []Record `json:"records,omitempty"`
+	Error   string   `json:"decode_error,omitempty"`
 }
 
-// APIWrite is the body of write and create. Value is written as plain
+// WriteRequest is the body of write and create. Value is written as plain
 // text; otherwise Payload (base64) in Format.
-type APIWrite struct {
+type WriteRequest struct {
 	Path    string  `json:"path"`
 	Value   *string `json:"value,omitempty"`
 	Format  string  `json:"format,omitempty"`
@@ -70,17 +46,13 @@ type APIWrite struct {
 	Replace bool    `json:"replace,omitempty"`
 }
 
-// DefaultMaxPackageSize bounds a package uploaded to /api/update when
-// APIConfig.MaxPackageSize is zero.
-const DefaultMaxPackageSize = 256 << 20
-
-// APIConfig configures APIHandler.
-type APIConfig struct {
+// Config configures Handler.
+type Config struct {
 	// Token is the bearer token every request must carry in
 	// "Authorization: Bearer TOKEN". Empty refuses every request.
 	Token string
 	// MaxPackageSize bounds a package uploaded to /api/update (413
-	// beyond). Zero means DefaultMaxPackageSize.
+	// beyond). Zero means server.DefaultMaxPackageSize.
 	MaxPackageSize int64
 	// PackageDir keeps uploaded packages while their update runs, each
 	// in a file of mode 0600 removed when the update ends. Empty means
@@ -101,23 +73,23 @@ type APIConfig struct {
 	Bootstrap http.Handler
 }
 
-// APIResult is one device's outcome in the last line of /api/update.
-type APIResult struct {
+// Result is one device's outcome in the last line of /api/update.
+type Result struct {
 	Endpoint   string `json:"endpoint"`
 	Result     int    `json:"result"`
 	ResultName string `json:"result_name"`
 	Error      string `json:"error,omitempty"`
 }
 
-// APIUpdateLine is one NDJSON line of the /api/update stream: progress
+// UpdateLine is one NDJSON line of the /api/update stream: progress
 // lines, then one line with Results.
-type APIUpdateLine struct {
-	Progress *Progress   `json:"progress,omitempty"`
-	Results  []APIResult `json:"results,omitempty"`
+type UpdateLine struct {
+	Progress *server.Progress `json:"progress,omitempty"`
+	Results  []Result         `json:"results,omitempty"`
 }
 
-func toAPIContent(c Content, base model.Path) APIContent {
-	out := APIContent{Format: uint16(c.Format), Payload: base64.StdEncoding.EncodeToString(c.Payload)}
+func toContent(c server.Content, base model.Path) Content {
+	out := Content{Format: uint16(c.Format), Payload: base64.StdEncoding.EncodeToString(c.Payload)}
 	if c.Format == content.LinkFormat {
 		return out
 	}
@@ -127,7 +99,7 @@ func toAPIContent(c Content, base model.Path) APIContent {
 		return out
 	}
 	for _, r := range recs {
-		out.Records = append(out.Records, APIRecord{Path: r.Path.String(), Type: r.Value.Type.String(), Value: formatValue(r.Value)})
+		out.Records = append(out.Records, Record{Path: r.Path.String(), Type: r.Value.Type.String(), Value: formatValue(r.Value)})
 	}
 	return out
 }
@@ -150,13 +122,13 @@ func formatValue(v model.Value) string {
 	return v.String()
 }
 
-// APIHandler returns the HTTP/JSON command interface, documented in
+// Handler returns s's HTTP/JSON command interface, documented in
 // docs/SERVER.md. Every request needs cfg.Token as a bearer token, or the
 // session cookie of the web console's sign-in (POST /api/session) and,
 // when it changes something, the session's CSRF header; a Host header
 // naming the address it came in on and no foreign Origin; bodies need
 // their Content-Type. Errors are JSON: {"error": "..."}.
-func (s *Server) APIHandler(cfg APIConfig) http.Handler {
+func Handler(s *server.Server, cfg Config) http.Handler {
 	a := &api{s: s, cfg: cfg, sessions: &sessions{}}
 	api := a.requireAuth(a.routes())
 	mux := http.NewServeMux()
@@ -194,11 +166,14 @@ func consoleFiles(next http.Handler) http.Handler {
 	})
 }
 
-// api serves APIHandler's routes, one method each.
+// api serves Handler's routes, one method each.
 type api struct {
-	s        *Server
-	cfg      APIConfig
+	s        *server.Server
+	cfg      Config
 	sessions *sessions
+
+	warnMu sync.Mutex
+	warned time.Time // when warnSignIn last logged at Warn
 }
 
 func (a *api) routes() *http.ServeMux {
@@ -243,9 +218,9 @@ func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	out := []APIDevice{}
+	out := []Device{}
 	for _, reg := range a.s.Registrations() {
-		out = append(out, a.s.apiDevice(reg))
+		out = append(out, a.deviceOf(reg))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -253,22 +228,24 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 func (a *api) device(w http.ResponseWriter, r *http.Request) {
 	reg, ok := a.s.Registration(r.PathValue("ep"))
 	if !ok {
-		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, r.PathValue("ep")))
+		apiError(w, fmt.Errorf("%w: %q", server.ErrNotRegistered, r.PathValue("ep")))
 		return
 	}
-	writeJSON(w, http.StatusOK, a.s.apiDevice(reg))
+	writeJSON(w, http.StatusOK, a.deviceOf(reg))
 }
 
-// APIDevice is a device in /api/devices: its registration, and for a
+// Device is a device in /api/devices: its registration, and for a
 // queue-mode device whether it is awake and how many operations wait.
-type APIDevice struct {
-	Registration
+type Device struct {
+	server.Registration
 	Awake  *bool `json:"awake,omitempty"` // only for queue-mode devices
 	Queued int   `json:"queued,omitempty"`
 }
 
-func (s *Server) apiDevice(reg Registration) APIDevice {
-	d := APIDevice{Registration: reg}
+// deviceOf is reg as /api/devices shows it.
+func (a *api) deviceOf(reg server.Registration) Device {
+	s := a.s
+	d := Device{Registration: reg}
 	if reg.Queue {
 		awake := !s.Asleep(reg.Endpoint)
 		d.Awake = &awake
@@ -277,9 +254,9 @@ func (s *Server) apiDevice(reg Registration) APIDevice {
 	return d
 }
 
-// APIValue is one resource's last sent value in /api/devices/{ep}/values.
-type APIValue struct {
-	APIRecord
+// Value is one resource's last sent value in /api/devices/{ep}/values.
+type Value struct {
+	Record
 	Time time.Time `json:"time"` // when the server received it
 }
 
@@ -289,9 +266,9 @@ func (a *api) values(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	out := []APIValue{}
+	out := []Value{}
 	for _, v := range vals {
-		out = append(out, APIValue{APIRecord: APIRecord{Path: v.Path.String(), Type: v.Value.Type.String(), Value: formatValue(v.Value)}, Time: v.Time.UTC()})
+		out = append(out, Value{Record: Record{Path: v.Path.String(), Type: v.Value.Type.String(), Value: formatValue(v.Value)}, Time: v.Time.UTC()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -308,7 +285,7 @@ func (a *api) read(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAPIContent(c, p))
+	writeJSON(w, http.StatusOK, toContent(c, p))
 }
 
 func (a *api) discover(w http.ResponseWriter, r *http.Request) {
@@ -331,7 +308,7 @@ func (a *api) discover(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) write(w http.ResponseWriter, r *http.Request) {
-	var req APIWrite
+	var req WriteRequest
 	p, f, payload, ok := decodeWrite(w, r, &req)
 	ctx, cancel, ok := requestContext(w, r, ok)
 	if !ok {
@@ -342,7 +319,7 @@ func (a *api) write(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
-	var req APIWrite
+	var req WriteRequest
 	p, f, payload, ok := decodeWrite(w, r, &req)
 	ctx, cancel, ok := requestContext(w, r, ok)
 	if !ok {
@@ -405,8 +382,8 @@ func (a *api) observe(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ch := make(chan Notification, 16)
-	o, err := a.s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n Notification) {
+	ch := make(chan server.Notification, 16)
+	o, err := a.s.Observe(r.Context(), r.PathValue("ep"), p, f, func(n server.Notification) {
 		select {
 		case ch <- n:
 		default: // a slow reader misses values, never blocks the device
@@ -431,7 +408,7 @@ func (a *api) observe(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case n := <-ch:
-			if enc.Encode(toAPIContent(n.Content, p)) != nil || rc.Flush() != nil {
+			if enc.Encode(toContent(n.Content, p)) != nil || rc.Flush() != nil {
 				return
 			}
 		}
@@ -441,16 +418,16 @@ func (a *api) observe(w http.ResponseWriter, r *http.Request) {
 // updateParams are /api/update's query parameters.
 type updateParams struct {
 	pattern string
-	method  Method
+	method  server.Method
 	timeout time.Duration
 }
 
 func (a *api) parseUpdateParams(r *http.Request) (updateParams, int, error) {
 	q := r.URL.Query()
-	up := updateParams{method: PullCoAP, timeout: 10 * time.Minute}
+	up := updateParams{method: server.PullCoAP, timeout: 10 * time.Minute}
 	if m := q.Get("method"); m != "" {
 		var err error
-		if up.method, err = ParseMethod(m); err != nil {
+		if up.method, err = server.ParseMethod(m); err != nil {
 			return up, http.StatusBadRequest, err
 		}
 	}
@@ -468,7 +445,7 @@ func (a *api) parseUpdateParams(r *http.Request) (updateParams, int, error) {
 	up.pattern = match
 	if ep != "" {
 		if _, ok := a.s.Registration(ep); !ok {
-			return up, http.StatusNotFound, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
+			return up, http.StatusNotFound, fmt.Errorf("%w: %q", server.ErrNotRegistered, ep)
 		}
 		up.pattern = escapeGlob(ep)
 	}
@@ -502,7 +479,7 @@ func receivePackage(w http.ResponseWriter, r *http.Request, dir string, max int6
 		return "", http.StatusBadRequest, fmt.Errorf("receiving the package: %w", err)
 	case n == 0:
 		os.Remove(f.Name())
-		return "", http.StatusBadRequest, ErrEmptyPackage
+		return "", http.StatusBadRequest, server.ErrEmptyPackage
 	}
 	return f.Name(), 0, nil
 }
@@ -534,7 +511,7 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) maxPackageSize() int64 {
 	if a.cfg.MaxPackageSize <= 0 {
-		return DefaultMaxPackageSize
+		return server.DefaultMaxPackageSize
 	}
 	return a.cfg.MaxPackageSize
 }
@@ -545,9 +522,9 @@ func (a *api) maxPackageSize() int64 {
 func (a *api) streamUpdate(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, up updateParams, file string) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
-	lines := make(chan Progress, 64)
+	lines := make(chan server.Progress, 64)
 	done := make(chan struct{})
-	var res []DeviceResult
+	var res []server.DeviceResult
 	var err error
 	go func() {
 		defer close(done)
@@ -558,7 +535,7 @@ func (a *api) streamUpdate(ctx context.Context, w http.ResponseWriter, rc *http.
 		select {
 		case p := <-lines:
 			started = true
-			_ = enc.Encode(APIUpdateLine{Progress: &p})
+			_ = enc.Encode(UpdateLine{Progress: &p})
 			_ = rc.Flush()
 		case <-done:
 			running = false
@@ -570,15 +547,15 @@ func (a *api) streamUpdate(ctx context.Context, w http.ResponseWriter, rc *http.
 	}
 	for len(lines) > 0 {
 		p := <-lines
-		_ = enc.Encode(APIUpdateLine{Progress: &p})
+		_ = enc.Encode(UpdateLine{Progress: &p})
 	}
-	_ = enc.Encode(APIUpdateLine{Results: apiResults(res)})
+	_ = enc.Encode(UpdateLine{Results: results(res)})
 }
 
 // progressTo returns a progress callback that sends to lines without
 // holding up the update on a slow reader.
-func progressTo(ctx context.Context, lines chan<- Progress) func(Progress) {
-	return func(p Progress) {
+func progressTo(ctx context.Context, lines chan<- server.Progress) func(server.Progress) {
+	return func(p server.Progress) {
 		if p.Phase == "deliver" {
 			// One per block: a slow reader may miss some.
 			select {
@@ -596,11 +573,11 @@ func progressTo(ctx context.Context, lines chan<- Progress) func(Progress) {
 	}
 }
 
-// apiResults is the results line's list: never null, even when empty.
-func apiResults(res []DeviceResult) []APIResult {
-	out := []APIResult{}
+// results is the results line's list: never null, even when empty.
+func results(res []server.DeviceResult) []Result {
+	out := []Result{}
 	for _, d := range res {
-		a := APIResult{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
+		a := Result{Endpoint: d.Endpoint, Result: int(d.Result), ResultName: d.Result.String()}
 		if d.Err != nil {
 			a.Error = apiMessage(d.Err)
 		}
@@ -632,24 +609,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func apiError(w http.ResponseWriter, err error) {
 	body := map[string]string{"error": apiMessage(err)}
 	status := http.StatusInternalServerError
-	var ce *CodeError
+	var ce *server.CodeError
 	switch {
-	case errors.Is(err, ErrNotRegistered):
+	case errors.Is(err, server.ErrNotRegistered):
 		status = http.StatusNotFound
-	case errors.Is(err, ErrNoHTTPListener), errors.Is(err, ErrEmptyPackage):
+	case errors.Is(err, server.ErrNoHTTPListener), errors.Is(err, server.ErrEmptyPackage):
 		status = http.StatusBadRequest
 	case errors.As(err, &ce):
 		status = http.StatusBadGateway
 		body["coap_code"] = fmt.Sprintf("%d.%02d", ce.Code>>5, ce.Code&0x1f)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrQueueExpired):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, server.ErrQueueExpired):
 		status = http.StatusGatewayTimeout
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, server.ErrQueueFull):
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, body)
 }
 
-// apiMessage is err's message without this package's "server: " prefix,
+// apiMessage is err's message without package server's "server: " prefix,
 // which means nothing to the API's user.
 func apiMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "server: ")
@@ -669,7 +646,7 @@ func pathAndFormat(w http.ResponseWriter, r *http.Request) (model.Path, content.
 	if !ok {
 		return p, 0, false
 	}
-	f, err := ParseFormat(r.URL.Query().Get("format"))
+	f, err := server.ParseFormat(r.URL.Query().Get("format"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return p, 0, false
@@ -723,7 +700,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func decodeWrite(w http.ResponseWriter, r *http.Request, req *APIWrite) (model.Path, content.Format, []byte, bool) {
+func decodeWrite(w http.ResponseWriter, r *http.Request, req *WriteRequest) (model.Path, content.Format, []byte, bool) {
 	if !decodeJSON(w, r, req) {
 		return model.Path{}, 0, nil, false
 	}
@@ -734,8 +711,8 @@ func decodeWrite(w http.ResponseWriter, r *http.Request, req *APIWrite) (model.P
 	if req.Value != nil {
 		return p, content.TextPlain, []byte(*req.Value), true
 	}
-	f, err := ParseFormat(req.Format)
-	if err == nil && f == AnyFormat {
+	f, err := server.ParseFormat(req.Format)
+	if err == nil && f == server.AnyFormat {
 		err = errors.New("format needed with payload")
 	}
 	var payload []byte

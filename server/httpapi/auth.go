@@ -1,121 +1,21 @@
-package server
+package httpapi
 
 import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
-
-// NewAPIToken returns a fresh random bearer token for the API: 32 bytes
-// from crypto/rand, base64url without padding.
-func NewAPIToken() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("server: api token: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
-}
-
-// ErrNoToken reports a token file that does not exist or holds no token.
-var ErrNoToken = errors.New("server: no API token")
-
-// ReadAPIToken reads the token that LoadOrCreateAPIToken keeps in file.
-func ReadAPIToken(file string) (string, error) {
-	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%w: %s does not exist (is the server running, with the same token file?)%w", ErrNoToken, file, noError{err})
-	}
-	if err != nil {
-		return "", fmt.Errorf("server: api token: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("%w: %s holds no token", ErrNoToken, file)
-	}
-	return tok, nil
-}
-
-// LoadOrCreateAPIToken returns the token kept in file, or makes one and
-// writes it there with mode 0600 (its directory, when created, 0700). An
-// existing file readable by others is made private.
-func LoadOrCreateAPIToken(file string) (string, error) {
-	tok, err := ReadAPIToken(file)
-	switch {
-	case err == nil:
-		if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o077 != 0 {
-			if err := os.Chmod(file, 0o600); err != nil {
-				return "", fmt.Errorf("server: api token: %w", err)
-			}
-		}
-		return tok, nil
-	case errors.Is(err, os.ErrNotExist):
-	case errors.Is(err, ErrNoToken):
-		// An empty or broken file; only then remove what is there, not
-		// a token another server has just made.
-		if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("server: api token: %w", err)
-		}
-	default:
-		return "", err
-	}
-	return createAPIToken(file)
-}
-
-// createAPIToken writes a new token to file, unless another server has
-// just done so: then it returns that one.
-func createAPIToken(file string) (string, error) {
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return "", fmt.Errorf("server: api token: %w", err)
-	}
-	tok, err := NewAPIToken()
-	if err != nil {
-		return "", err
-	}
-	// Write a temporary file, then link it into place: a reader never
-	// sees half a token, and of two servers starting at once one wins.
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".api-token-*")
-	if err != nil {
-		return "", fmt.Errorf("server: api token: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(tok + "\n")
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("server: api token: %w", err)
-	}
-	if err := os.Link(tmp.Name(), file); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return ReadAPIToken(file)
-		}
-		// A file system without hard links: rename, which is atomic
-		// but not exclusive.
-		if err := os.Rename(tmp.Name(), file); err != nil {
-			return "", fmt.Errorf("server: api token: %w", err)
-		}
-	}
-	return tok, nil
-}
-
-// noError wraps an error for errors.Is without adding to the message.
-type noError struct{ err error }
-
-func (e noError) Error() string { return "" }
-func (e noError) Unwrap() error { return e.err }
 
 // requireAuth wraps the API: a request needs the bearer token or a
 // console session cookie (401), and with the cookie a state-changing
@@ -124,7 +24,7 @@ func (e noError) Unwrap() error { return e.err }
 func (a *api) requireAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		_, s, cookie := a.sessions.lookup(r, a.s.clock())
+		_, s, cookie := a.sessions.lookup(r, time.Now())
 		switch {
 		case bearer && validToken(got, a.cfg.Token):
 		case !bearer && cookie:
@@ -309,14 +209,14 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validToken(req.Token, a.cfg.Token) {
-		a.s.noisy("console sign-in with a wrong token", "remote", r.RemoteAddr)
+		a.warnSignIn(r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "wrong API token: paste the token from the server's token file")
 		return
 	}
-	id, s := a.sessions.create(a.s.clock())
+	id, s := a.sessions.create(time.Now())
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL / time.Second)})
-	a.s.logger().Info("console signed in", "remote", r.RemoteAddr)
+	a.logger().Info("console signed in", "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]string{"csrf": s.csrf})
 }
 
@@ -326,7 +226,7 @@ func (a *api) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	if !sameSite(w, r) {
 		return
 	}
-	_, s, ok := a.sessions.lookup(r, a.s.clock())
+	_, s, ok := a.sessions.lookup(r, time.Now())
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "not signed in")
 		return
@@ -340,7 +240,7 @@ func (a *api) signOut(w http.ResponseWriter, r *http.Request) {
 	if !sameSite(w, r) {
 		return
 	}
-	id, s, ok := a.sessions.lookup(r, a.s.clock())
+	id, s, ok := a.sessions.lookup(r, time.Now())
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "not signed in")
 		return
@@ -353,4 +253,30 @@ func (a *api) signOut(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) logger() *slog.Logger {
+	if a.s.Logger != nil {
+		return a.s.Logger
+	}
+	return slog.Default()
+}
+
+// warnSignIn logs a sign-in with a wrong token at Warn at most once a
+// minute, and at Debug in between: a browser that retries must not flood
+// the log.
+func (a *api) warnSignIn(remote string) {
+	const msg = "console sign-in with a wrong token"
+	now := time.Now()
+	a.warnMu.Lock()
+	warn := now.Sub(a.warned) >= time.Minute
+	if warn {
+		a.warned = now
+	}
+	a.warnMu.Unlock()
+	if warn {
+		a.logger().Warn(msg, "remote", remote)
+		return
+	}
+	a.logger().Debug(msg, "remote", remote)
 }

@@ -1,38 +1,40 @@
-package server
+package httpapi
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
-// APIStatus is a registered device (as in /api/devices) with when its
+// StatusEntry is a registered device (as in /api/devices) with when its
 // registration expires and its firmware status, an element of GET
 // /api/status.
-type APIStatus struct {
-	APIDevice
-	Expires time.Time    `json:"expires"`
-	Status  DeviceStatus `json:"status"`
+type StatusEntry struct {
+	Device
+	Expires time.Time           `json:"expires"`
+	Status  server.DeviceStatus `json:"status"`
 }
 
-// APIDeviceStatus is the answer to GET /api/devices/{ep}/status.
-type APIDeviceStatus struct {
-	APIStatus
-	Registered bool           `json:"is_registered"`
-	History    []HistoryEntry `json:"history"`
+// DeviceStatus is the answer to GET /api/devices/{ep}/status.
+type DeviceStatus struct {
+	StatusEntry
+	Registered bool                  `json:"is_registered"`
+	History    []server.HistoryEntry `json:"history"`
 }
 
-func (a *api) apiStatus(reg Registration) APIStatus {
+func (a *api) apiStatus(reg server.Registration) StatusEntry {
 	st, _ := a.s.DeviceStatus(reg.Endpoint)
-	return APIStatus{APIDevice: a.s.apiDevice(reg), Expires: reg.Expires(), Status: st}
+	return StatusEntry{Device: a.deviceOf(reg), Expires: reg.Expires(), Status: st}
 }
 
 // statusList serves GET /api/status: every registered device with what
 // the server knows of its firmware.
 func (a *api) statusList(w http.ResponseWriter, r *http.Request) {
 	regs := a.s.Registrations()
-	out := make([]APIStatus, 0, len(regs))
+	out := make([]StatusEntry, 0, len(regs))
 	for _, reg := range regs {
 		out = append(out, a.apiStatus(reg))
 	}
@@ -47,13 +49,13 @@ func (a *api) deviceStatus(w http.ResponseWriter, r *http.Request) {
 	reg, registered := a.s.Registration(ep)
 	_, seen := a.s.DeviceStatus(ep)
 	if !registered && !seen {
-		apiError(w, fmt.Errorf("%w: %q", ErrNotRegistered, ep))
+		apiError(w, fmt.Errorf("%w: %q", server.ErrNotRegistered, ep))
 		return
 	}
 	if !registered {
-		reg = Registration{Endpoint: ep}
+		reg = server.Registration{Endpoint: ep}
 	}
-	writeJSON(w, http.StatusOK, APIDeviceStatus{APIStatus: a.apiStatus(reg), Registered: registered, History: a.s.History(ep)})
+	writeJSON(w, http.StatusOK, DeviceStatus{StatusEntry: a.apiStatus(reg), Registered: registered, History: a.s.History(ep)})
 }
 
 // sseHeartbeat is how often an idle event stream sends a comment, so that
@@ -66,7 +68,16 @@ const sseHeartbeat = 25 * time.Second
 // "resync" event instead, never slowing the server.
 func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	sub := a.s.events.subscribe(ctx)
+	// Subscribe delivers from a goroutine of its own and drops events
+	// (for one "resync") while this one blocks: a slow browser never
+	// slows the server.
+	evs := make(chan server.Event)
+	a.s.Subscribe(ctx, func(e server.Event) {
+		select {
+		case evs <- e:
+		case <-ctx.Done():
+		}
+	})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -80,28 +91,12 @@ func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	}
 	beat := time.NewTicker(sseHeartbeat)
 	defer beat.Stop()
-	evs := make(chan Event)
-	go func() {
-		defer close(evs)
-		for {
-			e, ok := sub.next(ctx)
-			if !ok {
-				return
-			}
-			select {
-			case evs <- e:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	for {
 		var err error
 		select {
-		case e, ok := <-evs:
-			if !ok {
-				return
-			}
+		case <-ctx.Done():
+			return
+		case e := <-evs:
 			b, _ := json.Marshal(e)
 			_, err = fmt.Fprintf(w, "data: %s\n\n", b)
 		case <-beat.C:

@@ -1,23 +1,25 @@
-package server
+package httpapi
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lwm2m-fota/lwm2m/fwupdate/fwobj"
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
-// consoleStub stands in for package console's files (which import this
-// package's users, not this package).
+// consoleStub stands in for package console's files (a test of the
+// real files with this API is package console's).
 var consoleStub = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, "<!doctype html><title>console</title>")
 })
@@ -67,9 +69,9 @@ func signInForTest(t *testing.T, hs *httptest.Server, token string) (*http.Cooki
 }
 
 func TestConsoleSession(t *testing.T) {
-	s := startServer(t, &Server{})
-	newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	hs := apiServer(t, s, APIConfig{Console: consoleStub})
+	s := startServer(t, &server.Server{})
+	startDevice(t, s, "dev1")
+	hs := apiServer(t, s, Config{Console: consoleStub})
 
 	if resp := sessionDo(t, hs, "POST", "/api/session", `{"token":"wrong"}`, nil, ""); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("sign-in with a wrong token: %s", resp.Status)
@@ -113,7 +115,7 @@ func TestConsoleSession(t *testing.T) {
 		t.Errorf("GET /api/session: csrf %q, want the sign-in's %q", info.CSRF, csrf)
 	}
 	// A state-changing request needs the CSRF header, not just the cookie.
-	write := `{"path":"/1/0/1","value":"120"}`
+	write := `{"path":"/1/0/1","value":"120","replace":true}`
 	if resp := sessionDo(t, hs, "POST", "/api/devices/dev1/write", write, cookie, ""); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("write with the cookie but no CSRF header: %s", resp.Status)
 	}
@@ -152,9 +154,9 @@ func TestConsoleSession(t *testing.T) {
 // to anyone on the API's address, but every API route refuses a request
 // without the token or a session.
 func TestConsoleWithoutTokenRefused(t *testing.T) {
-	s := startServer(t, &Server{})
-	newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	hs := apiServer(t, s, APIConfig{Console: consoleStub})
+	s := startServer(t, &server.Server{})
+	startDevice(t, s, "dev1")
+	hs := apiServer(t, s, Config{Console: consoleStub})
 
 	resp := sessionDo(t, hs, "GET", "/", "", nil, "")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") ||
@@ -179,68 +181,18 @@ func TestConsoleWithoutTokenRefused(t *testing.T) {
 	}
 }
 
-func TestEventHubSlowSubscriber(t *testing.T) {
-	var h hub
-	ctx, cancel := context.WithCancel(context.Background())
-	sub := h.subscribe(ctx)
-	// Nobody reads: publishing goes on, past the buffer, without blocking.
-	for i := range 3 * subscriberBuffer {
-		h.publish(Event{Kind: "device", Endpoint: fmt.Sprint(i)})
-	}
-	if e, ok := sub.next(ctx); !ok || e.Kind != "resync" {
-		t.Fatalf("after a dropped event: %+v %v, want a resync", e, ok)
-	}
-	for i := range subscriberBuffer {
-		if e, _ := sub.next(ctx); e.Endpoint != fmt.Sprint(i) {
-			t.Fatalf("event %d: %+v", i, e)
-		}
-	}
-	h.publish(Event{Kind: "device", Endpoint: "after"})
-	if e, _ := sub.next(ctx); e.Endpoint != "after" {
-		t.Fatalf("after draining: %+v", e)
-	}
-	cancel()
-	waitfor.Until(t, 5*time.Second, func() error {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if len(h.subs) != 0 {
-			return errors.New("subscriber still registered after its context ended")
-		}
-		return nil
-	})
-	if _, ok := sub.next(ctx); ok {
-		t.Error("next after the context ended")
-	}
-}
-
-func TestSubscribe(t *testing.T) {
-	s := startServer(t, &Server{})
-	got := make(chan Event, 16)
-	s.Subscribe(ctxT(t), func(e Event) { got <- e })
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	want := Event{Kind: "device", Endpoint: "dev1", Change: "registered"}
-	if e := <-got; e != want {
-		t.Fatalf("event %+v, want %+v", e, want)
-	}
-	s.PublishEvent(Event{Kind: "campaign", ID: "c1"})
-	if e := <-got; e.Kind != "campaign" || e.ID != "c1" {
-		t.Fatalf("published event %+v", e)
-	}
-	d.close()
-}
-
 // readSSE returns the data lines of an event stream, as they come.
-func readSSE(t *testing.T, resp *http.Response) <-chan Event {
-	ch := make(chan Event, 64)
+func readSSE(t *testing.T, body io.Reader) <-chan server.Event {
+	ch := make(chan server.Event, 64)
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(resp.Body)
+		sc := bufio.NewScanner(body)
 		for sc.Scan() {
 			data, ok := strings.CutPrefix(sc.Text(), "data: ")
 			if !ok {
 				continue
 			}
-			var e Event
+			var e server.Event
 			if err := json.Unmarshal([]byte(data), &e); err != nil {
 				t.Errorf("event %q: %v", data, err)
 				return
@@ -252,10 +204,11 @@ func readSSE(t *testing.T, resp *http.Response) <-chan Event {
 }
 
 func TestEventsStream(t *testing.T) {
-	s := startServer(t, &Server{Inventory: true})
-	hs := apiServer(t, s, APIConfig{Console: consoleStub})
+	s := startServer(t, &server.Server{Inventory: true})
+	hs := apiServer(t, s, Config{Console: consoleStub})
 	cookie, _ := signInForTest(t, hs, testToken)
 	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL+"/api/events", nil)
 	req.AddCookie(cookie)
 	resp, err := http.DefaultClient.Do(req)
@@ -266,17 +219,20 @@ func TestEventsStream(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("events: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
-	events := readSSE(t, resp)
-	// The stream is open once the hub knows the subscriber.
-	waitfor.Until(t, 5*time.Second, func() error {
-		s.events.mu.Lock()
-		defer s.events.mu.Unlock()
-		if len(s.events.subs) != 1 {
-			return errors.New("no subscriber yet")
+	// The stream is open once its first comment arrives: the handler
+	// subscribes before it writes anything.
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before it opened: %v", err)
 		}
-		return nil
-	})
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
+		if line == ": connected\n" {
+			break
+		}
+	}
+	events := readSSE(t, br)
+	d := startDevice(t, s, "dev1")
 	seen := map[string]bool{}
 	for !seen["registered"] || !seen["inventory"] {
 		e, ok := <-events
@@ -287,28 +243,20 @@ func TestEventsStream(t *testing.T) {
 			seen[e.Change] = true
 		}
 	}
-	d.close()
-	// The device is gone without a word: its registration expires.
-	s.expire(time.Now().Add(2 * time.Hour))
-	if e := <-events; e.Kind != "device" || e.Endpoint != "dev1" || e.Change != "expired" {
-		t.Errorf("after expiry: %+v", e)
-	}
-	cancel()
-	waitfor.Until(t, 5*time.Second, func() error {
-		s.events.mu.Lock()
-		defer s.events.mu.Unlock()
-		if len(s.events.subs) != 0 {
-			return errors.New("subscriber still registered after the request ended")
+	d.stop()
+	for e := range events {
+		if e.Kind == "device" && e.Endpoint == "dev1" && e.Change == "deregistered" {
+			return
 		}
-		return nil
-	})
+	}
+	t.Error("stream ended without the deregistration")
 }
 
 func TestDeviceStatus(t *testing.T) {
-	s := startServer(t, &Server{Inventory: true})
-	d := newFakeDevice(t, s.LocalAddr().String(), "dev1")
-	hs := apiServer(t, s, APIConfig{})
-	var st DeviceStatus
+	s := startServer(t, &server.Server{Inventory: true})
+	startDevice(t, s, "dev1", func(d *device) { d.fail = true })
+	hs := apiServer(t, s, Config{})
+	var st server.DeviceStatus
 	waitfor.Until(t, 10*time.Second, func() error {
 		st, _ = s.DeviceStatus("dev1")
 		if st.FirmwareVersion != "1.0" || st.StateName != "Idle" || st.ResultName != "Initial" {
@@ -319,15 +267,15 @@ func TestDeviceStatus(t *testing.T) {
 
 	// A failed update: the status has its Result by name, the history
 	// the update's steps.
-	d.mu.Lock()
-	d.failWith = int(fwobj.ResultIntegrity)
-	d.mu.Unlock()
-	f, _ := writeImage(t, 3000)
-	if _, err := s.Update(ctxT(t), "dev1", f, Push, nil); err == nil {
+	f := filepath.Join(t.TempDir(), "fw.bin")
+	if err := os.WriteFile(f, testPackage(3000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctxT(t), "dev1", f, server.Push, nil); err == nil {
 		t.Fatal("update that the device fails succeeded")
 	}
 	waitfor.Until(t, 10*time.Second, func() error {
-		var got APIDeviceStatus
+		var got DeviceStatus
 		resp := apiDo(t, context.Background(), hs, "GET", "/api/devices/dev1/status", "")
 		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 			return err
@@ -339,12 +287,12 @@ func TestDeviceStatus(t *testing.T) {
 		for _, h := range got.History {
 			events = append(events, h.Event)
 		}
-		if j := strings.Join(events, " "); !strings.HasPrefix(j, "registered firmware") || !strings.Contains(j, "firmware registered") {
+		if j := strings.Join(events, " "); !strings.HasPrefix(j, "registered firmware") {
 			return fmt.Errorf("history %q", j)
 		}
 		return nil
 	})
-	var list []APIStatus
+	var list []StatusEntry
 	json.NewDecoder(apiDo(t, context.Background(), hs, "GET", "/api/status", "").Body).Decode(&list)
 	if len(list) != 1 || list[0].Endpoint != "dev1" || list[0].Status.ResultName != "Integrity check failure" {
 		t.Errorf("status list %+v", list)
@@ -352,59 +300,4 @@ func TestDeviceStatus(t *testing.T) {
 	if resp := apiDo(t, context.Background(), hs, "GET", "/api/devices/nobody/status", ""); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("status of an unknown device: %s", resp.Status)
 	}
-}
-
-func TestDeviceHistoryBounded(t *testing.T) {
-	s := &Server{MaxRegistrations: 2}
-	for i := range 3 * historyLen {
-		s.deviceEvent("a", "updated", fmt.Sprint(i))
-	}
-	h := s.History("a")
-	if len(h) != historyLen || h[0].Detail != fmt.Sprint(2*historyLen) || h[len(h)-1].Detail != fmt.Sprint(3*historyLen-1) {
-		t.Fatalf("history of %d entries from %q to %q", len(h), h[0].Detail, h[len(h)-1].Detail)
-	}
-	// Devices that are not registered are forgotten past twice the cap.
-	for i := range 10 {
-		s.deviceEvent(fmt.Sprint("gone-", i), "deregistered", "")
-	}
-	s.devs.mu.Lock()
-	n := len(s.devs.m)
-	s.devs.mu.Unlock()
-	if n > 2*s.MaxRegistrations {
-		t.Errorf("%d device records kept, want at most %d", n, 2*s.MaxRegistrations)
-	}
-}
-
-// TestInventoryBounded: Registers of many endpoints that never answer
-// leave at most MaxRegistrations inventory reads waiting, one per
-// endpoint however often it registers.
-func TestInventoryBounded(t *testing.T) {
-	s := &Server{Inventory: true, MaxRegistrations: 3}
-	// Hold the reads: every slot is taken.
-	s.devs.sem = make(chan struct{}, inventoryReads)
-	s.devs.pending = make(map[string]bool)
-	for range inventoryReads {
-		s.devs.sem <- struct{}{}
-	}
-	for i := range 10 {
-		s.startInventory(fmt.Sprint("ep-", i%5))
-		s.startInventory("ep-0")
-	}
-	s.devs.mu.Lock()
-	n := len(s.devs.pending)
-	s.devs.mu.Unlock()
-	if n != 3 {
-		t.Errorf("%d endpoints waiting for an inventory read, want 3 (MaxRegistrations)", n)
-	}
-	for range inventoryReads {
-		<-s.devs.sem // let them run: each fails at once, not registered
-	}
-	waitfor.Until(t, 10*time.Second, func() error {
-		s.devs.mu.Lock()
-		defer s.devs.mu.Unlock()
-		if len(s.devs.pending) != 0 {
-			return fmt.Errorf("%d still pending", len(s.devs.pending))
-		}
-		return nil
-	})
 }

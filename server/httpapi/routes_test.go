@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"bufio"
@@ -18,6 +18,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	coapudp "github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/lwm2m-fota/lwm2m/server"
 )
 
 // recordDevice registers and answers every request with success,
@@ -27,9 +29,9 @@ type recordDevice struct {
 	seen []string
 }
 
-func newRecordDevice(t *testing.T, server, ep string) *recordDevice {
+func newRecordDevice(t *testing.T, addr, ep string) *recordDevice {
 	d := &recordDevice{}
-	cc, err := coapudp.Dial(server, options.WithHandlerFunc(d.handle))
+	cc, err := coapudp.Dial(addr, options.WithHandlerFunc(d.handle))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,9 +97,9 @@ func (d *recordDevice) last() string {
 // answers with its status and JSON body; a method a route does not take
 // falls through to the JSON 404.
 func TestAPIRoutes(t *testing.T) {
-	s := startServer(t, &Server{})
+	s := startServer(t, &server.Server{})
 	d := newRecordDevice(t, s.LocalAddr().String(), "dev1")
-	hs := apiServer(t, s, APIConfig{})
+	hs := apiServer(t, s, Config{})
 	for _, tc := range []struct {
 		method, path, body string
 		status             int
@@ -144,7 +146,7 @@ func TestAPIRoutes(t *testing.T) {
 	if !sc.Scan() {
 		t.Fatalf("observe: no line: %v", sc.Err())
 	}
-	var c APIContent
+	var c Content
 	if err := json.Unmarshal(sc.Bytes(), &c); err != nil || len(c.Records) != 1 || c.Records[0].Value != "Acme" {
 		t.Errorf("observe line %s: %v", sc.Bytes(), err)
 	}

@@ -1,7 +1,6 @@
-package server
+package coaps
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -64,8 +63,11 @@ func pionAccepts(major, minor byte) bool {
 // record: only such a datagram may open a session (pion's AcceptFilter).
 func isHandshakeRecord(d []byte) bool { return len(d) >= 13 && d[0] == 22 }
 
+// AcceptBacklog is how many new peers wait for Accept at most: the room
+// for handshakes that a caller adds to its sessions in Listen's maxPeers.
+const AcceptBacklog = 128
+
 const (
-	helloBacklog  = 128  // peers waiting for Accept
 	helloQueue    = 64   // datagrams waiting for a peer's reader
 	helloReadSize = 8192 // pion's receive MTU
 )
@@ -84,7 +86,7 @@ type helloListener struct {
 }
 
 func newHelloListener(pc net.PacketConn, log *slog.Logger, maxPeers int) *helloListener {
-	l := &helloListener{pc: pc, log: log, max: maxPeers, accept: make(chan *helloConn, helloBacklog),
+	l := &helloListener{pc: pc, log: log, max: maxPeers, accept: make(chan *helloConn, AcceptBacklog),
 		done: make(chan struct{}), conns: make(map[string]*helloConn)}
 	go l.read()
 	return l
@@ -234,22 +236,9 @@ func (c *helloConn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline does nothing: a UDP write does not block.
 func (c *helloConn) SetWriteDeadline(time.Time) error { return nil }
 
-// dtlsAcceptor adapts pion's net.Listener to go-coap's DTLS server.
-type dtlsAcceptor struct {
-	net.Listener
-	hello *helloListener
-}
-
 // peers returns how many peers have a conn on the socket.
 func (l *helloListener) peers() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.conns)
-}
-
-func (a dtlsAcceptor) AcceptWithContext(ctx context.Context) (net.Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return a.Accept()
 }
