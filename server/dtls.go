@@ -95,7 +95,7 @@ func (s *Server) listenDTLS() error {
 		if k, ok := keys[string(identity)]; ok {
 			return k, nil
 		}
-		log.Warn("dtls: unknown PSK identity", "identity", string(identity))
+		log.Warn("unknown PSK identity", "identity", string(identity))
 		return nil, fmt.Errorf("unknown PSK identity %q", identity)
 	}
 	// Room for every registration's session, and handshakes besides.

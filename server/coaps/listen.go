@@ -105,7 +105,7 @@ func (l *helloListener) read() {
 		}
 		d := buf[:n]
 		if k := normalizeClientHello(d); k > 0 {
-			l.log.Debug("dtls: accepted a ClientHello with another record version", "addr", raddr, "records", k)
+			l.log.Debug("accepted a ClientHello with another record version", "addr", raddr, "records", k)
 		}
 		l.deliver(raddr, append([]byte(nil), d...))
 	}
@@ -119,14 +119,14 @@ func (l *helloListener) deliver(raddr net.Addr, d []byte) {
 	if !ok {
 		if !isHandshakeRecord(d) {
 			l.mu.Unlock()
-			l.log.Debug("dtls: dropped a datagram: no session and not a handshake", "addr", raddr, "len", len(d))
+			l.log.Debug("dropped a datagram: no session and not a handshake", "addr", raddr, "len", len(d))
 			return
 		}
 		if len(l.conns) >= l.max {
 			// Each peer holds a goroutine for up to the handshake
 			// timeout: bound what a flood of ClientHellos can take.
 			l.mu.Unlock()
-			l.log.Debug("dtls: dropped a handshake: too many peers", "addr", raddr, "max", l.max)
+			l.log.Debug("dropped a handshake: too many peers", "addr", raddr, "max", l.max)
 			return
 		}
 		c = &helloConn{l: l, raddr: raddr, key: key, in: make(chan []byte, helloQueue),
@@ -136,7 +136,7 @@ func (l *helloListener) deliver(raddr net.Addr, d []byte) {
 			l.conns[key] = c
 		default:
 			l.mu.Unlock()
-			l.log.Debug("dtls: dropped a handshake: too many waiting", "addr", raddr)
+			l.log.Debug("dropped a handshake: too many waiting", "addr", raddr)
 			return
 		}
 	}
@@ -144,7 +144,7 @@ func (l *helloListener) deliver(raddr net.Addr, d []byte) {
 	select {
 	case c.in <- d:
 	default:
-		l.log.Debug("dtls: dropped a datagram: reader behind", "addr", raddr)
+		l.log.Debug("dropped a datagram: reader behind", "addr", raddr)
 	}
 }
 
