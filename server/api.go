@@ -99,6 +99,11 @@ type APIConfig struct {
 	// server/bootstrap), behind the same authentication. Nil answers
 	// them 404.
 	Bootstrap http.Handler
+	// BodyTimeout bounds the wait for a request body: an unauthenticated
+	// one must arrive whole within it, an authenticated one (a package
+	// upload) must bring some bytes within every BodyTimeout. Zero means
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration
 }
 
 // APIResult is one device's outcome in the last line of /api/update.
@@ -169,7 +174,11 @@ func (s *Server) APIHandler(cfg APIConfig) http.Handler {
 	} else {
 		mux.Handle("/", api)
 	}
-	return mux
+	d := cfg.BodyTimeout
+	if d <= 0 {
+		d = DefaultBodyTimeout
+	}
+	return withBodyDeadline(d, mux)
 }
 
 // consoleFiles serves the console's static files to anyone on the API's

@@ -140,6 +140,7 @@ func (a *api) requireAuth(next http.Handler) http.Handler {
 		if !sameSite(w, r) {
 			return
 		}
+		slideBodyDeadline(r)
 		next.ServeHTTP(w, r)
 	})
 }

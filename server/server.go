@@ -288,7 +288,8 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listen http %s: %w", s.HTTPAddr, err)
 		}
 		s.httpLis = hl
-		s.httpSrv = &http.Server{Handler: s.ImageHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.httpSrv = &http.Server{Handler: withBodyDeadline(DefaultBodyTimeout, s.ImageHandler()),
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: IdleTimeout}
 	}
 	if s.DTLSAddr != "" {
 		if err := s.listenDTLS(); err != nil {

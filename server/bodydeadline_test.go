@@ -1,0 +1,89 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A peer that starts a request body and never ends it gets an answer
+// (or a closed connection) once BodyTimeout passes, signed in or not:
+// before, the sign-in route and every route's 401 waited on the body
+// forever, holding the connection (found by trickling chunked bodies at
+// the lwm2m binary).
+func TestAPIBodyDeadlineCutsTrickledBody(t *testing.T) {
+	s := startServer(t, &Server{})
+	hs := apiServer(t, s, APIConfig{BodyTimeout: 50 * time.Millisecond})
+	host := strings.TrimPrefix(hs.URL, "http://")
+	for _, path := range []string{"/api/session", "/api/devices/dev/write", "/"} {
+		t.Run(path, func(t *testing.T) {
+			c, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n", path, host)
+			// A guard against the hang this test is about, not a timing
+			// assertion.
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("no answer to a body that never ends: %v", err)
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Logf("answer %s", resp.Status)
+			}
+		})
+	}
+}
+
+// An authenticated body may take longer than BodyTimeout as long as it
+// keeps coming: a package upload over a slow link is not cut off.
+func TestAPIBodyDeadlineSlowAuthenticatedBody(t *testing.T) {
+	s := startServer(t, &Server{})
+	hs := apiServer(t, s, APIConfig{BodyTimeout: time.Second})
+	pr, pw := io.Pipe()
+	go func() {
+		// Eight pieces, 300 ms apart: longer in all than BodyTimeout,
+		// never silent for as long.
+		for _, piece := range []string{`{"pa`, `th":`, `"/3/`, `0/1`, `4",`, `"val`, `ue":"x"`, `}`} {
+			time.Sleep(300 * time.Millisecond)
+			if _, err := pw.Write([]byte(piece)); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", hs.URL+"/api/devices/nosuch/write", pr)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	// The whole body was read: the answer is about the device, not the
+	// body.
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("got %s %s, want 404 (device not registered)", resp.Status, b)
+	}
+}
+
+// The image HTTP listener keeps no idle kept-alive connection forever
+// either.
+func TestImageHTTPServerIdleTimeout(t *testing.T) {
+	s := startServer(t, &Server{HTTPAddr: "127.0.0.1:0"})
+	if s.httpSrv == nil || s.httpSrv.IdleTimeout <= 0 {
+		t.Fatal("the image HTTP server keeps an idle connection forever")
+	}
+}
