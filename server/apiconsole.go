@@ -66,7 +66,14 @@ const sseHeartbeat = 25 * time.Second
 // "resync" event instead, never slowing the server.
 func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	sub := a.s.events.subscribe(ctx)
+	// Server.Subscribe's callers count towards the bound too: they are
+	// few and the server's own.
+	sub := a.s.events.subscribeMax(ctx, maxEventStreams)
+	if sub == nil {
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many event streams open (%d): close some consoles", maxEventStreams))
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

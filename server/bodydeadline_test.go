@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
 )
 
 // A peer that starts a request body and never ends it gets an answer
@@ -85,5 +87,57 @@ func TestImageHTTPServerIdleTimeout(t *testing.T) {
 	s := startServer(t, &Server{HTTPAddr: "127.0.0.1:0"})
 	if s.httpSrv == nil || s.httpSrv.IdleTimeout <= 0 {
 		t.Fatal("the image HTTP server keeps an idle connection forever")
+	}
+}
+
+// The number of event streams is bounded: past maxEventStreams a new one
+// gets 503 with Retry-After, and a closed one frees its place. Before, an
+// API client could open them without end (2000 streams took 56 MB on the
+// lwm2m binary, and nothing stopped more).
+func TestEventStreamsBounded(t *testing.T) {
+	s := startServer(t, &Server{})
+	hs := apiServer(t, s, APIConfig{})
+	open := func(ctx context.Context) *http.Response {
+		req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL+"/api/events", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	ctx, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	var first context.CancelFunc
+	for i := range maxEventStreams {
+		c, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if i == 0 {
+			first = cancel
+		}
+		resp := open(c)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %s", i, resp.Status)
+		}
+		defer resp.Body.Close()
+	}
+	resp := open(ctx)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("stream %d: %s (Retry-After %q), want 503", maxEventStreams+1, resp.Status, resp.Header.Get("Retry-After"))
+	}
+	first()
+	waitfor.Until(t, 10*time.Second, func() error {
+		s.events.mu.Lock()
+		defer s.events.mu.Unlock()
+		if len(s.events.subs) >= maxEventStreams {
+			return errors.New("the closed stream still counts")
+		}
+		return nil
+	})
+	resp = open(ctx)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after one closed: %s", resp.Status)
 	}
 }

@@ -38,12 +38,27 @@ type subscriber struct {
 	lost atomic.Bool
 }
 
+// maxEventStreams bounds the API's event streams at once: each holds a
+// connection, two goroutines and a buffer, and an API client could
+// otherwise open them without end.
+const maxEventStreams = 256
+
 // subscribe registers a subscriber until ctx ends.
 func (h *hub) subscribe(ctx context.Context) *subscriber {
+	return h.subscribeMax(ctx, 0)
+}
+
+// subscribeMax is subscribe, or nil when max (if positive) subscribers
+// are there already.
+func (h *hub) subscribeMax(ctx context.Context, max int) *subscriber {
 	sub := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	h.mu.Lock()
 	if h.subs == nil {
 		h.subs = make(map[*subscriber]struct{})
+	}
+	if max > 0 && len(h.subs) >= max {
+		h.mu.Unlock()
+		return nil
 	}
 	h.subs[sub] = struct{}{}
 	h.mu.Unlock()
