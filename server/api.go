@@ -654,6 +654,8 @@ func apiError(w http.ResponseWriter, err error) {
 		status = http.StatusGatewayTimeout
 	case errors.Is(err, ErrQueueFull):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, ErrUpdateRunning):
+		status = http.StatusConflict
 	}
 	writeJSON(w, status, body)
 }

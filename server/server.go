@@ -150,6 +150,7 @@ type Server struct {
 	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
 	logMu    sync.Mutex
 	warned   map[string]time.Time // when noisy last logged each message at Warn
+	updating map[string]bool      // endpoints with an Update running, under mu
 
 	// Queue mode and Send (queue.go, send.go), under mu.
 	queues       map[string]*devQueue                // operations waiting for sleeping devices, by endpoint
