@@ -25,6 +25,12 @@ var ErrUpdateFailed = errors.New("server: firmware update failed")
 // sent to the device.
 var ErrEmptyPackage = errors.New("server: the package is empty")
 
+// ErrUpdateRunning reports an Update refused because another one of the
+// same device is running (two campaigns, or a campaign and lwm2m server
+// update): the second would reset the first's download and could leave
+// the device running one package while the first reports the other.
+var ErrUpdateRunning = errors.New("server: another firmware update of this device is running")
+
 // ErrNoHTTPListener reports a pull-http update on a server without an
 // HTTP image listener (Server.HTTPAddr; the flag -http of lwm2m server).
 var ErrNoHTTPListener = errors.New("server: pull-http needs an HTTP image listener: start the server with -http ADDR")
@@ -206,6 +212,26 @@ func parseIntPayload(c Content) (int, bool) {
 	return v, err == nil
 }
 
+// claimUpdate marks ep as updating, unless it is already.
+func (s *Server) claimUpdate(ep string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.updating[ep] {
+		return false
+	}
+	if s.updating == nil {
+		s.updating = make(map[string]bool)
+	}
+	s.updating[ep] = true
+	return true
+}
+
+func (s *Server) releaseUpdate(ep string) {
+	s.mu.Lock()
+	delete(s.updating, ep)
+	s.mu.Unlock()
+}
+
 // pollInterval is how often Update reads State and Result itself, in case
 // a notification was lost or the device lost its observations.
 const pollInterval = 3 * time.Second
@@ -220,6 +246,10 @@ func (s *Server) Update(ctx context.Context, ep, pkgFile string, method Method, 
 	if _, ok := s.Registration(ep); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrNotRegistered, ep)
 	}
+	if !s.claimUpdate(ep) {
+		return 0, fmt.Errorf("%w: %q", ErrUpdateRunning, ep)
+	}
+	defer s.releaseUpdate(ep)
 	u := &updateRun{
 		s:        s,
 		ep:       ep,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/bodydeadline"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,6 +48,12 @@ const (
 // DefaultAddr is the CoAP address a zero Server listens on (LwM2M 1.1
 // Transport, 5.1: the IANA port for coap).
 const DefaultAddr = ":5683"
+
+// IdleTimeout is how long the server's HTTP listeners (and lwm2m
+// server's API) keep a kept-alive connection that sends no next request:
+// without one, net/http keeps it forever, and a peer that opens many
+// exhausts the server's file descriptors.
+const IdleTimeout = 2 * time.Minute
 
 // Server is a small LwM2M server: a registration interface, device
 // management towards registered clients, and firmware delivery. Configure
@@ -151,6 +158,7 @@ type Server struct {
 	tx       coaptx.Params // zero: RFC 7252's defaults; for go-coap's exchanges and a push alike
 	logMu    sync.Mutex
 	warned   map[string]time.Time // when noisy last logged each message at Warn
+	updating map[string]bool      // endpoints with an Update running, under mu
 
 	// Queue mode and Send (queue.go, send.go), under mu.
 	queues       map[string]*devQueue                // operations waiting for sleeping devices, by endpoint
@@ -289,7 +297,8 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listen http %s: %w", s.HTTPAddr, err)
 		}
 		s.httpLis = hl
-		s.httpSrv = &http.Server{Handler: s.ImageHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.httpSrv = &http.Server{Handler: bodydeadline.Wrap(bodydeadline.Default, s.ImageHandler()),
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: IdleTimeout}
 	}
 	if s.DTLSAddr != "" {
 		if err := s.listenDTLS(); err != nil {

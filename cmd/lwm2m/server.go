@@ -319,7 +319,7 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		eng.Subscribe(ctx, func(id string) { s.PublishEvent(server.Event{Kind: "campaign", ID: id}) })
 	}
 	api := httpapi.Handler(s, apiCfg)
-	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	hs := apiHTTPServer(api)
 	go hs.Serve(l)
 	log.Info("api listening", "addr", "http://"+l.Addr().String(), "token_file", *f.tokenFile)
 	if *f.console {
@@ -345,6 +345,15 @@ func srvServe(ctx context.Context, f srvServerFlags, stdout, stderr io.Writer) i
 		return 1
 	}
 	return 0
+}
+
+// apiHTTPServer serves the API with deadlines for what a peer may leave
+// hanging: the headers of a request, and the next request on a kept-alive
+// connection (without IdleTimeout net/http keeps an idle one forever).
+// Bodies have theirs from the API handler; answers have none, since the
+// event stream and observe last as long as the client wants.
+func apiHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: server.IdleTimeout}
 }
 
 // srvParse parses flags that may come before or after positional

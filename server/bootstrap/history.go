@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"container/list"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -62,8 +63,9 @@ const (
 	// per endpoint; older ones are dropped.
 	DefaultAttemptsPerEndpoint = 20
 	// DefaultHistoryEndpoints is how many endpoints a History keeps;
-	// beyond it the endpoint whose latest attempt is oldest is dropped,
-	// so that requests under made-up names cannot grow it without bound.
+	// beyond it the endpoint whose latest attempt was recorded longest
+	// ago is dropped, so that requests under made-up names cannot grow
+	// it without bound.
 	DefaultHistoryEndpoints = 10000
 )
 
@@ -75,11 +77,16 @@ var bucketHistory = []byte("bootstrap_history")
 // database are batched on a goroutine of their own, so that a flood of
 // requests costs one transaction per batch, not one each.
 type History struct {
-	db       *bolt.DB
-	perEP    int
-	maxEPs   int
-	mu       sync.Mutex
-	eps      map[string][]Attempt
+	db     *bolt.DB
+	perEP  int
+	maxEPs int
+	mu     sync.Mutex
+	eps    map[string][]Attempt
+	// order holds the endpoint names, the one recorded longest ago
+	// first, and elems their elements: a flood of made-up names evicts
+	// in constant time, not with a scan of every endpoint per request.
+	order    *list.List
+	elems    map[string]*list.Element
 	dirty    map[string]bool
 	kick     chan struct{}
 	stop     chan struct{}
@@ -98,7 +105,7 @@ func NewHistory() *History {
 // what db holds already. The caller closes the History before db.
 func OpenHistory(db *bolt.DB) (*History, error) {
 	h := &History{db: db, perEP: DefaultAttemptsPerEndpoint, maxEPs: DefaultHistoryEndpoints,
-		eps: map[string][]Attempt{}, dirty: map[string]bool{}}
+		eps: map[string][]Attempt{}, dirty: map[string]bool{}, order: list.New(), elems: map[string]*list.Element{}}
 	if db == nil {
 		return h, nil
 	}
@@ -109,7 +116,7 @@ func OpenHistory(db *bolt.DB) (*History, error) {
 		}
 		return b.ForEach(func(k, v []byte) error {
 			var as []Attempt
-			if json.Unmarshal(v, &as) != nil {
+			if json.Unmarshal(v, &as) != nil || len(as) == 0 {
 				return nil // a damaged record: start that endpoint afresh
 			}
 			h.eps[string(k)] = as
@@ -119,6 +126,7 @@ func OpenHistory(db *bolt.DB) (*History, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: history: %w", err)
 	}
+	h.orderByLatest()
 	h.kick = make(chan struct{}, 1)
 	h.stop = make(chan struct{})
 	h.finished = make(chan struct{})
@@ -142,21 +150,41 @@ func (h *History) Add(a Attempt) {
 		as = append([]Attempt(nil), as[len(as)-h.perEP:]...)
 	}
 	h.eps[a.Endpoint] = as
+	if e, ok := h.elems[a.Endpoint]; ok {
+		h.order.MoveToBack(e)
+	} else {
+		h.elems[a.Endpoint] = h.order.PushBack(a.Endpoint)
+	}
 	h.markLocked(a.Endpoint)
 }
 
-// evictLocked drops the endpoint whose latest attempt is the oldest.
+// evictLocked drops the endpoint whose latest attempt was recorded
+// longest ago.
 func (h *History) evictLocked() {
-	var victim string
-	var oldest time.Time
-	for ep, as := range h.eps {
-		t := as[len(as)-1].Started
-		if victim == "" || t.Before(oldest) {
-			victim, oldest = ep, t
-		}
+	e := h.order.Front()
+	if e == nil {
+		return
 	}
+	victim := h.order.Remove(e).(string)
+	delete(h.elems, victim)
 	delete(h.eps, victim)
 	h.markLocked(victim)
+}
+
+// orderByLatest orders the endpoints loaded from the database by their
+// latest attempt's start, the oldest first.
+func (h *History) orderByLatest() {
+	eps := make([]string, 0, len(h.eps))
+	for ep := range h.eps {
+		eps = append(eps, ep)
+	}
+	sort.Slice(eps, func(i, j int) bool {
+		a, b := h.eps[eps[i]], h.eps[eps[j]]
+		return a[len(a)-1].Started.Before(b[len(b)-1].Started)
+	})
+	for _, ep := range eps {
+		h.elems[ep] = h.order.PushBack(ep)
+	}
 }
 
 func (h *History) markLocked(ep string) {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/bodydeadline"
 	"log/slog"
 	"mime"
 	"net"
@@ -40,6 +41,7 @@ func (a *api) requireAuth(next http.Handler) http.Handler {
 		if !sameSite(w, r) {
 			return
 		}
+		bodydeadline.Slide(r)
 		next.ServeHTTP(w, r)
 	})
 }

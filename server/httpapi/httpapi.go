@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lwm2m-fota/lwm2m/internal/bodydeadline"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-fota/lwm2m/lwm2m/content"
@@ -71,7 +73,15 @@ type Config struct {
 	// server/bootstrap), behind the same authentication. Nil answers
 	// them 404.
 	Bootstrap http.Handler
+	// BodyTimeout bounds the wait for a request body: an unauthenticated
+	// one must arrive whole within it, an authenticated one (a package
+	// upload) must bring some bytes within every BodyTimeout. Zero means
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration
 }
+
+// DefaultBodyTimeout is Config.BodyTimeout when zero.
+const DefaultBodyTimeout = bodydeadline.Default
 
 // Result is one device's outcome in the last line of /api/update.
 type Result struct {
@@ -141,7 +151,11 @@ func Handler(s *server.Server, cfg Config) http.Handler {
 	} else {
 		mux.Handle("/", api)
 	}
-	return mux
+	d := cfg.BodyTimeout
+	if d <= 0 {
+		d = DefaultBodyTimeout
+	}
+	return bodydeadline.Wrap(d, mux)
 }
 
 // consoleFiles serves the console's static files to anyone on the API's
@@ -174,6 +188,8 @@ type api struct {
 
 	warnMu sync.Mutex
 	warned time.Time // when warnSignIn last logged at Warn
+
+	streams atomic.Int64 // event streams open now
 }
 
 func (a *api) routes() *http.ServeMux {
@@ -622,6 +638,8 @@ func apiError(w http.ResponseWriter, err error) {
 		status = http.StatusGatewayTimeout
 	case errors.Is(err, server.ErrQueueFull):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, server.ErrUpdateRunning):
+		status = http.StatusConflict
 	}
 	writeJSON(w, status, body)
 }

@@ -58,6 +58,9 @@ func (a *api) deviceStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, DeviceStatus{StatusEntry: a.apiStatus(reg), Registered: registered, History: a.s.History(ep)})
 }
 
+// maxEventStreams bounds the event streams open at once.
+const maxEventStreams = 256
+
 // sseHeartbeat is how often an idle event stream sends a comment, so that
 // proxies keep it open and a browser that went away is noticed.
 const sseHeartbeat = 25 * time.Second
@@ -68,6 +71,15 @@ const sseHeartbeat = 25 * time.Second
 // "resync" event instead, never slowing the server.
 func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	// Each stream holds a connection, goroutines and a buffer: an API
+	// client could otherwise open them without end.
+	if a.streams.Add(1) > maxEventStreams {
+		a.streams.Add(-1)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many event streams open (%d): close some consoles", maxEventStreams))
+		return
+	}
+	defer a.streams.Add(-1)
 	// Subscribe delivers from a goroutine of its own and drops events
 	// (for one "resync") while this one blocks: a slow browser never
 	// slows the server.
