@@ -257,9 +257,11 @@ func (e *Engine) update(ctx context.Context, c *camp, ep string) {
 		e.finish(ctx, c, ep, outcome{status: DeviceSucceeded, result: res})
 	case errors.Is(err, server.ErrUpdateFailed):
 		e.finish(ctx, c, ep, outcome{status: DeviceFailed, result: res, err: err.Error()})
-	case !reached && (errors.Is(err, server.ErrNotRegistered) || errors.As(err, &te)):
-		// Nothing reached the device: it went offline. Its next
-		// registration tries again.
+	case !reached && (errors.Is(err, server.ErrNotRegistered) || errors.As(err, &te) || errors.Is(err, server.ErrUpdateRunning)):
+		// Nothing reached the device: it went offline, or another
+		// update of it (by hand, or another campaign's) is running and
+		// will end with the device registering again. Its next
+		// registration tries again; neither is the package's failure.
 		e.finish(ctx, c, ep, outcome{status: DeviceWaiting, result: -1, err: err.Error(), seen: reg.Updated})
 	case errors.Is(err, context.DeadlineExceeded):
 		e.finish(ctx, c, ep, outcome{status: DeviceFailed, result: -1,
