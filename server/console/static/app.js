@@ -108,7 +108,8 @@ function start() {
   route();
 }
 
-// listen opens the event stream; EventSource reconnects by itself.
+// listen opens the event stream; EventSource reconnects by itself after
+// a dropped stream, and onerror after a refused one.
 function listen() {
   if (events) events.close();
   events = new EventSource("/api/events");
@@ -117,7 +118,15 @@ function listen() {
   events.onerror = () => {
     live.className = "live off"; live.textContent = "reconnecting";
     // A stream refused for want of a session: find out, and sign in.
-    api("GET", "/api/session", undefined, { raw: true }).then(r => { if (r.status === 401) showSignIn("Your session has ended: sign in again."); });
+    api("GET", "/api/session", undefined, { raw: true }).then(r => {
+      if (r.status === 401) { showSignIn("Your session has ended: sign in again."); return; }
+      // EventSource retries a dropped stream by itself but gives up on
+      // a refused one (a 503 when the server has too many streams open):
+      // open it again a little later, and refetch what was missed.
+      if (events && events.readyState === EventSource.CLOSED) {
+        setTimeout(() => { if (csrf) { listen(); if (current && current.onEvent) current.onEvent({ kind: "resync" }); } }, 5000);
+      }
+    });
   };
   events.onmessage = (m) => {
     let e;
