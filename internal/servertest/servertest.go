@@ -3,6 +3,7 @@ package servertest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,6 +65,7 @@ type Device struct {
 	FW     *fwupdate.Object
 	cancel context.CancelFunc
 	done   chan struct{}
+	stop   sync.Once
 }
 
 // RunDevice runs a device against s until the test ends or Stop, and
@@ -102,7 +104,9 @@ func RunDevice(t testing.TB, s *server.Server, cfg DeviceConfig) (*Device, error
 // Stop ends the device's client (it de-registers) and closes its /5
 // object. It may be called more than once.
 func (d *Device) Stop() {
-	d.cancel()
-	<-d.done
-	d.FW.Close()
+	d.stop.Do(func() {
+		d.cancel()
+		<-d.done
+		d.FW.Close()
+	})
 }
