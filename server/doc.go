@@ -78,9 +78,12 @@
 //
 // Package server/coaps is the coaps socket (the DTLS handshake with PSKs)
 // that this package and server/bootstrap, the bootstrap server, listen
-// on. On top of this package, using its exported API only, are
+// on. Package server/images holds the published images and serves them
+// over CoAP (Block2, with the Echo check against amplification) and
+// HTTP; this package creates one per Server, tells it which addresses
+// are registered, and builds the URIs it writes to devices. On top of this package, using its exported API only, are
 // server/campaign (firmware campaigns over a fleet) and server/httpapi
 // (the HTTP API, which also serves server/console's web console and the
 // campaigns' and bootstrap server's routes). This package imports none
-// of them but server/coaps.
+// of them but server/coaps and server/images.
 package server

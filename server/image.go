@@ -1,51 +1,61 @@
 package server
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"strings"
-	"sync"
-	"time"
 
-	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/lwm2m-fota/lwm2m/server/images"
 )
 
 // Image is a firmware package the server publishes for pull downloads at
 // coap://HOST/fw/ID and, with HTTPAddr set, http://HOST/fw/ID.
-type Image struct {
-	ID     string // the first 16 hex digits of the SHA-256
-	File   string
-	Size   int64
-	SHA256 [32]byte
-	ETag   []byte // the first 8 bytes of the SHA-256 (RFC 7252 5.10.6 allows up to 8)
+type Image = images.Image
+
+// imageStore returns the server's image store, creating it on first use:
+// images may be published before Listen.
+func (s *Server) imageStore() *images.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.imageStoreLocked()
 }
 
-type image struct {
-	Image
-	f       *os.File
-	modTime time.Time
-
-	refs     int // Publish calls not yet matched by Unpublish
-	mu       sync.Mutex
-	watchers []*imageWatcher
+func (s *Server) imageStoreLocked() *images.Store {
+	if s.imgs == nil {
+		s.imgs = images.New(registeredIPs{s}, s.logger())
+		s.imgs.StrictLoopback = s.strictLoopback
+	}
+	return s.imgs
 }
 
-// imageWatcher follows what the image servers send to one address.
-type imageWatcher struct {
-	ip     netip.Addr
-	served int64 // the furthest end offset sent so far
-	fn     func(served, total int64)
+// registeredIPs tells the image store the addresses of registrations,
+// which may receive blocks without an Echo round trip.
+type registeredIPs struct{ s *Server }
+
+func (r registeredIPs) Registered(ip netip.Addr) bool {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return r.s.regIPs[ip] > 0
 }
+
+// Publish makes file available for pull downloads and returns its
+// description. Publishing the same content twice returns the same ID; the
+// image is served until every Publish has had its Unpublish.
+// The file is kept open and read per block; it must not change while
+// published.
+func (s *Server) Publish(file string) (Image, error) {
+	im, err := s.imageStore().Publish(file)
+	if errors.Is(err, images.ErrClosed) {
+		return Image{}, ErrClosed
+	}
+	return im, err
+}
+
+// Unpublish undoes one Publish of the image id; the last one stops
+// serving it.
+func (s *Server) Unpublish(id string) { s.imageStore().Unpublish(id) }
 
 // WatchImage calls fn whenever the image servers (CoAP or HTTP) send
 // part of the published image id to ep's address, the IP it registered
@@ -62,180 +72,12 @@ func (s *Server) WatchImage(id, ep string, fn func(served, total int64)) (stop f
 	if !ok {
 		return nil, fmt.Errorf("server: address of %q: %q", ep, reg.Addr)
 	}
-	im, ok := s.lookupImage(id)
-	if !ok {
-		return nil, fmt.Errorf("server: image %s not published", id)
-	}
-	w := &imageWatcher{ip: ip, fn: fn}
-	im.mu.Lock()
-	im.watchers = append(im.watchers, w)
-	im.mu.Unlock()
-	return func() {
-		im.mu.Lock()
-		defer im.mu.Unlock()
-		for i, x := range im.watchers {
-			if x == w {
-				im.watchers = append(im.watchers[:i:i], im.watchers[i+1:]...)
-				break
-			}
-		}
-	}, nil
-}
-
-// served reports that the bytes up to end went to the address ip.
-func (im *image) served(ip netip.Addr, end int64) {
-	ip = ip.Unmap().WithZone("")
-	// Calls under the lock: once stop returns, fn is not running.
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	for _, w := range im.watchers {
-		if w.ip == ip && end > w.served {
-			w.served = end
-			w.fn(end, im.Size)
-		}
-	}
-}
-
-// servedReader is the ReadSeeker http.ServeContent reads an image
-// through, reporting how far it got.
-type servedReader struct {
-	io.ReadSeeker
-	im  *image
-	ip  netip.Addr
-	pos int64
-}
-
-func (r *servedReader) Seek(off int64, whence int) (int64, error) {
-	n, err := r.ReadSeeker.Seek(off, whence)
-	r.pos = n
-	return n, err
-}
-
-func (r *servedReader) Read(p []byte) (int, error) {
-	n, err := r.ReadSeeker.Read(p)
-	r.pos += int64(n)
-	if n > 0 {
-		r.im.served(r.ip, r.pos)
-	}
-	return n, err
-}
-
-// Publish makes file available for pull downloads and returns its
-// description. Publishing the same content twice returns the same ID; the
-// image is served until every Publish has had its Unpublish.
-// The file is kept open and read per block; it must not change while
-// published.
-func (s *Server) Publish(file string) (Image, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return Image{}, fmt.Errorf("server: publish: %w", err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		f.Close()
-		return Image{}, fmt.Errorf("server: publish %s: %w", file, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return Image{}, fmt.Errorf("server: publish %s: %w", file, err)
-	}
-	im := &image{f: f, modTime: st.ModTime(), refs: 1}
-	copy(im.SHA256[:], h.Sum(nil))
-	im.ID = hex.EncodeToString(im.SHA256[:8])
-	im.ETag = append([]byte(nil), im.SHA256[:8]...)
-	im.File, im.Size = file, n
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		f.Close()
-		return Image{}, ErrClosed
-	}
-	if s.images == nil {
-		s.images = make(map[string]*image)
-	}
-	if old, ok := s.images[im.ID]; ok {
-		f.Close()
-		old.refs++
-		return old.Image, nil
-	}
-	s.images[im.ID] = im
-	s.logger().Info("image published", "id", im.ID, "file", file, "size", n)
-	return im.Image, nil
-}
-
-// Unpublish undoes one Publish of the image id; the last one stops
-// serving it.
-func (s *Server) Unpublish(id string) {
-	s.mu.Lock()
-	im, ok := s.images[id]
-	if ok {
-		im.refs--
-		ok = im.refs <= 0
-	}
-	if ok {
-		delete(s.images, id)
-	}
-	s.mu.Unlock()
-	if ok {
-		im.f.Close()
-	}
-}
-
-func (s *Server) lookupImage(id string) (*image, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	im, ok := s.images[id]
-	return im, ok
-}
-
-// handleImage serves GET /fw/{id} on the registration socket too, for
-// URIs written before the image socket existed; serveImages does the work.
-func (s *Server) handleImage(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message, id string) {
-	if r.Type() != message.Confirmable {
-		return // as on the image socket: no answer to a NON (see amplify.go)
-	}
-	var from netip.Addr
-	if ua, ok := w.Conn().RemoteAddr().(*net.UDPAddr); ok {
-		from = ua.AddrPort().Addr()
-	}
-	req := message.Message{Code: r.Code(), Options: r.Options()}
-	var resp message.Message
-	code, body := s.imageBlock(&req, &resp, make([]byte, 1024), make([]byte, imageOptBuf), from, isSecure(w.Conn()))
-	var rd io.ReadSeeker
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	if err := w.SetResponse(code, message.AppOctets, rd, resp.Options...); err != nil {
-		s.logger().Debug("image response", "id", id, "err", err)
-	}
+	return s.imageStore().Watch(id, ip, fn)
 }
 
 // ImageHandler returns an http.Handler that serves published images at
 // /fw/{id}, with Range, If-Range and ETag support from http.ServeContent.
-func (s *Server) ImageHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := strings.CutPrefix(r.URL.Path, "/fw/")
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		im, ok := s.lookupImage(id)
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("ETag", `"`+hex.EncodeToString(im.ETag)+`"`)
-		w.Header().Set("Content-Type", "application/octet-stream")
-		var rs io.ReadSeeker = io.NewSectionReader(im.f, 0, im.Size)
-		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			rs = &servedReader{ReadSeeker: rs, im: im, ip: ap.Addr()}
-		}
-		http.ServeContent(w, r, "", im.modTime, rs)
-	})
-}
+func (s *Server) ImageHandler() http.Handler { return s.imageStore().Handler() }
 
 // imageURI returns the URI ep should fetch im from: scheme "coap" or "http".
 func (s *Server) imageURI(ep string, im Image, scheme string) (string, error) {
@@ -297,4 +139,38 @@ func (s *Server) hostFor(ep, scheme string) (string, error) {
 	defer c.Close()
 	h, _, _ := net.SplitHostPort(c.LocalAddr().String())
 	return h, nil
+}
+
+// hostIP returns the IP of a host:port address, unmapped.
+func hostIP(addr string) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		return ip.Unmap().WithZone(""), true
+	}
+	return ap.Addr().Unmap().WithZone(""), true
+}
+
+// trackAddrLocked counts the registrations at each IP: delta +1 when a
+// registration takes addr, -1 when it leaves it.
+func (s *Server) trackAddrLocked(addr string, delta int) {
+	ip, ok := hostIP(addr)
+	if !ok {
+		return
+	}
+	if s.regIPs == nil {
+		s.regIPs = make(map[netip.Addr]int)
+	}
+	if n := s.regIPs[ip] + delta; n > 0 {
+		s.regIPs[ip] = n
+	} else {
+		delete(s.regIPs, ip)
+	}
 }

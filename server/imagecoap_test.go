@@ -2,11 +2,7 @@ package server
 
 import (
 	"crypto/sha256"
-	"github.com/lwm2m-fota/lwm2m/download"
-	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +13,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/lwm2m-fota/lwm2m/download"
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
+	"github.com/lwm2m-fota/lwm2m/server/images"
 )
 
 // rawPeer sends hand-made CoAP datagrams from laddr.
@@ -135,11 +133,11 @@ func TestImagePortNoAmplification(t *testing.T) {
 			if got > n {
 				t.Errorf("answer of %d bytes to a request of %d from an unverified peer", got, n)
 			}
-			echo, err := m.Options.GetBytes(optionEcho)
+			echo, err := m.Options.GetBytes(images.OptionEcho)
 			if err != nil {
 				t.Fatal("4.01 without Echo")
 			}
-			p.send(getFW(im.ID, message.Option{ID: optionEcho, Value: echo}))
+			p.send(getFW(im.ID, message.Option{ID: images.OptionEcho, Value: echo}))
 			if m, _ := p.read(); m.Code != codes.Content || len(m.Payload) != 1024 {
 				t.Fatalf("with the Echo: %v, %d bytes", m.Code, len(m.Payload))
 			}
@@ -153,7 +151,7 @@ func TestImagePortNoAmplification(t *testing.T) {
 			q := newRawPeer(t, c.other, addr)
 			bad := append([]byte(nil), echo...)
 			bad[len(bad)-1] ^= 1
-			q.send(getFW(im.ID, message.Option{ID: optionEcho, Value: bad}))
+			q.send(getFW(im.ID, message.Option{ID: images.OptionEcho, Value: bad}))
 			if m, _ := q.read(); m.Code != codes.Unauthorized {
 				t.Errorf("with a forged Echo: %v, want 4.01", m.Code)
 			}
@@ -319,55 +317,4 @@ func TestRegistrationPortIgnoresStrayACK(t *testing.T) {
 			t.Errorf("after a stray %v %v: %v %v mid %d, want the ACK 4.04 to mid %d", m.Type, m.Code, got.Type, got.Code, got.MessageID, p.mid)
 		}
 	}
-}
-
-// Any datagram decoded as a request gets a code from the image port,
-// never a panic, and a block only for a GET of a published image.
-func FuzzImageRequest(f *testing.F) {
-	s := &Server{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := s.Listen(); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { s.Close() })
-	dir := f.TempDir()
-	file := filepath.Join(dir, "fw.bin")
-	if err := os.WriteFile(file, make([]byte, 3000), 0o600); err != nil {
-		f.Fatal(err)
-	}
-	im, err := s.Publish(file)
-	if err != nil {
-		f.Fatal(err)
-	}
-	seed := func(opts ...message.Option) []byte {
-		m := getFW(im.ID, opts...)
-		m.Token = []byte{1}
-		b, _ := coder.DefaultCoder.Encode(m, make([]byte, 256))
-		out := make([]byte, b)
-		coder.DefaultCoder.Encode(m, out)
-		return out
-	}
-	bv, _ := encodeBlock2(6, 2)
-	f.Add(seed())
-	f.Add(seed(coapopt.Uint(message.Block2, bv)))
-	f.Add(seed(message.Option{ID: message.Block2, Value: []byte{0xff, 0xff, 0xff, 0xff}}))
-	f.Add(seed(message.Option{ID: optionEcho, Value: make([]byte, echoLen)}))
-	payload := make([]byte, 1024)
-	optBuf := make([]byte, imageOptBuf)
-	from := netip.MustParseAddr("192.0.2.1")
-	f.Fuzz(func(t *testing.T, d []byte) {
-		req := message.Message{Options: make(message.Options, 0, 32)}
-		if _, err := coder.DefaultCoder.Decode(d, &req); err != nil {
-			return
-		}
-		resp := message.Message{Options: make(message.Options, 0, 8)}
-		for _, secure := range []bool{false, true} {
-			code, body := s.imageBlock(&req, &resp, payload, optBuf, from, secure)
-			if code == codes.Content && (req.Code != codes.GET || len(body) > 1024) {
-				t.Fatalf("2.05 with %d bytes to %v", len(body), req.Code)
-			}
-			if code == codes.Content && !secure {
-				t.Fatal("a block to an unverified address")
-			}
-		}
-	})
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/lwm2m-fota/lwm2m/internal/udpsock"
 	"github.com/lwm2m-fota/lwm2m/lwm2m/model"
 	"github.com/lwm2m-fota/lwm2m/server/coaps"
+	"github.com/lwm2m-fota/lwm2m/server/images"
 )
 
 // Errors returned by the Server.
@@ -140,9 +141,8 @@ type Server struct {
 	byEP     map[string]string        // endpoint -> ID
 	bindings map[string]string        // endpoint -> the DTLS identity it is bound to
 	regIPs   map[netip.Addr]int       // registrations per device IP, for the image port
-	echo     *echoGate
 	watchers map[string][]chan Registration
-	images   map[string]*image
+	imgs     *images.Store // created by Listen or the first Publish
 	coap     *udpserver.Server
 	lis      *coapnet.UDPConn
 	httpLis  net.Listener
@@ -168,7 +168,8 @@ type Server struct {
 	maxSentTotal int                                 // bounds sentTotal; zero: defaultMaxSentTotal
 
 	// strictLoopback makes the image port verify loopback addresses
-	// like any other, so that tests on loopback can exercise the Echo.
+	// like any other, so that tests on loopback can exercise the Echo
+	// (images.Store.StrictLoopback).
 	strictLoopback bool
 	// handshakeTimeout bounds a DTLS handshake; zero means go-coap's
 	// 30 s. Tests shorten it.
@@ -229,9 +230,7 @@ func (s *Server) Listen() error {
 	s.watchers = make(map[string][]chan Registration)
 	s.queues = make(map[string]*devQueue)
 	s.values = make(map[string]map[model.Path]sentEntry)
-	if s.images == nil {
-		s.images = make(map[string]*image)
-	}
+	s.imageStoreLocked()
 	s.done = make(chan struct{})
 	stored, err := s.Store.List()
 	if err != nil {
@@ -239,7 +238,6 @@ func (s *Server) Listen() error {
 	}
 	s.bindings = make(map[string]string)
 	s.regIPs = make(map[netip.Addr]int)
-	s.echo = newEchoGate()
 	if bs, ok := s.Store.(BindingStore); ok {
 		b, err := bs.Bindings()
 		if err != nil {
@@ -297,7 +295,7 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listen http %s: %w", s.HTTPAddr, err)
 		}
 		s.httpLis = hl
-		s.httpSrv = &http.Server{Handler: bodydeadline.Wrap(bodydeadline.Default, s.ImageHandler()),
+		s.httpSrv = &http.Server{Handler: bodydeadline.Wrap(bodydeadline.Default, s.imgs.Handler()),
 			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: IdleTimeout}
 	}
 	if s.DTLSAddr != "" {
@@ -412,9 +410,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	cs, l, done := s.coap, s.lis, s.done
 	hs, hl := s.httpSrv, s.httpLis
 	ds, dl := s.dtls, s.dtlsLis
-	il := s.imgLis
+	il, imgs := s.imgLis, s.imgs
 	s.mu.Unlock()
-	go s.serveImages(il)
+	go imgs.Serve(il)
 
 	errc := make(chan error, 3)
 	go func() { errc <- cs.Serve(l) }()
@@ -475,8 +473,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	close(s.done)
 	cs, l, hs, ds, dl, il := s.coap, s.lis, s.httpSrv, s.dtls, s.dtlsLis, s.imgLis
-	imgs := s.images
-	s.images = nil
+	imgs := s.imgs
 	s.mu.Unlock()
 	cs.Stop()
 	l.Close() // Stop closes it only once Serve has run
@@ -488,9 +485,7 @@ func (s *Server) Close() error {
 	if hs != nil {
 		hs.Close()
 	}
-	for _, im := range imgs {
-		im.f.Close()
-	}
+	imgs.Close()
 	return nil
 }
 
@@ -518,7 +513,7 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	case len(path) >= 1 && path[0] == "rd":
 		s.handleRD(w, r, path[1:])
 	case len(path) == 2 && path[0] == "fw":
-		s.handleImage(w, r, path[1])
+		s.imageStore().HandleCoAP(w, r, isSecure(w.Conn()))
 	case len(path) == 1 && path[0] == "dp":
 		s.handleSend(w, r)
 	default:

@@ -71,7 +71,7 @@ func newStallDevice(t *testing.T, server, ep string) *stallDevice {
 // longer served.
 func TestUpdateWithdrawsImage(t *testing.T) {
 	published := func(s *Server, sum [32]byte) bool {
-		_, ok := s.lookupImage(hex.EncodeToString(sum[:8]))
+		_, ok := s.imageStore().Lookup(hex.EncodeToString(sum[:8]))
 		return ok
 	}
 	waitGone := func(t *testing.T, s *Server, sum [32]byte) {

@@ -31,7 +31,7 @@ func TestBusyDeviceWaits(t *testing.T) {
 		}
 		return nil
 	}
-	f.start(t, ts.srv, ts.addr(), "dev-000", "1.0")
+	f.start(t, ts.srv, "dev-000", "1.0")
 	t.Cleanup(f.stopAll)
 
 	img := filepath.Join(t.TempDir(), "by-hand.bin")
@@ -73,8 +73,8 @@ func TestBusyDeviceWaits(t *testing.T) {
 	}
 	// The device restarts into its new firmware and registers again:
 	// the campaign's turn.
-	f.devs["dev-000"].stop()
-	f.start(t, ts.srv, ts.addr(), "dev-000", "1.0")
+	f.devs["dev-000"].Stop()
+	f.start(t, ts.srv, "dev-000", "1.0")
 	c = waitState(t, ts.eng, c.ID, 30*time.Second, campaign.StateDone)
 	if d := c.Devices[0]; d.Status != campaign.DeviceSucceeded {
 		t.Errorf("dev-000 is %s (%s), want succeeded", d.Status, d.Error)

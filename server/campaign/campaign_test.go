@@ -25,7 +25,7 @@ func TestFleetCampaign(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", store, t.TempDir(), campaign.Config{DeviceTimeout: time.Minute})
 	f := newFleet()
 	f.fail = func(ep string) bool { return ep >= "dev-100" && ep < "dev-110" }
-	f.startAll(t, ts.srv, ts.addr(), n, "1.0")
+	f.startAll(t, ts.srv, n, "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
 	c, err := ts.eng.Create(campaign.Spec{

@@ -12,8 +12,8 @@ import (
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
 	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
+	"github.com/lwm2m-fota/lwm2m/internal/servertest"
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
-	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/objects"
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
@@ -52,12 +52,11 @@ func newFleet() *fleet {
 
 // device is one in-process LwM2M client with a Firmware Update object.
 type device struct {
-	f      *fleet
-	ep     string
-	obj    *fwupdate.Object
-	cancel context.CancelFunc
-	done   chan struct{}
-	open   bool // within an update, as the fleet counts it
+	*servertest.Device
+	f    *fleet
+	ep   string
+	obj  *fwupdate.Object
+	open bool // within an update, as the fleet counts it
 }
 
 func (d *device) StreamOpen(context.Context, string, []byte) error {
@@ -127,11 +126,11 @@ func (d *device) PerformUpgrade(context.Context) error {
 	return nil
 }
 
-// start runs a device with endpoint ep against the server at addr and
-// waits until it is registered.
-func (f *fleet) start(t testing.TB, s *server.Server, addr, ep, firmware string) *device {
+// start runs a device with endpoint ep against s and waits until it is
+// registered.
+func (f *fleet) start(t testing.TB, s *server.Server, ep, firmware string) *device {
 	t.Helper()
-	d, err := f.run(t, s, addr, ep, firmware)
+	d, err := f.run(t, s, ep, firmware)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +138,7 @@ func (f *fleet) start(t testing.TB, s *server.Server, addr, ep, firmware string)
 }
 
 // startAll starts devices dev-000 ... a few at a time.
-func (f *fleet) startAll(t testing.TB, s *server.Server, addr string, n int, firmware string) {
+func (f *fleet) startAll(t testing.TB, s *server.Server, n int, firmware string) {
 	t.Helper()
 	sem := make(chan struct{}, 8)
 	errs := make(chan error, n)
@@ -147,7 +146,7 @@ func (f *fleet) startAll(t testing.TB, s *server.Server, addr string, n int, fir
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			_, err := f.run(t, s, addr, fmt.Sprintf("dev-%03d", i), firmware)
+			_, err := f.run(t, s, fmt.Sprintf("dev-%03d", i), firmware)
 			errs <- err
 		}()
 	}
@@ -158,30 +157,18 @@ func (f *fleet) startAll(t testing.TB, s *server.Server, addr string, n int, fir
 	}
 }
 
-func (f *fleet) run(t testing.TB, s *server.Server, addr, ep, firmware string) (*device, error) {
-	quiet := lwm2mtest.Logger(t)
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: "coap://" + addr, Lifetime: time.Hour, Logger: quiet,
-		Tx: lwm2m.TxParams{AckTimeout: time.Second, MaxRetransmit: 4}})
-	if err != nil {
-		return nil, err
-	}
-	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: firmware}))
-	d := &device{f: f, ep: ep, done: make(chan struct{})}
+func (f *fleet) run(t testing.TB, s *server.Server, ep, firmware string) (*device, error) {
+	d := &device{f: f, ep: ep}
 	f.mu.Lock()
 	initial := f.initial[ep]
 	f.mu.Unlock()
-	if d.obj, err = fwupdate.Install(c, d, fwupdate.Config{Logger: quiet, Initial: initial}); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	go func() { defer close(d.done); _ = c.Run(ctx) }()
-	t.Cleanup(d.stop)
-	err = waitfor.Poll(20*time.Second, func() error {
-		if _, ok := s.Registration(ep); !ok || !c.Registered() {
-			return fmt.Errorf("%s not registered", ep)
-		}
-		return nil
+	var err error
+	d.Device, err = servertest.RunDevice(t, s, servertest.DeviceConfig{
+		Endpoint:  ep,
+		Info:      objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: firmware},
+		Firmware:  d,
+		Initial:   initial,
+		Installed: func(o *fwupdate.Object) { d.obj = o },
 	})
 	if err != nil {
 		return nil, err
@@ -190,12 +177,6 @@ func (f *fleet) run(t testing.TB, s *server.Server, addr, ep, firmware string) (
 	f.devs[ep] = d
 	f.mu.Unlock()
 	return d, nil
-}
-
-// stop ends the device's client: it de-registers.
-func (d *device) stop() {
-	d.cancel()
-	<-d.done
 }
 
 // stopAll stops every device at once.
@@ -209,7 +190,7 @@ func (f *fleet) stopAll() {
 	var wg sync.WaitGroup
 	for _, d := range devs {
 		wg.Add(1)
-		go func() { defer wg.Done(); d.stop() }()
+		go func() { defer wg.Done(); d.Stop() }()
 	}
 	wg.Wait()
 }
@@ -240,10 +221,7 @@ type testServer struct {
 // its store and an engine keeping packages in dir.
 func startServer(t testing.TB, addr, imageAddr string, store server.Store, dir string, cfg campaign.Config) *testServer {
 	t.Helper()
-	s := &server.Server{Addr: addr, ImageAddr: imageAddr, Store: store, Logger: lwm2mtest.Logger(t), RequestTimeout: 10 * time.Second}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	s := servertest.Start(t, &server.Server{Addr: addr, ImageAddr: imageAddr, Store: store, RequestTimeout: 10 * time.Second})
 	cfg.Server, cfg.Dir = s, dir
 	if cfg.Logger == nil {
 		cfg.Logger = lwm2mtest.Logger(t)
@@ -253,12 +231,10 @@ func startServer(t testing.TB, addr, imageAddr string, store server.Store, dir s
 	}
 	e, err := campaign.New(cfg)
 	if err != nil {
-		s.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{srv: s, eng: e, store: store, cancel: cancel, done: make(chan struct{})}
-	go s.Serve(ctx)
 	go func() { defer close(ts.done); _ = e.Run(ctx) }()
 	t.Cleanup(ts.stop)
 	return ts
@@ -271,7 +247,6 @@ func (ts *testServer) stop() {
 	ts.srv.Close()
 }
 
-func (ts *testServer) addr() string    { return ts.srv.LocalAddr().String() }
 func (ts *testServer) imgAddr() string { return ts.srv.ImageLocalAddr().String() }
 
 // addPackage stores a small raw package.

@@ -61,7 +61,7 @@ func TestHTTPAPI(t *testing.T) {
 		}
 		return nil
 	}
-	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
+	f.startAll(t, ts.srv, 3, "1.0")
 	t.Cleanup(f.stopAll)
 	api := httptest.NewServer(httpapi.Handler(ts.srv, httpapi.Config{Token: testToken, Routes: ts.eng.Routes()}))
 	defer api.Close()

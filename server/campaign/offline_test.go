@@ -27,7 +27,7 @@ func TestOfflineDevicesWaitUntilDeadline(t *testing.T) {
 		}
 		return nil
 	}
-	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
+	f.startAll(t, ts.srv, 3, "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
 	// Long enough for the steps before it even when server.Update misses
@@ -43,8 +43,8 @@ func TestOfflineDevicesWaitUntilDeadline(t *testing.T) {
 		}
 		return nil
 	})
-	f.devs["dev-001"].stop() // de-registers
-	f.devs["dev-002"].stop()
+	f.devs["dev-001"].Stop() // de-registers
+	f.devs["dev-002"].Stop()
 	close(release)
 	waitfor.Until(t, 20*time.Second, func() error {
 		c, _ = ts.eng.Campaign(c.ID)
@@ -55,7 +55,7 @@ func TestOfflineDevicesWaitUntilDeadline(t *testing.T) {
 		}
 		return nil
 	})
-	f.start(t, ts.srv, ts.addr(), "dev-001", "1.0") // back
+	f.start(t, ts.srv, "dev-001", "1.0") // back
 	c = waitState(t, ts.eng, c.ID, 30*time.Second, campaign.StateDone)
 	want := map[string]string{"dev-000": campaign.DeviceSucceeded, "dev-001": campaign.DeviceSucceeded, "dev-002": campaign.DeviceExpired}
 	for _, d := range c.Devices {
@@ -77,7 +77,7 @@ func TestTargetAndPush(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{})
 	f := newFleet()
 	for i, fw := range []string{"0.9", "1.0", "0.9", "1.0"} {
-		f.start(t, ts.srv, ts.addr(), fmt.Sprintf("dev-%03d", i), fw)
+		f.start(t, ts.srv, fmt.Sprintf("dev-%03d", i), fw)
 	}
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
@@ -107,7 +107,7 @@ func TestTargetAndPush(t *testing.T) {
 func TestCreateRefuses(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", &server.MemoryStore{}, t.TempDir(), campaign.Config{})
 	f := newFleet()
-	f.start(t, ts.srv, ts.addr(), "dev-000", "1.0")
+	f.start(t, ts.srv, "dev-000", "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
 	later := time.Now().Add(time.Hour)
@@ -154,7 +154,7 @@ func TestDeviceThatNeverComesBackFails(t *testing.T) {
 		}
 		return nil
 	}
-	f.startAll(t, ts.srv, ts.addr(), 3, "1.0")
+	f.startAll(t, ts.srv, 3, "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
 	c, err := ts.eng.Create(campaign.Spec{Name: "stuck", Package: pkg.ID,
@@ -196,7 +196,7 @@ func TestNoStartWithoutRecord(t *testing.T) {
 	store.failing.Store(true)
 	ts := startServer(t, "127.0.0.1:0", "127.0.0.1:0", store, t.TempDir(), campaign.Config{})
 	f := newFleet()
-	f.startAll(t, ts.srv, ts.addr(), 2, "1.0")
+	f.startAll(t, ts.srv, 2, "1.0")
 	t.Cleanup(f.stopAll)
 	pkg := addPackage(t, ts.eng)
 	c, err := ts.eng.Create(campaign.Spec{Name: "x", Package: pkg.ID, Deadline: time.Now().Add(time.Hour)})

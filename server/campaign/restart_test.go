@@ -50,7 +50,7 @@ func TestRestartResumesWithoutUpdatingTwice(t *testing.T) {
 		}
 		return nil
 	}
-	f.startAll(t, ts.srv, ts.addr(), n, "1.0")
+	f.startAll(t, ts.srv, n, "1.0")
 	pkg := addPackage(t, ts.eng)
 	c, err := ts.eng.Create(campaign.Spec{
 		Name: "restart", Package: pkg.ID, Target: campaign.Target{Endpoints: "dev-*"},
@@ -160,7 +160,7 @@ func TestVerifyAfterCrash(t *testing.T) {
 		"dev-003": {State: fwupdate.StateIdle, Result: fwupdate.ResultSuccess},
 	}
 	for i, fw := range []string{"1.0", "1.0", "1.0", "2.0"} {
-		f.start(t, ts.srv, ts.addr(), fmt.Sprintf("dev-%03d", i), fw)
+		f.start(t, ts.srv, fmt.Sprintf("dev-%03d", i), fw)
 	}
 	t.Cleanup(f.stopAll)
 	c := waitState(t, ts.eng, "c1", 30*time.Second, campaign.StateDone)

@@ -18,8 +18,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
+	"github.com/lwm2m-fota/lwm2m/internal/servertest"
 	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
-	"github.com/lwm2m-fota/lwm2m/lwm2m"
 	"github.com/lwm2m-fota/lwm2m/objects"
 	"github.com/lwm2m-fota/lwm2m/server"
 	"github.com/lwm2m-fota/lwm2m/server/campaign"
@@ -185,18 +185,13 @@ type fleet struct {
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	s := &server.Server{Addr: "127.0.0.1:0", Inventory: true, Logger: log}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	s := servertest.Start(t, &server.Server{Inventory: true, Logger: log})
 	eng, err := campaign.New(campaign.Config{Server: s, Dir: t.TempDir(), Logger: log})
 	if err != nil {
-		s.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- s.Serve(ctx) }()
+	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()
 	// The event stream tells browsers to refetch a campaign that changed.
 	eng.Subscribe(ctx, func(id string) { s.PublishEvent(server.Event{Kind: "campaign", ID: id}) })
@@ -205,10 +200,8 @@ func newFleet(t *testing.T) *fleet {
 		api.CloseClientConnections()
 		api.Close()
 		cancel()
-		for range 2 {
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("Serve or Run: %v", err)
-			}
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
 		}
 	})
 	return &fleet{s: s, eng: eng, api: api}
@@ -243,28 +236,20 @@ func (f *testFirmware) PerformUpgrade(context.Context) error {
 }
 
 // device runs an in-process LwM2M client with Device (/3) and Firmware
-// Update (/5) until the test ends or stop is called, and waits until the
-// server has its inventory.
+// Update (/5) until the test ends or stop is called, and waits until it
+// is registered.
 func (f *fleet) device(t *testing.T, ep, version string, fw *testFirmware) (stop func()) {
 	t.Helper()
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: "coap://" + f.s.LocalAddr().String(), Lifetime: 5 * time.Minute,
-		Logger: slog.New(slog.DiscardHandler)})
+	d, err := servertest.RunDevice(t, f.s, servertest.DeviceConfig{
+		Endpoint:  ep,
+		Info:      objects.DeviceInfo{Manufacturer: "Acme", ModelNumber: "Sensor 2", FirmwareVersion: version},
+		Firmware:  fw,
+		Installed: func(o *fwupdate.Object) { fw.obj = o },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", ModelNumber: "Sensor 2", FirmwareVersion: version}))
-	obj, err := fwupdate.Install(c, fw, fwupdate.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw.obj = obj
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done; obj.Close() }) }
-	t.Cleanup(stop)
-	return stop
+	return d.Stop
 }
 
 func writePackage(t *testing.T, n int) string {

@@ -243,7 +243,7 @@ func TestEventsStream(t *testing.T) {
 			seen[e.Change] = true
 		}
 	}
-	d.stop()
+	d.Stop()
 	for e := range events {
 		if e.Kind == "device" && e.Endpoint == "dev1" && e.Change == "deregistered" {
 			return

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,9 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/lwm2m-fota/lwm2m/fwupdate"
-	"github.com/lwm2m-fota/lwm2m/internal/lwm2mtest"
-	"github.com/lwm2m-fota/lwm2m/internal/waitfor"
-	"github.com/lwm2m-fota/lwm2m/lwm2m"
+	"github.com/lwm2m-fota/lwm2m/internal/servertest"
 	"github.com/lwm2m-fota/lwm2m/objects"
 	"github.com/lwm2m-fota/lwm2m/server"
 )
@@ -32,24 +29,7 @@ const testToken = "test-token-0123456789"
 func startServer(t *testing.T, s *server.Server) *server.Server {
 	t.Helper()
 	s.Addr = "127.0.0.1:0"
-	if s.Logger == nil {
-		s.Logger = lwm2mtest.Logger(t)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	// Not t.Context: it ends before the cleanups, and the devices, started
-	// later, must de-register (their cleanups run first) while it serves.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s
+	return servertest.Start(t, s)
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -102,10 +82,9 @@ func apiUpload(t *testing.T, ctx context.Context, hs *httptest.Server, query str
 // device is an in-process LwM2M client (package lwm2m) with the Device
 // object and a Firmware Update object whose handlers keep the package.
 type device struct {
-	ep     string
-	obj    *fwupdate.Object
-	cancel context.CancelFunc
-	done   chan struct{}
+	*servertest.Device
+	ep  string
+	obj *fwupdate.Object
 
 	mu      sync.Mutex
 	fw      bytes.Buffer
@@ -123,41 +102,25 @@ type device struct {
 // ends, and waits until it is registered.
 func startDevice(t *testing.T, s *server.Server, ep string, setup ...func(*device)) *device {
 	t.Helper()
-	d := &device{ep: ep, done: make(chan struct{})}
+	d := &device{ep: ep}
 	for _, f := range setup {
 		f(d)
 	}
-	quiet := lwm2mtest.Logger(t)
-	c, err := lwm2m.New(lwm2m.Config{Endpoint: ep, Server: "coap://" + s.LocalAddr().String(), Lifetime: time.Hour, Logger: quiet,
-		Tx: lwm2m.TxParams{AckTimeout: time.Second, MaxRetransmit: 4}})
+	var err error
+	d.Device, err = servertest.RunDevice(t, s, servertest.DeviceConfig{
+		Endpoint: ep,
+		Info: objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: "1.0", Reboot: func() {
+			d.mu.Lock()
+			d.reboots++
+			d.mu.Unlock()
+		}},
+		Firmware:  d,
+		Installed: func(o *fwupdate.Object) { d.obj = o },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.AddObject(objects.NewDevice(objects.DeviceInfo{Manufacturer: "Acme", FirmwareVersion: "1.0", Reboot: func() {
-		d.mu.Lock()
-		d.reboots++
-		d.mu.Unlock()
-	}}))
-	if d.obj, err = fwupdate.Install(c, d, fwupdate.Config{Logger: quiet}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	go func() { defer close(d.done); _ = c.Run(ctx) }()
-	t.Cleanup(d.stop)
-	waitfor.Until(t, 20*time.Second, func() error {
-		if _, ok := s.Registration(ep); !ok || !c.Registered() {
-			return fmt.Errorf("%s not registered", ep)
-		}
-		return nil
-	})
 	return d
-}
-
-// stop ends the device's client: it de-registers.
-func (d *device) stop() {
-	d.cancel()
-	<-d.done
 }
 
 func (d *device) StreamOpen(ctx context.Context, uri string, _ []byte) error {

@@ -1,11 +1,10 @@
-package server
+package images
 
 import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -22,7 +21,7 @@ import (
 
 // OptionEcho is the Echo option (RFC 9175 §2.2.1): elective, safe to
 // forward, up to 40 bytes.
-const optionEcho message.OptionID = 252
+const OptionEcho message.OptionID = 252
 
 const (
 	echoLen       = 12               // 4 bytes of time, 8 of MAC
@@ -97,57 +96,19 @@ func (g *echoGate) check(ip netip.Addr, echo []byte, now time.Time) bool {
 	return true
 }
 
-// hostIP returns the IP of a host:port address, unmapped.
-func hostIP(addr string) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		return ip.Unmap().WithZone(""), true
-	}
-	return ap.Addr().Unmap().WithZone(""), true
-}
-
-// trackAddrLocked counts the registrations at each IP: delta +1 when a
-// registration takes addr, -1 when it leaves it.
-func (s *Server) trackAddrLocked(addr string, delta int) {
-	ip, ok := hostIP(addr)
-	if !ok {
-		return
-	}
-	if s.regIPs == nil {
-		s.regIPs = make(map[netip.Addr]int)
-	}
-	if n := s.regIPs[ip] + delta; n > 0 {
-		s.regIPs[ip] = n
-	} else {
-		delete(s.regIPs, ip)
-	}
-}
-
 // mayReceiveBlocks reports whether the image port may send a block to
-// ip: a loopback address, a registered device's address, or one
-// verified by Echo. A datagram with a loopback source comes from this
+// ip: a loopback address, a registered device's address (the Store's
+// Peers say which), or one verified by Echo. A datagram with a loopback source comes from this
 // host (Linux drops one that arrives from the wire as a martian, and ::1
 // never leaves a node, RFC 4291 §2.5.3), and a local process can flood
 // loopback by itself.
-func (s *Server) mayReceiveBlocks(ip netip.Addr, echo []byte) bool {
+func (s *Store) mayReceiveBlocks(ip netip.Addr, echo []byte) bool {
 	ip = ip.Unmap().WithZone("")
-	if ip.IsLoopback() && !s.strictLoopback {
+	if ip.IsLoopback() && !s.StrictLoopback {
 		return true
 	}
-	s.mu.Lock()
-	registered := s.regIPs[ip] > 0
-	g := s.echo
-	s.mu.Unlock()
-	if registered {
+	if s.peers != nil && s.peers.Registered(ip) {
 		return true
 	}
-	return g != nil && g.check(ip, echo, s.clock())
+	return s.echo.check(ip, echo, time.Now())
 }

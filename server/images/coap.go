@@ -1,10 +1,11 @@
-package server
+package images
 
 import (
 	"errors"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/lwm2m-fota/lwm2m/internal/coapopt"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -21,8 +22,8 @@ import (
 // between goroutines. Here one goroutine reads a request, reads the block
 // from the file and answers, reusing its buffers.
 
-// serveImages answers GET /fw/{id} with Block2 on l until l is closed.
-func (s *Server) serveImages(l *net.UDPConn) {
+// Serve answers GET /fw/{id} with Block2 on l until l is closed.
+func (s *Store) Serve(l *net.UDPConn) {
 	in := make([]byte, 1500)
 	out := make([]byte, 0, 1500)
 	payload := make([]byte, 1024)
@@ -69,7 +70,7 @@ const imageOptBuf = 12 + echoLen
 // imageBlock fills resp's options and returns the code and payload for
 // req, which came from the address from; secure means over DTLS, whose
 // handshake verified the address.
-func (s *Server) imageBlock(req, resp *message.Message, payload, optBuf []byte, from netip.Addr, secure bool) (codes.Code, []byte) {
+func (s *Store) imageBlock(req, resp *message.Message, payload, optBuf []byte, from netip.Addr, secure bool) (codes.Code, []byte) {
 	resp.Options = resp.Options[:0]
 	if req.Code != codes.GET {
 		return codes.MethodNotAllowed, nil
@@ -85,15 +86,15 @@ func (s *Server) imageBlock(req, resp *message.Message, payload, optBuf []byte, 
 	if !ok {
 		return codes.NotFound, nil
 	}
-	im, ok := s.lookupImage(id)
+	im, ok := s.lookup(id)
 	if !ok {
 		return codes.NotFound, nil
 	}
-	echo, _ := req.Options.GetBytes(optionEcho)
+	echo, _ := req.Options.GetBytes(OptionEcho)
 	if !secure && !s.mayReceiveBlocks(from, echo) {
 		// RFC 9175 §2.4: a small 4.01 with an Echo that the client
 		// returns to show it receives what is sent to its address.
-		resp.Options = append(resp.Options, message.Option{ID: optionEcho, Value: s.echo.issue(from, s.clock(), optBuf[12:])})
+		resp.Options = append(resp.Options, message.Option{ID: OptionEcho, Value: s.echo.issue(from, time.Now(), optBuf[12:])})
 		return codes.Unauthorized, nil
 	}
 	szx, num := blockwise.SZX1024, int64(0)
@@ -113,7 +114,7 @@ func (s *Server) imageBlock(req, resp *message.Message, payload, optBuf []byte, 
 	}
 	n, err := im.f.ReadAt(payload[:min(size, im.Size-off)], off)
 	if n < int(min(size, im.Size-off)) {
-		s.logger().Error("reading image", "id", id, "off", off, "err", err)
+		s.log().Error("reading image", "id", id, "off", off, "err", err)
 		return codes.InternalServerError, nil
 	}
 	im.served(from, off+int64(n))
