@@ -448,6 +448,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 	var mu sync.Mutex
 	var first codes.Code
 	var firstBody []byte
+	firstSeen := make(chan struct{})
 	cb := func(m *pool.Message) {
 		select {
 		case <-o.stop:
@@ -459,6 +460,7 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 		mu.Lock()
 		if first == 0 {
 			first, firstBody = m.Code(), body
+			close(firstSeen)
 		}
 		mu.Unlock()
 		if m.Code() != codes.Content {
@@ -487,6 +489,15 @@ func (s *Server) Observe(ctx context.Context, ep string, path model.Path, accept
 	obs, err := cc.DoObserve(oreq, cb)
 	cc.ReleaseMessage(oreq)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "unexpected return code") {
+			// go-coap hands the first answer's code to DoObserve before
+			// it calls cb with the answer (net/observation, handle): wait
+			// for cb, which follows at once, for the code and diagnostic.
+			select {
+			case <-firstSeen:
+			case <-time.After(time.Second):
+			}
+		}
 		mu.Lock()
 		code, body := first, firstBody
 		mu.Unlock()
