@@ -158,9 +158,24 @@ func hostIP(addr string) (netip.Addr, bool) {
 	return ap.Addr().Unmap().WithZone(""), true
 }
 
-// trackAddrLocked counts the registrations at each IP: delta +1 when a
+// trackAddrLocked indexes registration id at addr (delta +1) or drops it
+// (-1), and counts the registrations at each IP: delta +1 when a
 // registration takes addr, -1 when it leaves it.
-func (s *Server) trackAddrLocked(addr string, delta int) {
+func (s *Server) trackAddrLocked(id, addr string, delta int) {
+	if s.byAddr == nil {
+		s.byAddr = make(map[string]map[string]bool)
+	}
+	if delta > 0 {
+		if s.byAddr[addr] == nil {
+			s.byAddr[addr] = make(map[string]bool)
+		}
+		s.byAddr[addr][id] = true
+	} else if ids := s.byAddr[addr]; ids != nil {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(s.byAddr, addr)
+		}
+	}
 	ip, ok := hostIP(addr)
 	if !ok {
 		return

@@ -168,7 +168,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 			s.logger().Log(context.Background(), moveLevel(oldAddr, addr), "endpoint registered again from another address", "ep", ep, "old", oldAddr, "addr", addr)
 		}
 		delete(s.regs, old)
-		s.trackAddrLocked(oldAddr, -1)
+		s.trackAddrLocked(old, oldAddr, -1)
 		_ = s.Store.Delete(old)
 		defer s.closeStaleSession(oldAddr)
 	}
@@ -177,7 +177,7 @@ func (s *Server) register(p map[string]string, links string, from peer) (string,
 	}
 	s.regs[reg.ID] = &reg
 	s.byEP[ep] = reg.ID
-	s.trackAddrLocked(reg.Addr, 1)
+	s.trackAddrLocked(reg.ID, reg.Addr, 1)
 	// A sleeping device wakes with a Register or an Update: what waited
 	// for it goes now (before the Store's write, which may take longer
 	// than a short queue window).
@@ -239,8 +239,8 @@ func (s *Server) update(id string, p map[string]string, body []byte, from peer) 
 	// The address may change behind a NAT; the newest one is the one to use.
 	if reg.Addr != addr {
 		defer s.closeStaleSession(reg.Addr)
-		s.trackAddrLocked(reg.Addr, -1)
-		s.trackAddrLocked(addr, 1)
+		s.trackAddrLocked(reg.ID, reg.Addr, -1)
+		s.trackAddrLocked(reg.ID, addr, 1)
 		if !from.secure {
 			s.logger().Log(context.Background(), moveLevel(reg.Addr, addr), "registration updated from another address", "ep", reg.Endpoint, "old", reg.Addr, "addr", addr)
 		}
@@ -391,8 +391,8 @@ func (s *Server) deregister(id string, from peer) codes.Code {
 func (s *Server) closeStaleSession(addr string) {
 	s.mu.Lock()
 	cc, ok := s.sessions[addr]
-	for _, r := range s.regs {
-		if r.Secure && r.Addr == addr {
+	for id := range s.byAddr[addr] {
+		if s.regs[id].Secure {
 			ok = false
 		}
 	}
@@ -406,7 +406,7 @@ func (s *Server) closeStaleSession(addr string) {
 
 func (s *Server) removeLocked(reg *Registration) {
 	delete(s.regs, reg.ID)
-	s.trackAddrLocked(reg.Addr, -1)
+	s.trackAddrLocked(reg.ID, reg.Addr, -1)
 	if s.byEP[reg.Endpoint] == reg.ID {
 		delete(s.byEP, reg.Endpoint)
 		s.failQueueLocked(reg.Endpoint, fmt.Errorf("%w: %q: its registration ended while operations waited for it", ErrNotRegistered, reg.Endpoint))

@@ -108,10 +108,11 @@ func (s *Server) sender(from peer) (string, codes.Code) {
 	defer s.mu.Unlock()
 	var found *Registration
 	code := codes.NotFound
-	for _, r := range s.regs {
-		if r.Addr != from.addr {
-			continue
-		}
+	// The address index, not a scan of every registration: a flood of
+	// Sends from unknown addresses must not hold the registry's lock
+	// for long.
+	for id := range s.byAddr[from.addr] {
+		r := s.regs[id]
 		if !from.owns(r) || r.Secure != from.secure {
 			code = codes.Forbidden
 			continue

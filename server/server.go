@@ -137,10 +137,11 @@ type Server struct {
 	events   hub     // Subscribe and Publish
 	devs     devices // DeviceStatus and History
 	mu       sync.Mutex
-	regs     map[string]*Registration // by ID
-	byEP     map[string]string        // endpoint -> ID
-	bindings map[string]string        // endpoint -> the DTLS identity it is bound to
-	regIPs   map[netip.Addr]int       // registrations per device IP, for the image port
+	regs     map[string]*Registration   // by ID
+	byEP     map[string]string          // endpoint -> ID
+	bindings map[string]string          // endpoint -> the DTLS identity it is bound to
+	regIPs   map[netip.Addr]int         // registrations per device IP, for the image port
+	byAddr   map[string]map[string]bool // registration IDs per device address (host:port), for Send
 	watchers map[string][]chan Registration
 	imgs     *images.Store // created by Listen or the first Publish
 	coap     *udpserver.Server
@@ -238,6 +239,7 @@ func (s *Server) Listen() error {
 	}
 	s.bindings = make(map[string]string)
 	s.regIPs = make(map[netip.Addr]int)
+	s.byAddr = make(map[string]map[string]bool)
 	if bs, ok := s.Store.(BindingStore); ok {
 		b, err := bs.Bindings()
 		if err != nil {
@@ -256,7 +258,7 @@ func (s *Server) Listen() error {
 		}
 		s.regs[r.ID] = &r
 		s.byEP[r.Endpoint] = r.ID
-		s.trackAddrLocked(r.Addr, 1)
+		s.trackAddrLocked(r.ID, r.Addr, 1)
 		if r.Secure {
 			if _, ok := s.bindings[r.Endpoint]; !ok {
 				s.bindings[r.Endpoint] = r.PSKIdentity

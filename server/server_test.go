@@ -83,7 +83,29 @@ func startServer(t *testing.T, s *Server) *Server {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	t.Cleanup(func() { checkAddrIndex(t, s) }) // runs first: before the server stops
 	return s
+}
+
+// checkAddrIndex checks that the address index (Send's lookup) holds
+// exactly the registrations there are, each at its address, whatever
+// registered, moved, re-registered, de-registered or expired in the test.
+func checkAddrIndex(t *testing.T, s *Server) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for addr, ids := range s.byAddr {
+		for id := range ids {
+			n++
+			if r := s.regs[id]; r == nil || r.Addr != addr {
+				t.Errorf("address index: %s at %s, which is not its registration's address", id, addr)
+			}
+		}
+	}
+	if n != len(s.regs) {
+		t.Errorf("address index holds %d registrations, the server %d", n, len(s.regs))
+	}
 }
 
 func ctxT(t *testing.T) context.Context {
