@@ -369,7 +369,8 @@ func TestBootstrapRequestRefusedRetries(t *testing.T) {
 }
 
 // memObject is an application object with one string resource per
-// instance that may be written, created and deleted.
+// instance that may be written, created and deleted (by the bootstrap
+// server, or a server's Create and Delete).
 type memObject struct {
 	id   uint16
 	mu   sync.Mutex

@@ -449,50 +449,8 @@ func TestObserveInstanceAndCancel(t *testing.T) {
 	})
 }
 
-// table is an object whose instances the server creates and deletes.
-type table struct {
-	mu   sync.Mutex
-	rows map[uint16]string
-}
-
-func (tb *table) ID() uint16 { return 4000 }
-func (tb *table) Instances() []uint16 {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	var ids []uint16
-	for id := range tb.rows {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
-func (tb *table) Resources(uint16) []lwm2m.Resource {
-	return []lwm2m.Resource{{ID: 0, Type: model.TypeString, Ops: lwm2m.OpRW}}
-}
-func (tb *table) Read(_ context.Context, p model.Path) ([]model.Record, error) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	return []model.Record{{Path: p, Value: model.String(tb.rows[p.Instance()])}}, nil
-}
-func (tb *table) Create(_ context.Context, inst uint16, recs []model.Record) error {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	tb.rows[inst] = ""
-	for _, r := range recs {
-		tb.rows[inst] = r.Value.Str
-	}
-	return nil
-}
-func (tb *table) Delete(_ context.Context, inst uint16) error {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	delete(tb.rows, inst)
-	return nil
-}
-
 func TestCreateDelete(t *testing.T) {
-	tb := &table{rows: map[uint16]string{}}
-	h := start(t, lwm2m.Config{}, tb)
+	h := start(t, lwm2m.Config{}, &memObject{id: 4000, vals: map[uint16]string{}})
 	payload, err := content.Encode(content.SenMLJSON, model.NewPath(4000), []model.Record{{Path: model.NewPath(4000, 7, 0), Value: model.String("hello")}})
 	if err != nil {
 		t.Fatal(err)
