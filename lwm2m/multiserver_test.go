@@ -110,6 +110,23 @@ func runMulti(t *testing.T, c *lwm2m.Client) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// startMulti runs a client with the provisioned servers, and fw as /5
+// when not nil, until the test ends.
+func startMulti(t *testing.T, ep string, p *lwm2m.Provisioning, fw *fakeFirmware) (*lwm2m.Client, *fakeFirmware) {
+	t.Helper()
+	c, err := lwm2m.New(multiConfig(t, ep, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fw != nil {
+		if err := c.AddObject(fw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runMulti(t, c)
+	return c, fw
+}
+
 func multiConfig(t *testing.T, ep string, p *lwm2m.Provisioning) lwm2m.Config {
 	return lwm2m.Config{Endpoint: ep, Provisioning: p, Logger: lwm2mtest.Logger(t), Tx: fastTx,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
@@ -131,15 +148,7 @@ func TestTwoServersOneDown(t *testing.T) {
 	down := deadAddr(t)
 	p := provision([]account{{1, a.URI()}, {2, "coap://" + down}},
 		aclInstance(0, 5, 0, 1, map[uint16]int64{2: lwm2m.RightRead})...)
-	c, err := lwm2m.New(multiConfig(t, "two", p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := newFakeFirmware()
-	if err := c.AddObject(fw); err != nil {
-		t.Fatal(err)
-	}
-	runMulti(t, c)
+	c, _ := startMulti(t, "two", p, newFakeFirmware())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	connA := a.WaitConn(ctx, "two")
@@ -186,15 +195,7 @@ func TestObservationsPerServer(t *testing.T) {
 	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
 	full := map[uint16]int64{0: lwm2m.RightRead | lwm2m.RightWrite | lwm2m.RightExecute}
 	p := provision([]account{{1, a.URI()}, {2, b.URI()}}, aclInstance(0, 5, 0, 1, full)...)
-	c, err := lwm2m.New(multiConfig(t, "obs2", p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := newFakeFirmware()
-	if err := c.AddObject(fw); err != nil {
-		t.Fatal(err)
-	}
-	runMulti(t, c)
+	c, fw := startMulti(t, "obs2", p, newFakeFirmware())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	connA, connB := a.WaitConn(ctx, "obs2"), b.WaitConn(ctx, "obs2")
@@ -302,15 +303,7 @@ func do(ctx context.Context, t *testing.T, conn *udpclient.Conn, o op) lwm2mtest
 func twoServerClient(t *testing.T, ep string, acl ...model.Record) (*lwm2m.Client, *fakeFirmware, *udpclient.Conn, *udpclient.Conn) {
 	t.Helper()
 	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
-	c, err := lwm2m.New(multiConfig(t, ep, provision([]account{{1, a.URI()}, {2, b.URI()}}, acl...)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := newFakeFirmware()
-	if err := c.AddObject(fw); err != nil {
-		t.Fatal(err)
-	}
-	runMulti(t, c)
+	c, fw := startMulti(t, ep, provision([]account{{1, a.URI()}, {2, b.URI()}}, acl...), newFakeFirmware())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return c, fw, a.WaitConn(ctx, ep), b.WaitConn(ctx, ep)
@@ -597,11 +590,7 @@ func TestProvisioningFromServer(t *testing.T) {
 // and registers with the new.
 func TestApplyProvisioningRestartsSessions(t *testing.T) {
 	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
-	c, err := lwm2m.New(multiConfig(t, "apply", provision([]account{{1, a.URI()}})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runMulti(t, c)
+	c, _ := startMulti(t, "apply", provision([]account{{1, a.URI()}}), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a.WaitConn(ctx, "apply")
@@ -627,11 +616,7 @@ func TestApplyProvisioningRestartsSessions(t *testing.T) {
 // execute server 1's instance (no Access Control instance for /1/0).
 func TestServerInstanceActsOnItsSession(t *testing.T) {
 	a, b := lwm2mtest.Start(t, ""), lwm2mtest.Start(t, "")
-	c, err := lwm2m.New(multiConfig(t, "own1", provision([]account{{1, a.URI()}, {2, b.URI()}})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runMulti(t, c)
+	c, _ := startMulti(t, "own1", provision([]account{{1, a.URI()}, {2, b.URI()}}), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a.WaitConn(ctx, "own1")
