@@ -227,18 +227,10 @@ func (s *Server) Listen() error {
 		attrs = append(attrs, "coap", s.lis.LocalAddr().String())
 	}
 	if s.dtlsLis != nil {
-		attrs = append(attrs, "coaps", s.dtlsLis.Addr().String(), "psk_identities", len(keysOf(s.PSKs)))
+		attrs = append(attrs, "coaps", s.dtlsLis.Addr().String(), "psk_identities", len(s.PSKs))
 	}
 	log.Info("bootstrap server listening", attrs...)
 	return nil
-}
-
-func keysOf(m map[string][]byte) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // LocalAddr returns the bound CoAP address, or nil when none.
