@@ -102,13 +102,7 @@ func (p Provisioning) check(needServer bool) error {
 		if isBS.Bool {
 			continue
 		}
-		ssid, ok := t.value(0, i, secShortID)
-		switch {
-		case !ok:
-			bad("%s/%d: Short Server ID is missing", at, secShortID)
-		case ssid.Int < 1 || ssid.Int > bsMaxShortServerID:
-			bad("%s/%d: Short Server ID %d is out of range 1-%d", at, secShortID, ssid.Int, bsMaxShortServerID)
-		default:
+		if ssid, ok := shortServerID(t, at, 0, i, secShortID, bad); ok {
 			if j, dup := secBySSID[ssid.Int]; dup {
 				bad("%s: Short Server ID %d is also that of /0/%d", at, ssid.Int, j)
 			}
@@ -119,13 +113,7 @@ func (p Provisioning) check(needServer bool) error {
 	servers := map[int64]uint16{}
 	for _, i := range t.instances(1) {
 		at := fmt.Sprintf("/1/%d", i)
-		ssid, ok := t.value(1, i, serverShortID)
-		switch {
-		case !ok:
-			bad("%s/%d: Short Server ID is missing", at, serverShortID)
-		case ssid.Int < 1 || ssid.Int > bsMaxShortServerID:
-			bad("%s/%d: Short Server ID %d is out of range 1-%d", at, serverShortID, ssid.Int, bsMaxShortServerID)
-		default:
+		if ssid, ok := shortServerID(t, at, 1, i, serverShortID, bad); ok {
 			if j, dup := servers[ssid.Int]; dup {
 				bad("%s: Short Server ID %d is also that of /1/%d", at, ssid.Int, j)
 			}
@@ -185,6 +173,21 @@ func (p Provisioning) check(needServer bool) error {
 
 // checkSecurity checks the URI, the security mode and the keys of
 // Security instance /0/i. The problems never quote a key.
+// shortServerID returns the Short Server ID at /obj/i/res (at names the
+// instance), or says what is wrong with it.
+func shortServerID(t tree, at string, obj, i, res uint16, bad func(string, ...any)) (model.Value, bool) {
+	ssid, ok := t.value(obj, i, res)
+	switch {
+	case !ok:
+		bad("%s/%d: Short Server ID is missing", at, res)
+	case ssid.Int < 1 || ssid.Int > bsMaxShortServerID:
+		bad("%s/%d: Short Server ID %d is out of range 1-%d", at, res, ssid.Int, bsMaxShortServerID)
+	default:
+		return ssid, true
+	}
+	return ssid, false
+}
+
 func checkSecurity(t tree, i uint16, bad func(string, ...any)) {
 	at := fmt.Sprintf("/0/%d", i)
 	uv, ok := t.value(0, i, secServerURI)
