@@ -349,7 +349,7 @@ var (
 // again.
 func (e *Engine) verify(ctx context.Context, c *camp, ep string) {
 	e.mu.Lock()
-	started, pkg := c.byEP[ep].Started, e.packages[c.meta.Package]
+	started, pkg, meta := c.byEP[ep].Started, e.packages[c.meta.Package], c.meta
 	e.mu.Unlock()
 	end := started.Add(e.deviceTimeout())
 	executed := false
@@ -381,6 +381,12 @@ func (e *Engine) verify(ctx context.Context, c *camp, ep string) {
 		e.mu.Unlock()
 		e.changed(c.meta.ID)
 		switch {
+		case st == fwobj.StateIdle && res == fwobj.ResultConnectionLost && meta.Method != MethodPush:
+			// The device pulled from this server's image port, which the
+			// restart took away mid-download: not the package's failure.
+			// It tries again at its turn; nothing was applied.
+			e.finish(ctx, c, ep, outcome{status: DeviceWaiting, result: res, err: "the download was cut by the server's restart; tried again"})
+			return
 		case res > fwobj.ResultSuccess:
 			e.finish(ctx, c, ep, outcome{status: DeviceFailed, result: res, err: "update failed (verified after a restart)"})
 			return
