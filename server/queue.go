@@ -183,7 +183,7 @@ func (s *Server) failQueueLocked(ep string, err error) {
 // that is not in queue mode, or awake with nothing queued before; else
 // in ep's queue until the device wakes and the operations queued earlier
 // ran. The wait ends with ctx (the operation is dropped), QueueExpiry
-// (ErrQueueExpired) or the end of the registration. release, never nil
+// (ErrQueueExpired), the end of the registration, or Close (ErrClosed). release, never nil
 // when err is nil, must be called once the exchange is over.
 func (s *Server) hold(ctx context.Context, ep, op string) (release func(), err error) {
 	noop := func() {}
@@ -191,6 +191,10 @@ func (s *Server) hold(ctx context.Context, ep, op string) (release func(), err e
 		return noop, nil
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
 	reg := s.regByEPLocked(ep)
 	if reg == nil || !reg.Queue {
 		s.mu.Unlock()

@@ -287,6 +287,26 @@ func TestQueueModeDeregisterFailsQueued(t *testing.T) {
 	}
 }
 
+// Close ends what waits for a sleeping device, even for a caller with no
+// deadline: no Update can wake it any more.
+func TestQueueModeCloseFailsQueued(t *testing.T) {
+	s, _, _ := startQueueServer(t, &Server{})
+	res := goRead(context.Background(), s, "q1")
+	waitQueued(t, s, "q1", 1)
+	s.Close()
+	select {
+	case r := <-res:
+		if !errors.Is(r.err, ErrClosed) {
+			t.Fatalf("queued read when the server closed: %v, want ErrClosed", r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a queued read still waits after Close")
+	}
+	if _, err := s.Read(context.Background(), "q1", mustPath("/3/0/0"), content.TextPlain); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read of a sleeping device after Close: %v, want ErrClosed", err)
+	}
+}
+
 func TestQueueModeBinding10(t *testing.T) {
 	s := startServer(t, &Server{})
 	d := newQdev(t, s, "ep=old", "lt=600", "lwm2m=1.0", "b=UQ")

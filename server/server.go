@@ -474,6 +474,10 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.done)
+	// No Update will wake a sleeping device now: what waits for one ends.
+	for ep := range s.queues {
+		s.failQueueLocked(ep, ErrClosed)
+	}
 	cs, l, hs, ds, dl, il := s.coap, s.lis, s.httpSrv, s.dtls, s.dtlsLis, s.imgLis
 	imgs := s.imgs
 	s.mu.Unlock()
