@@ -91,10 +91,9 @@ func (c *Client) SendTo(ctx context.Context, ssid uint16, paths ...model.Path) e
 	if v, ok := s.serverValue(serverMuteSend); ok && v.Bool {
 		return ErrSendMuted
 	}
-	body, err := c.sendPayload(withSession(ctx, s), format, paths)
-	if err != nil {
-		return err
-	}
+	// Awake first, as a notification is (observe.go, notify): a client
+	// that sleeps in queue mode sends the values of when it woke, not
+	// of before the redial and its Update.
 	if err := s.enter(ctx, false); err != nil {
 		if errors.Is(err, errGone) {
 			return ErrNotRegistered
@@ -102,6 +101,10 @@ func (c *Client) SendTo(ctx context.Context, ssid uint16, paths ...model.Path) e
 		return err
 	}
 	defer s.leave()
+	body, err := c.sendPayload(withSession(ctx, s), format, paths)
+	if err != nil {
+		return err
+	}
 	s.mu.RLock()
 	conn, loc := s.conn, s.location
 	s.mu.RUnlock()
