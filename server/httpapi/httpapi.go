@@ -514,14 +514,14 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), up.timeout)
 	defer cancel()
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(up.timeout))
+	// The body's read deadline is bodydeadline's (Handler): it slides
+	// while the package arrives and is lifted at its end.
 	file, code, err := receivePackage(w, r, a.cfg.PackageDir, a.maxPackageSize())
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
 	}
 	defer os.Remove(file)
-	_ = rc.SetReadDeadline(time.Time{})
 	a.streamUpdate(ctx, w, rc, up, file)
 }
 
