@@ -3,7 +3,6 @@ package httpapi
 import (
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"github.com/lwm2m-fota/lwm2m/internal/bodydeadline"
@@ -111,12 +110,6 @@ type session struct {
 	expires time.Time
 }
 
-func randomString() string {
-	var b [32]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
 // create starts a session, dropping expired ones and, past maxSessions,
 // the one that expires first.
 func (ss *sessions) create(now time.Time) (id string, s session) {
@@ -139,7 +132,7 @@ func (ss *sessions) create(now time.Time) (id string, s session) {
 		}
 		delete(ss.m, first)
 	}
-	id, s = randomString(), session{csrf: randomString(), expires: now.Add(sessionTTL)}
+	id, s = rand.Text(), session{csrf: rand.Text(), expires: now.Add(sessionTTL)}
 	ss.m[id] = s
 	return id, s
 }
