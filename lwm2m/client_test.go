@@ -652,6 +652,15 @@ func TestDisable(t *testing.T) {
 		}
 		if r.Conn == nil && r.Location == h.reg.Location {
 			deregistered = true
+			// Disabled, the client no longer serves the server on its
+			// old connection (LwM2M 1.1 Core E.2, Disable).
+			waitPhase(t, h.client, "disabled")
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			resp, err := lwm2mtest.Do(ctx, h.conn(), codes.GET, "/3/0/0", -1, nil)
+			cancel()
+			if err == nil {
+				t.Fatalf("a disabled client answered on its old connection: %v", resp.Code)
+			}
 			continue
 		}
 		if deregistered && !r.Update && r.Conn != nil {

@@ -282,6 +282,20 @@ func (s *session) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errDisabled) {
+			// Disable (/1/x/4): off for the Disable Timeout (/1/x/5),
+			// then register again on a new connection.
+			s.setPhase(phaseDisabled)
+			d := s.disableTimeout()
+			c.log.Info("server disabled", "ssid", s.ssid, "for", d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			backoff = c.cfg.RetryMin
+			continue
+		}
 		s.setPhase(phaseBackoff)
 		if time.Since(start) > 2*c.cfg.RetryMax {
 			backoff = c.cfg.RetryMin // it worked for a long while
@@ -296,6 +310,9 @@ func (s *session) run(ctx context.Context) {
 		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
 }
+
+// errDisabled ends a connection on Disable (/1/x/4), after De-register.
+var errDisabled = errors.New("lwm2m: disabled by the server")
 
 // connect is one connection: register, then update until ctx ends or the
 // registration is lost.
@@ -394,23 +411,11 @@ func (s *session) connect(ctx context.Context) error {
 		case r := <-s.updates:
 			stopTimers()
 			if r.disable {
+				// Closing the connection (connect's deferred calls)
+				// ends the observations too: a disabled server hears
+				// nothing until the client registers again (run).
 				s.deregister(conn)
-				s.setPhase(phaseDisabled)
-				d := s.disableTimeout()
-				c.log.Info("server disabled", "ssid", s.ssid, "for", d)
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(d):
-				}
-				s.setPhase(phaseRegistering)
-				if err := s.register(sctx, conn); err != nil {
-					return err
-				}
-				s.setPhase(phaseRegistered)
-				s.gate.touch()
-				nextUpdate = time.Now().Add(s.updateInterval())
-				continue
+				return errDisabled
 			}
 			err = s.update(sctx, conn, r.full)
 		case <-timer.C:
