@@ -465,18 +465,11 @@ func (s *Server) bootstrapRequest(w *responsewriter.ResponseWriter[*udpclient.Co
 		return
 	}
 	entry, ok := s.cfg.entry(req.ep)
-	if ok {
-		_, err = entry.plan("endpoints["+strconv.Quote(req.ep)+"]", nil)
-	}
 	switch {
 	case !ok:
 		s.mu.Unlock()
 		// LwM2M 1.1 Core Table 8.2.2-1: 4.00 "Unknown Endpoint Client Name".
 		s.refuse(w, a, codes.BadRequest, "unknown endpoint client name")
-		return
-	case err != nil: // Validate has passed it: cannot happen
-		s.mu.Unlock()
-		s.refuse(w, a, codes.InternalServerError, "configuration error")
 		return
 	case entry.BootstrapIdentity != "" && (transport != "coaps" || a.PSKIdentity != entry.BootstrapIdentity):
 		s.mu.Unlock()

@@ -209,7 +209,7 @@ func (e *Engine) loadPackages() error {
 			os.Remove(f) // committed, but its record never was
 		}
 	}
-	tmps, _ := filepath.Glob(filepath.Join(e.cfg.Dir, atomicfile.TempPattern("x.pkg")[:1]+"*.pkg.tmp*"))
+	tmps, _ := filepath.Glob(filepath.Join(e.cfg.Dir, atomicfile.TempPattern("*.pkg")))
 	for _, f := range tmps {
 		os.Remove(f)
 	}

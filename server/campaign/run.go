@@ -204,7 +204,7 @@ type outcome struct {
 // finish records d's outcome and stores it, unless the engine is
 // stopping: a device cut short stays "running" in the store.
 func (e *Engine) finish(ctx context.Context, c *camp, ep string, o outcome) {
-	if ctx.Err() != nil && e.ctx.Err() != nil {
+	if e.ctx.Err() != nil { // ctx is derived from it
 		return
 	}
 	e.mu.Lock()
