@@ -267,8 +267,13 @@ func (h *History) flush() {
 		return nil
 	})
 	if err != nil {
+		// Not written: the next flush tries these endpoints again, so
+		// that one failed write does not leave the file stale for good.
 		h.mu.Lock()
 		h.err = err
+		for ep := range batch {
+			h.dirty[ep] = true
+		}
 		h.mu.Unlock()
 	}
 }

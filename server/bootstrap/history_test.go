@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +41,35 @@ func TestHistoryIsBounded(t *testing.T) {
 	}
 	if len(h.Endpoint("dev")) != 0 {
 		t.Fatal("dev kept beyond the bound")
+	}
+}
+
+// A write of the history that fails leaves its endpoints to be written
+// again, rather than forgotten until they bootstrap once more.
+func TestHistoryFailedWriteKeepsDirty(t *testing.T) {
+	st, err := server.OpenBoltStore(filepath.Join(t.TempDir(), "server.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := OpenHistory(st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // every write fails from now on
+	h.Add(Attempt{Endpoint: "dev", Started: time.Unix(1e9, 0), Outcome: Finished})
+	waitfor.Until(t, 10*time.Second, func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.err == nil {
+			return errors.New("no write has failed yet")
+		}
+		if !h.dirty["dev"] {
+			return errors.New("the failed write forgot dev")
+		}
+		return nil
+	})
+	if err := h.Close(); err == nil {
+		t.Error("Close reports no error with the database closed")
 	}
 }
 
